@@ -1,0 +1,71 @@
+//! Typed, durable state machines for agents and automation pipelines.
+//!
+//! steadfast runs every unit of automated work (a *run*) through a fixed, typed lifecycle,
+//! persists every move before acting on it, routes every failure by its class, and lets an
+//! operator see, replay, approve or reject any run.
+//!
+//! # Example
+//!
+//! A state machine of your own, checked at compile time:
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use steadfast::StateMachine;
+//!
+//! #[derive(StateMachine, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+//! #[serde(rename_all = "snake_case")]
+//! enum Approval {
+//!     #[machine(initial, to(Submitted))]
+//!     Draft,
+//!     #[machine(to(Approved, Rejected, Draft))]
+//!     Submitted,
+//!     #[machine(terminal)]
+//!     Approved,
+//!     #[machine(terminal)]
+//!     Rejected,
+//! }
+//!
+//! let state = Approval::INITIAL.transition(Approval::Submitted)?;
+//! assert!(state.transition(Approval::Draft).is_ok());
+//! assert!(Approval::Approved.transition(Approval::Draft).is_err());
+//! println!("{}", Approval::mermaid());
+//! # Ok::<(), steadfast::TransitionError<Approval>>(())
+//! ```
+//!
+//! # The lifecycle
+//!
+//! Every run moves through [`RunState`]: `queued → processing → waiting_external | succeeded |
+//! failed_transient | failed_permanent | needs_review`, and only along the table documented on
+//! [`RunState`]. The table is declared with the same derive users have, so an impossible move
+//! is refused with a [`TransitionError`] and the moves the runtime makes are proven at compile
+//! time.
+//!
+//! # The derive
+//!
+//! `#[derive(StateMachine)]` turns a fieldless enum with `#[machine(...)]` attributes into a
+//! [`StateMachine`](trait@StateMachine); see [`machine`] for the attribute, the rules it
+//! enforces at compile time, and what it generates.
+//!
+//! # Feature flags
+//!
+//! - `cli` (default): the `steadfast` binary.
+//!
+//! A library user who wants only the core writes `default-features = false`.
+
+// Lets the derive's generated `::steadfast::...` paths resolve inside this crate too.
+extern crate self as steadfast;
+
+pub mod lifecycle;
+pub mod machine;
+
+pub use lifecycle::RunState;
+pub use machine::{StateMachine, TransitionError};
+
+/// The items most programs need, for a glob import: `use steadfast::prelude::*;`.
+pub mod prelude {
+    pub use crate::lifecycle::RunState;
+    pub use crate::machine::{StateMachine, TransitionError};
+}
+
+#[doc(hidden)]
+pub mod __private {}

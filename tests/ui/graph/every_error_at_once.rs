@@ -1,0 +1,12 @@
+use steadfast::StateMachine;
+
+#[derive(StateMachine, Clone, Copy, Debug, PartialEq, Eq)]
+enum Order {
+    #[machine(to(Paid, Lost))]
+    Open,
+    #[machine(terminal, to(Open))]
+    Paid,
+    Stuck,
+}
+
+fn main() {}

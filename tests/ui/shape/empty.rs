@@ -1,0 +1,6 @@
+use steadfast::StateMachine;
+
+#[derive(StateMachine, Clone, Copy, Debug, PartialEq, Eq)]
+enum Nothing {}
+
+fn main() {}

@@ -1,0 +1,12 @@
+use steadfast::StateMachine;
+
+#[derive(StateMachine, Clone, Copy, Debug, PartialEq, Eq)]
+enum Order {
+    #[machine(initial, to(Paid, Cancelled))]
+    Open,
+    #[machine(terminal)]
+    Paid,
+    Cancelled,
+}
+
+fn main() {}
