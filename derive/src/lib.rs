@@ -1,11 +1,11 @@
 //! `#[derive(StateMachine)]` for [steadfast](https://docs.rs/steadfast).
 //!
 //! Use it through the `steadfast` crate, which re-exports it next to the trait it implements:
-//! `use steadfast::StateMachine;`. The derive is a small compiler: [`ast`] turns the enum into
-//! an IR that keeps every token for error spans, [`attr`] parses `#[machine(...)]`, [`valid`]
-//! checks the graph (one function per rule), and [`expand`] writes the impl. Invalid
+//! `use steadfast::StateMachine;`. The derive is a small compiler: `ast` turns the enum into
+//! an IR that keeps every token for error spans, `attr` parses `#[machine(...)]`, `valid`
+//! checks the graph (one function per rule), and `expand` writes the impl. Invalid
 //! declarations never reach `expand`: every error is collected, reported together at its
-//! token, and a stub impl from [`fallback`] keeps the rest of the user's crate compiling.
+//! token, and a stub impl from `fallback` keeps the rest of the user's crate compiling.
 
 mod ast;
 mod attr;
