@@ -55,16 +55,23 @@
 // Lets the derive's generated `::steadfast::...` paths resolve inside this crate too.
 extern crate self as steadfast;
 
+pub mod clock;
+pub mod fault;
 pub mod lifecycle;
 pub mod machine;
+pub mod store;
 
-pub use lifecycle::RunState;
+pub use fault::Fault;
+pub use lifecycle::{RunId, RunState};
 pub use machine::{StateMachine, TransitionError};
+pub use store::{SledStore, Store, StoreError};
 
 /// The items most programs need, for a glob import: `use steadfast::prelude::*;`.
 pub mod prelude {
-    pub use crate::lifecycle::RunState;
+    pub use crate::fault::Fault;
+    pub use crate::lifecycle::{RunId, RunState};
     pub use crate::machine::{StateMachine, TransitionError};
+    pub use crate::store::{SledStore, Store};
 }
 
 #[doc(hidden)]

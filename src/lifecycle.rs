@@ -3,9 +3,101 @@
 //! A move outside the table of [`RunState`] is refused with a
 //! [`TransitionError`](crate::machine::TransitionError) and changes nothing.
 
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Mutex;
+
 use serde::{Deserialize, Serialize};
 
 use crate::StateMachine;
+
+/// The identity of a run: a ULID, so ids sort by creation time and are unique across
+/// processes and machines (48 bits of milliseconds, 80 random bits; monotonic within a
+/// process).
+///
+/// Displayed and parsed as 26 characters of Crockford base32: `01JD3X4Q9ZK8M2N5P7R9T1V3W5`.
+///
+/// ```
+/// use steadfast::RunId;
+///
+/// let a = RunId::new();
+/// let b = RunId::new();
+/// assert!(a < b);
+/// assert_eq!(a.to_string().parse::<RunId>().unwrap(), a);
+/// assert!("not-an-id".parse::<RunId>().is_err());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RunId(u128);
+
+impl RunId {
+    /// A new id, later than every id this process made before.
+    #[allow(clippy::new_without_default)] // a fresh id is not a "default" value
+    pub fn new() -> Self {
+        static GENERATOR: Mutex<Option<ulid::Generator>> = Mutex::new(None);
+        let mut generator = GENERATOR.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let generator = generator.get_or_insert_with(ulid::Generator::new);
+        // Overflow needs 2^80 ids in one millisecond; fall back to a fresh random id.
+        let id = generator.generate().unwrap_or_else(|_| ulid::Ulid::new());
+        RunId(id.0)
+    }
+
+    /// The id as 16 big-endian bytes, which sort in creation order (for store keys).
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.to_be_bytes()
+    }
+
+    /// The id from the 16 bytes of [`RunId::to_bytes`].
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        RunId(u128::from_be_bytes(bytes))
+    }
+
+    /// The creation time encoded in the id.
+    pub fn created_at(self) -> crate::clock::Timestamp {
+        crate::clock::Timestamp::from_millis(ulid::Ulid(self.0).timestamp_ms())
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&ulid::Ulid(self.0).to_string())
+    }
+}
+
+impl fmt::Debug for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RunId({self})")
+    }
+}
+
+impl FromStr for RunId {
+    type Err = InvalidRunId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ulid::Ulid::from_string(s.trim())
+            .map(|u| RunId(u.0))
+            .map_err(|_| InvalidRunId(s.to_owned()))
+    }
+}
+
+impl Serialize for RunId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RunId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A string that is not a run id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` is not a run id; expected 26 characters of Crockford base32, like 01JD3X4Q9ZK8M2N5P7R9T1V3W5"
+)]
+pub struct InvalidRunId(String);
 
 /// Where a run is in its life.
 ///
@@ -59,13 +151,13 @@ pub enum RunState {
     Succeeded,
 }
 
-impl std::fmt::Display for RunState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for RunState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
 }
 
-impl std::str::FromStr for RunState {
+impl FromStr for RunState {
     type Err = UnknownState;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -115,6 +207,7 @@ mod tests {
             assert_eq!(state.to_string().parse::<RunState>(), Ok(state));
         }
         let err = "done".parse::<RunState>().unwrap_err();
+        assert_eq!(RunState::Queued.index(), 0);
         assert!(err.to_string().starts_with("unknown run state `done`; expected one of"));
     }
 }

@@ -106,6 +106,11 @@ pub trait StateMachine: Copy + Eq + fmt::Debug + Send + Sync + 'static {
         Self::TRANSITIONS.iter().filter(move |(from, _)| *from == self).map(|&(_, to)| to)
     }
 
+    /// The position of `self` in [`STATES`](StateMachine::STATES).
+    fn index(self) -> usize {
+        Self::STATES.iter().position(|&s| s == self).expect("every state is in STATES")
+    }
+
     /// The state whose [`name`](StateMachine::name) is `name`, if any.
     fn from_name(name: &str) -> Option<Self> {
         Self::STATES.iter().copied().find(|s| s.name() == name)

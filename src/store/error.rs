@@ -1,0 +1,85 @@
+//! [`StoreError`]: the store failed, or the request can never succeed.
+
+use std::path::PathBuf;
+
+use crate::lifecycle::{RunId, RunState};
+use crate::machine::TransitionError;
+
+/// A boxed error from a storage backend.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A store operation that failed. Expected races (a stale `from`, a stale lease) are not
+/// errors but a [`Conflict`](super::Conflict) value.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No run has this id.
+    #[error("run {0} does not exist")]
+    NotFound(RunId),
+    /// The lifecycle table does not allow the move; nothing was changed.
+    #[error("run {run}: {source}")]
+    IllegalTransition {
+        /// The run.
+        run: RunId,
+        /// The refused move.
+        #[source]
+        source: TransitionError<RunState>,
+    },
+    /// The request is malformed (for example a move out of `processing` without a fence);
+    /// nothing was changed.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// Another process has the database open.
+    #[error("{} is locked by {}; stop it, or talk to it over HTTP (`steadfast serve`)", .path.display(), .holder.as_deref().unwrap_or("another process"))]
+    Locked {
+        /// The database directory.
+        path: PathBuf,
+        /// The process holding it, as far as it could be told (`pid 1234 (steadfast serve)`).
+        holder: Option<String>,
+    },
+    /// The path exists but is not a steadfast database.
+    #[error("{} is not a steadfast database: {reason}", .path.display())]
+    NotADatabase {
+        /// The path.
+        path: PathBuf,
+        /// Why it was not recognised.
+        reason: String,
+    },
+    /// The database was written by a newer steadfast.
+    #[error("{} has format version {found}, newer than this steadfast supports ({supported}); upgrade steadfast", .path.display())]
+    NewerFormat {
+        /// The database directory.
+        path: PathBuf,
+        /// The version found.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+    /// A stored record could not be decoded.
+    #[error("corrupt record in `{tree}`: {source}")]
+    Corrupt {
+        /// Where.
+        tree: &'static str,
+        /// The decoding error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An I/O error, with what was being done.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The storage backend failed.
+    #[error("{context}: {source}")]
+    Backend {
+        /// What was being done.
+        context: &'static str,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+}

@@ -1,0 +1,122 @@
+//! Durable storage of runs: the [`Store`] trait, its records, and [`SledStore`], the embedded
+//! default.
+//!
+//! A store fails in two ways, kept apart: a [`StoreError`] means the operation failed or can
+//! never succeed (the disk, a missing run, a move the lifecycle forbids); a [`Conflict`] means
+//! the run moved under the caller (a stale `from`, a stale lease), which is expected under
+//! concurrency and handled by reading the run again. Every method that changes a run returns
+//! only after the change is durable to the degree the store's [`Durability`] promises.
+
+mod error;
+mod record;
+mod sled;
+
+#[cfg(feature = "testing")]
+pub mod conformance;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::clock::Timestamp;
+use crate::lifecycle::RunId;
+
+pub use self::error::{BoxError, StoreError};
+pub use self::record::{
+    Actor, Claim, Conflict, Created, DeadLetter, EffectRecord, ErrorInfo, FORMAT_VERSION,
+    HistoryEntry, Lease, ListQuery, NewRun, Note, Page, RunRecord, StateCounts, Transition,
+};
+pub use self::sled::{Durability, SledStore, SledStoreOptions};
+
+/// The result of an operation that may meet a [`Conflict`]: the outer `Result` is the store
+/// failing, the inner one the run having moved under the caller.
+pub type ConflictResult<T> = Result<Result<T, Conflict>, StoreError>;
+
+/// Durable storage of runs, their history, effects, dead letters and notes.
+///
+/// Implementations guarantee: every move is checked against the lifecycle table and applied
+/// atomically with its history entry and indexes (never half); a move is durable before the
+/// call returns; a claim hands each due run to exactly one claimer; a move out of
+/// `processing` carries the lease's fencing token and is refused on a stale one.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a `queued` run, or returns the run that already has the idempotency key (for
+    /// the same agent) and creates nothing.
+    async fn create(&self, new: NewRun) -> Result<Created, StoreError>;
+
+    /// The run with this id.
+    async fn get(&self, run: RunId) -> Result<Option<RunRecord>, StoreError>;
+
+    /// The run of `agent` created with `idempotency_key`.
+    async fn find_by_key(
+        &self,
+        agent: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<RunRecord>, StoreError>;
+
+    /// Moves a run: refused with [`StoreError::IllegalTransition`] unless the lifecycle allows
+    /// `from → to`, and with a [`Conflict`] if the run is not in `from` or the fence is stale.
+    /// Returns the run as it is after the move.
+    async fn transition(&self, request: Transition) -> ConflictResult<RunRecord>;
+
+    /// Claims up to `claim.limit` due `queued` runs (oldest due first), moving each to
+    /// `processing` under a new lease with a larger fencing token. Each run goes to exactly one
+    /// claimer.
+    async fn claim(&self, claim: Claim) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Extends a lease to `now + extend`. A conflict if the lease is no longer the caller's.
+    async fn heartbeat(
+        &self,
+        run: RunId,
+        token: u64,
+        extend: std::time::Duration,
+    ) -> ConflictResult<Timestamp>;
+
+    /// Moves every `processing` run whose lease expired to `failed_transient`, due now,
+    /// recorded as the timer's move. Returns the runs moved (at most `limit`).
+    async fn recover_expired(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Runs whose timer is due: `failed_transient` runs whose backoff elapsed and
+    /// `waiting_external` runs whose wait timed out (at most `limit`, earliest first).
+    async fn due_timers(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// The earliest future time at which something becomes due (a run, a timer, a lease
+    /// expiry), for a worker to sleep until. `None` if nothing is scheduled.
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError>;
+
+    /// Journals an effect's result under (run, name). If one is already recorded, nothing is
+    /// written and the recorded one is returned: the first record wins.
+    async fn record_effect(
+        &self,
+        run: RunId,
+        name: &str,
+        result: Value,
+    ) -> Result<EffectRecord, StoreError>;
+
+    /// The journaled effect of `run` named `name`.
+    async fn effect(&self, run: RunId, name: &str) -> Result<Option<EffectRecord>, StoreError>;
+
+    /// Every journaled effect of `run`, by name.
+    async fn effects(&self, run: RunId) -> Result<Vec<EffectRecord>, StoreError>;
+
+    /// The run's history, oldest first.
+    async fn history(&self, run: RunId) -> Result<Vec<HistoryEntry>, StoreError>;
+
+    /// Adds an operator's note to a run.
+    async fn add_note(&self, run: RunId, author: Actor, text: &str) -> Result<Note, StoreError>;
+
+    /// The notes on a run, oldest first.
+    async fn notes(&self, run: RunId) -> Result<Vec<Note>, StoreError>;
+
+    /// The dead letter queue, oldest first, continuing after `cursor`.
+    async fn dead_letters(
+        &self,
+        cursor: Option<RunId>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// Runs matching `query`, a page at a time.
+    async fn list(&self, query: ListQuery) -> Result<Page, StoreError>;
+
+    /// How many runs are in each state.
+    async fn counts(&self) -> Result<StateCounts, StoreError>;
+}

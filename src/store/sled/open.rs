@@ -1,0 +1,175 @@
+//! Opening a sled database directory: recognising it, refusing what is not ours, naming the
+//! process that holds the lock, and the blob fsync that sled itself never does.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::commit::GroupCommit;
+use super::{Durability, Inner, SledStore, SledStoreOptions, Trees, backend, io_error};
+use crate::store::{FORMAT_VERSION, StoreError};
+
+/// The file, next to sled's own, that names the process holding the database.
+const OWNER_FILE: &str = "steadfast.owner";
+const FORMAT_KEY: &[u8] = b"format";
+
+pub(super) fn open(path: &Path, options: SledStoreOptions) -> Result<SledStore, StoreError> {
+    let fresh = check_directory(path)?;
+    let flush_every_ms = match options.durability {
+        Durability::Periodic(period) => Some(period.as_millis().max(1) as u64),
+        Durability::Fsync | Durability::Flush => Some(500),
+    };
+    let db = ::sled::Config::new()
+        .path(path)
+        .cache_capacity(options.cache_capacity)
+        .flush_every_ms(flush_every_ms)
+        .open()
+        .map_err(|e| open_error(path, e))?;
+
+    let tree = |name: &str| db.open_tree(name).map_err(|e| backend("opening a tree", e));
+    let trees = Trees {
+        runs: tree("runs")?,
+        history: tree("history")?,
+        keys: tree("keys")?,
+        ready: tree("ready")?,
+        leases: tree("leases")?,
+        by_state: tree("by_state")?,
+        effects: tree("effects")?,
+        dead_letter: tree("dead_letter")?,
+        notes: tree("notes")?,
+        meta: tree("meta")?,
+    };
+    match trees.meta.get(FORMAT_KEY).map_err(|e| backend("reading the format", e))? {
+        Some(bytes) => {
+            let found = bytes.as_ref().try_into().map(u32::from_be_bytes).unwrap_or(u32::MAX);
+            if found > FORMAT_VERSION {
+                return Err(StoreError::NewerFormat {
+                    path: path.to_owned(),
+                    found,
+                    supported: FORMAT_VERSION,
+                });
+            }
+        }
+        None if fresh => {
+            trees
+                .meta
+                .insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
+                .map_err(|e| backend("writing the format", e))?;
+            db.flush().map_err(|e| backend("flushing the database", e))?;
+        }
+        None => {
+            return Err(StoreError::NotADatabase {
+                path: path.to_owned(),
+                reason: "it is a sled database without steadfast's format marker".into(),
+            });
+        }
+    }
+    write_owner(path);
+    let log = File::open(path.join("db")).map_err(|e| io_error("opening the database log", e))?;
+    if fresh {
+        // Make the new directory entries themselves durable.
+        sync_dir(path).map_err(|e| io_error("fsync of the database directory", e))?;
+    }
+    Ok(SledStore {
+        inner: Arc::new(Inner {
+            db,
+            trees,
+            path: path.to_owned(),
+            durability: options.durability,
+            clock: options.clock,
+            commit: GroupCommit::new(),
+            log: Arc::new(log),
+        }),
+    })
+}
+
+/// Refuses a path that cannot be a database; returns whether it is new (absent or empty).
+fn check_directory(path: &Path) -> Result<bool, StoreError> {
+    let not_db =
+        |reason: &str| StoreError::NotADatabase { path: path.to_owned(), reason: reason.into() };
+    match fs::metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(io_error(&format!("reading {}", path.display()), e)),
+        Ok(meta) if !meta.is_dir() => Err(not_db("it is a file, not a directory")),
+        Ok(_) => {
+            let mut entries = fs::read_dir(path)
+                .map_err(|e| io_error(&format!("reading {}", path.display()), e))?;
+            if entries.next().is_none() {
+                return Ok(true);
+            }
+            if !path.join("conf").is_file() || !path.join("db").is_file() {
+                return Err(not_db(
+                    "the directory has other files and no database in it; choose an empty or new directory",
+                ));
+            }
+            Ok(false)
+        }
+    }
+}
+
+fn open_error(path: &Path, error: ::sled::Error) -> StoreError {
+    match &error {
+        ::sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            StoreError::Locked {
+                path: path.to_owned(),
+                holder: fs::read_to_string(path.join(OWNER_FILE)).ok().map(|s| s.trim().to_owned()),
+            }
+        }
+        ::sled::Error::Unsupported(_) | ::sled::Error::Corruption { .. } => {
+            StoreError::NotADatabase { path: path.to_owned(), reason: error.to_string() }
+        }
+        _ => backend("opening the database", error),
+    }
+}
+
+/// Records which process holds the database, for the "locked by" message of the next opener.
+fn write_owner(path: &Path) {
+    let cmdline = fs::read("/proc/self/cmdline")
+        .map(|raw| {
+            raw.split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    let owner = format!("pid {} ({})\n", std::process::id(), cmdline.trim());
+    let _ = fs::write(path.join(OWNER_FILE), owner);
+}
+
+fn sync_dir(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+/// sled 0.34 writes values too large for its log (about 1/4 of a segment) to files under
+/// `blobs/` without ever syncing them. Sync each new blob once, then the directory.
+pub(super) fn sync_blobs(path: &Path) -> io::Result<()> {
+    static SYNCED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+    let dir = path.join("blobs");
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut synced = SYNCED.lock().unwrap_or_else(|p| p.into_inner());
+    let synced = synced.get_or_insert_with(HashSet::new);
+    let mut any = false;
+    for entry in entries {
+        let blob = entry?.path();
+        if !synced.contains(&blob) {
+            match File::open(&blob) {
+                Ok(file) => file.sync_data()?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // garbage-collected
+                Err(e) => return Err(e),
+            }
+            synced.insert(blob);
+            any = true;
+        }
+    }
+    if any {
+        sync_dir(&dir)?;
+    }
+    Ok(())
+}
