@@ -1,0 +1,281 @@
+//! A real crash: a child process makes thousands of durable moves and effect writes on a sled
+//! database and is killed with SIGKILL at a random moment, 30 times over. After each kill the
+//! database is reopened and checked in the terms of Jepsen's queue checker:
+//!
+//! - lost: an operation the child reported done (it prints `done ...` only after the call
+//!   returned) that is not in the database — must be 0;
+//! - duplicated: two runs for one idempotency key — must be 0;
+//! - unexpected: a run the child never tried to create — must be 0;
+//! - recovered: an operation that was under way at the kill and is in the database anyway.
+//!
+//! Beyond that, every run's history must explain its state, and the indexes (state counts,
+//! the by-state listing) must agree with the records.
+//!
+//! The child is this same test binary, re-run with `STEADFAST_CRASH_CHILD` set.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use steadfast::clock::{ManualClock, Timestamp};
+use steadfast::store::{
+    Actor, Claim, ListQuery, NewRun, RunRecord, SledStore, SledStoreOptions, Store, Transition,
+};
+use steadfast::{RunState, StateMachine};
+
+const CHILD_ENV: &str = "STEADFAST_CRASH_CHILD";
+const AGENT: &str = "crash";
+const KILLS: usize = 30;
+
+/// The child's side: create runs, claim them, journal an effect, succeed; forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_child() {
+    let Ok(path) = std::env::var(CHILD_ENV) else { return };
+    let store = SledStore::open(&path).expect("child opens the database");
+    // stdout is a pipe and println! flushes per line; the marker separates our lines from the
+    // test harness's text, which may share the first one.
+    let say = |line: String| println!("@@ {line}");
+    let mut next = 0u64;
+    while store.find_by_key(AGENT, &format!("k{next}")).await.unwrap().is_some() {
+        next += 1;
+    }
+    loop {
+        let key = format!("k{next}");
+        say(format!("attempt {key}"));
+        let created = store.create(NewRun::new(AGENT, &key, json!({ "n": next }))).await.unwrap();
+        say(format!("done create {key} {}", created.run.id));
+        next += 1;
+
+        for run in store.recover_expired(16).await.unwrap() {
+            say(format!("done recover {}", run.id));
+        }
+        for run in store.due_timers(16).await.unwrap() {
+            store
+                .transition(Transition::new(run.id, RunState::FailedTransient, RunState::Queued).by(Actor::Timer))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        for run in store.claim(Claim::new("child", 2, Duration::from_millis(200))).await.unwrap() {
+            let token = run.lease.as_ref().unwrap().token;
+            say(format!("done claim {}", run.id));
+            store.record_effect(run.id, "send", json!({ "attempt": run.attempt })).await.unwrap();
+            say(format!("done effect {}", run.id));
+            let moved = store
+                .transition(
+                    Transition::new(run.id, RunState::Processing, RunState::Succeeded)
+                        .fenced(token)
+                        .output(run.input.clone()),
+                )
+                .await
+                .unwrap();
+            if moved.is_ok() {
+                say(format!("done succeed {}", run.id));
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Report {
+    acknowledged: usize,
+    lost: Vec<String>,
+    duplicated: Vec<String>,
+    unexpected: Vec<String>,
+    recovered: usize,
+}
+
+#[test]
+fn sigkill_loses_nothing_acknowledged() {
+    if std::env::var(CHILD_ENV).is_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let mut attempted: HashSet<String> = HashSet::new();
+    let mut total = Report::default();
+    let mut rng = fastrand::Rng::with_seed(0x5eed);
+    for cycle in 0..KILLS {
+        let lines = run_child_and_kill(&db, Duration::from_millis(rng.u64(30..250)));
+        let report = verify(&db, &lines, &mut attempted);
+        assert!(
+            report.lost.is_empty() && report.duplicated.is_empty() && report.unexpected.is_empty(),
+            "cycle {cycle}: lost {:?}, duplicated {:?}, unexpected {:?}",
+            report.lost,
+            report.duplicated,
+            report.unexpected
+        );
+        total.acknowledged += report.acknowledged;
+        total.recovered += report.recovered;
+    }
+    assert!(total.acknowledged > 1000, "the child did too little work: {}", total.acknowledged);
+    eprintln!(
+        "{KILLS} kills: {} acknowledged operations, lost 0, duplicated 0, unexpected 0, recovered {}",
+        total.acknowledged, total.recovered
+    );
+    drain_and_check(&db);
+}
+
+/// Runs the child until `after` has passed (and it has done some work), then SIGKILLs it.
+fn run_child_and_kill(db: &Path, after: Duration) -> Vec<String> {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>()
+    });
+    let start = Instant::now();
+    std::thread::sleep(after);
+    child.kill().expect("SIGKILL the child"); // Child::kill sends SIGKILL on Unix
+    child.wait().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(30));
+    reader.join().unwrap()
+}
+
+fn verify(db: &Path, lines: &[String], attempted: &mut HashSet<String>) -> Report {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let store = SledStore::open(db).expect("the database reopens after SIGKILL");
+        let mut report = Report::default();
+        let mut in_flight: Option<String> = None;
+        for line in lines {
+            let Some(at) = line.find("@@ ") else { continue };
+            let line = &line[at + 3..];
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["attempt", key] => {
+                    attempted.insert((*key).to_owned());
+                    in_flight = Some((*key).to_owned());
+                }
+                ["done", "create", key, id] => {
+                    report.acknowledged += 1;
+                    in_flight = None;
+                    match store.find_by_key(AGENT, key).await.unwrap() {
+                        Some(run) if run.id.to_string() == *id => {}
+                        other => report.lost.push(format!("create {key} {id}: found {other:?}")),
+                    }
+                }
+                ["done", what, id] => {
+                    report.acknowledged += 1;
+                    let run = store.get(id.parse().unwrap()).await.unwrap();
+                    let history = store.history(id.parse().unwrap()).await.unwrap();
+                    let present = match *what {
+                        "claim" => history.iter().any(|h| h.to == RunState::Processing),
+                        "effect" => store.effect(id.parse().unwrap(), "send").await.unwrap().is_some(),
+                        "succeed" => run.as_ref().is_some_and(|r| r.state == RunState::Succeeded),
+                        "recover" => history.iter().any(|h| h.actor == Actor::Timer),
+                        _ => panic!("unknown line {line}"),
+                    };
+                    if !present {
+                        report.lost.push(line.to_owned());
+                    }
+                }
+                _ => panic!("unexpected line from the child: {line}"),
+            }
+        }
+        if let Some(key) = in_flight {
+            if store.find_by_key(AGENT, &key).await.unwrap().is_some() {
+                report.recovered += 1;
+            }
+        }
+        let runs = all_runs(&store).await;
+        let mut by_key: HashMap<&str, usize> = HashMap::new();
+        for run in &runs {
+            *by_key.entry(&run.idempotency_key).or_default() += 1;
+            if !attempted.contains(&run.idempotency_key) {
+                report.unexpected.push(run.idempotency_key.clone());
+            }
+            check_history_explains(&store, run).await;
+        }
+        report.duplicated = by_key.into_iter().filter(|(_, n)| *n > 1).map(|(k, _)| k.to_owned()).collect();
+        check_indexes(&store, &runs).await;
+        report
+    })
+}
+
+async fn all_runs(store: &SledStore) -> Vec<RunRecord> {
+    let mut runs = Vec::new();
+    let mut query = ListQuery::new().oldest_first().limit(1000);
+    loop {
+        let page = store.list(query.clone()).await.unwrap();
+        runs.extend(page.runs);
+        match page.next {
+            Some(next) => query = query.cursor(next),
+            None => return runs,
+        }
+    }
+}
+
+/// The history is a chain of legal moves from creation to the current state.
+async fn check_history_explains(store: &SledStore, run: &RunRecord) {
+    let history = store.history(run.id).await.unwrap();
+    assert_eq!(history.len(), run.moves as usize, "run {}: history length", run.id);
+    assert_eq!(history[0].from, None);
+    assert_eq!(history[0].to, RunState::INITIAL);
+    for pair in history.windows(2) {
+        assert_eq!(pair[1].from, Some(pair[0].to), "run {}: broken chain", run.id);
+        assert!(pair[0].to.can_transition(pair[1].to), "run {}: illegal move in history", run.id);
+    }
+    assert_eq!(history.last().unwrap().to, run.state, "run {}: history ends elsewhere", run.id);
+    if run.state == RunState::Succeeded {
+        assert!(store.effect(run.id, "send").await.unwrap().is_some(), "run {}: succeeded without its effect", run.id);
+    }
+    assert_eq!(run.state == RunState::Processing, run.lease.is_some(), "run {}: lease", run.id);
+}
+
+/// The state index and counts agree with the records.
+async fn check_indexes(store: &SledStore, runs: &[RunRecord]) {
+    let counts = store.counts().await.unwrap();
+    assert_eq!(counts.total(), runs.len() as u64);
+    for &state in RunState::STATES {
+        let listed = store.list(ListQuery::new().state(state).limit(100_000)).await.unwrap().runs;
+        let expected = runs.iter().filter(|r| r.state == state).count();
+        assert_eq!(listed.len(), expected, "by_state index for `{state}`");
+        assert_eq!(counts.get(state), expected as u64);
+        assert!(listed.iter().all(|r| r.state == state));
+    }
+}
+
+/// After the last kill, a worker far in the future recovers every lease and finishes every
+/// run: nothing is stuck.
+fn drain_and_check(db: &Path) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let clock = Arc::new(ManualClock::new(Timestamp::now().add(Duration::from_secs(3600))));
+        let store = SledStore::open_with(db, SledStoreOptions::default().clock(clock)).unwrap();
+        store.recover_expired(usize::MAX).await.unwrap();
+        for run in store.due_timers(usize::MAX).await.unwrap() {
+            store
+                .transition(Transition::new(run.id, RunState::FailedTransient, RunState::Queued))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        loop {
+            let claimed = store.claim(Claim::new("drain", 256, Duration::from_secs(60))).await.unwrap();
+            if claimed.is_empty() {
+                break;
+            }
+            for run in claimed {
+                store.record_effect(run.id, "send", json!("drain")).await.unwrap();
+                let token = run.lease.unwrap().token;
+                store
+                    .transition(Transition::new(run.id, RunState::Processing, RunState::Succeeded).fenced(token))
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+        }
+        let counts = store.counts().await.unwrap();
+        assert_eq!(counts.get(RunState::Succeeded), counts.total(), "every run finished: {counts:?}");
+    });
+}

@@ -1,0 +1,263 @@
+//! Model-based property test: random sequences of store operations (including reopening the
+//! database) against an in-memory model of the store's contract; after every operation the
+//! store and the model agree on every run's state, attempt, lease and due time, and on every
+//! answer (conflicts, refusals, effects).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use steadfast::clock::{Clock, ManualClock, Timestamp};
+use steadfast::store::{
+    Claim, Conflict, Durability, NewRun, SledStore, SledStoreOptions, Store, StoreError, Transition,
+};
+use steadfast::{RunId, RunState, StateMachine};
+
+const LEASE: Duration = Duration::from_secs(20);
+
+#[derive(Clone, Debug)]
+enum Op {
+    Create(u8),
+    Claim(usize),
+    /// The worker holding run `n` reports an outcome; `stale` uses an older token.
+    Finish { run: usize, to: RunState, stale: bool },
+    /// An operator's move of run `n` to `to`, believing it is in `from` (or its real state).
+    Operator { run: usize, to: RunState, wrong_from: Option<RunState> },
+    Advance(u64),
+    Recover,
+    Timers,
+    Effect { run: usize, name: bool, value: u8 },
+    Reopen,
+}
+
+fn state() -> impl Strategy<Value = RunState> {
+    proptest::sample::select(RunState::STATES)
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0u8..8).prop_map(Op::Create),
+        3 => (1usize..4).prop_map(Op::Claim),
+        4 => (0usize..8, proptest::sample::select(&[
+                RunState::Succeeded, RunState::FailedTransient, RunState::FailedPermanent,
+                RunState::WaitingExternal, RunState::NeedsReview][..]), proptest::bool::weighted(0.2))
+            .prop_map(|(run, to, stale)| Op::Finish { run, to, stale }),
+        2 => (0usize..8, state(), proptest::option::weighted(0.3, state()))
+            .prop_map(|(run, to, wrong_from)| Op::Operator { run, to, wrong_from }),
+        2 => (0u64..40).prop_map(Op::Advance),
+        1 => Just(Op::Recover),
+        2 => Just(Op::Timers),
+        2 => (0usize..8, any::<bool>(), any::<u8>()).prop_map(|(run, name, value)| Op::Effect { run, name, value }),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+#[derive(Clone, Debug)]
+struct ModelRun {
+    id: RunId,
+    key: u8,
+    state: RunState,
+    attempt: u32,
+    fence: u64,
+    lease_expires: Option<Timestamp>,
+    due: Option<Timestamp>,
+    effects: HashMap<String, Value>,
+}
+
+#[derive(Default)]
+struct Model {
+    runs: Vec<ModelRun>,
+}
+
+impl Model {
+    fn moved(run: &mut ModelRun, to: RunState, due: Option<Timestamp>, now: Timestamp) {
+        run.state = to;
+        run.due = match to {
+            RunState::Queued | RunState::FailedTransient => Some(due.unwrap_or(now)),
+            RunState::WaitingExternal => due,
+            _ => None,
+        };
+        if to != RunState::Processing {
+            run.lease_expires = None;
+        }
+    }
+}
+
+fn open(path: &Path, clock: &Arc<ManualClock>) -> SledStore {
+    let options = SledStoreOptions::default().clock(clock.clone()).durability(Durability::Flush);
+    SledStore::open_with(path, options).unwrap()
+}
+
+async fn check(store: &SledStore, model: &Model) -> Result<(), TestCaseError> {
+    for m in &model.runs {
+        let r = store.get(m.id).await.unwrap().expect("model run exists in the store");
+        prop_assert_eq!(r.state, m.state, "state of {}", m.key);
+        prop_assert_eq!(r.attempt, m.attempt, "attempt of {}", m.key);
+        prop_assert_eq!(r.fence, m.fence, "fence of {}", m.key);
+        prop_assert_eq!(r.lease.as_ref().map(|l| l.expires_at), m.lease_expires, "lease of {}", m.key);
+        prop_assert_eq!(r.due_at, m.due, "due time of {}", m.key);
+    }
+    let counts = store.counts().await.unwrap();
+    prop_assert_eq!(counts.total(), model.runs.len() as u64);
+    for &s in RunState::STATES {
+        prop_assert_eq!(counts.get(s), model.runs.iter().filter(|r| r.state == s).count() as u64);
+    }
+    Ok(())
+}
+
+async fn apply(
+    store: &mut SledStore,
+    model: &mut Model,
+    clock: &Arc<ManualClock>,
+    path: &Path,
+    op: Op,
+) -> Result<(), TestCaseError> {
+    let now = clock.now();
+    let pick = |n: usize| if model.runs.is_empty() { None } else { Some(n % model.runs.len()) };
+    match op {
+        Op::Create(key) => {
+            let created = store.create(NewRun::new("agent", format!("k{key}"), json!(key))).await.unwrap();
+            match model.runs.iter().find(|r| r.key == key) {
+                Some(existing) => {
+                    prop_assert!(!created.created);
+                    prop_assert_eq!(created.run.id, existing.id);
+                }
+                None => {
+                    prop_assert!(created.created);
+                    model.runs.push(ModelRun {
+                        id: created.run.id,
+                        key,
+                        state: RunState::Queued,
+                        attempt: 0,
+                        fence: 0,
+                        lease_expires: None,
+                        due: Some(now),
+                        effects: HashMap::new(),
+                    });
+                }
+            }
+        }
+        Op::Claim(limit) => {
+            let claimed = store.claim(Claim::new("w", limit, LEASE)).await.unwrap();
+            let mut due: Vec<usize> = (0..model.runs.len())
+                .filter(|&i| model.runs[i].state == RunState::Queued && model.runs[i].due.is_some_and(|d| d <= now))
+                .collect();
+            due.sort_by_key(|&i| (model.runs[i].due, model.runs[i].id));
+            due.truncate(limit);
+            let got: Vec<RunId> = claimed.iter().map(|r| r.id).collect();
+            let want: Vec<RunId> = due.iter().map(|&i| model.runs[i].id).collect();
+            prop_assert_eq!(got, want, "claimed runs");
+            for i in due {
+                let run = &mut model.runs[i];
+                run.attempt += 1;
+                run.fence += 1;
+                Model::moved(run, RunState::Processing, None, now);
+                run.lease_expires = Some(now.add(LEASE));
+            }
+        }
+        Op::Finish { run, to, stale } => {
+            let Some(i) = pick(run) else { return Ok(()) };
+            let m = &mut model.runs[i];
+            let token = if stale { m.fence.saturating_sub(1) } else { m.fence };
+            let due = now.add(Duration::from_secs(5));
+            let answer = store
+                .transition(Transition::new(m.id, RunState::Processing, to).fenced(token).due_at(due))
+                .await
+                .unwrap();
+            if m.state != RunState::Processing {
+                prop_assert_eq!(answer, Err(Conflict::State { run: m.id, expected: RunState::Processing, current: m.state }));
+            } else if token != m.fence {
+                prop_assert_eq!(answer, Err(Conflict::Fenced { run: m.id, token, current: m.fence }));
+            } else {
+                prop_assert!(answer.is_ok());
+                Model::moved(m, to, Some(due), now);
+            }
+        }
+        Op::Operator { run, to, wrong_from } => {
+            let Some(i) = pick(run) else { return Ok(()) };
+            let m = &mut model.runs[i];
+            let from = wrong_from.unwrap_or(m.state);
+            let answer = store.transition(Transition::new(m.id, from, to)).await;
+            if !from.can_transition(to) {
+                prop_assert!(matches!(answer, Err(StoreError::IllegalTransition { .. })), "{:?}", answer);
+            } else if to == RunState::Processing || from == RunState::Processing {
+                prop_assert!(matches!(answer, Err(StoreError::InvalidRequest(_))), "{:?}", answer);
+            } else if from != m.state {
+                prop_assert_eq!(answer.unwrap(), Err(Conflict::State { run: m.id, expected: from, current: m.state }));
+            } else {
+                prop_assert!(matches!(answer, Ok(Ok(_))), "{:?}", answer);
+                Model::moved(m, to, None, now);
+            }
+        }
+        Op::Advance(secs) => clock.advance(Duration::from_secs(secs)),
+        Op::Recover => {
+            let mut got: Vec<RunId> = store.recover_expired(100).await.unwrap().into_iter().map(|r| r.id).collect();
+            let mut want = Vec::new();
+            for m in &mut model.runs {
+                if m.state == RunState::Processing && m.lease_expires.is_some_and(|e| e <= now) {
+                    want.push(m.id);
+                    Model::moved(m, RunState::FailedTransient, None, now);
+                }
+            }
+            got.sort();
+            want.sort();
+            prop_assert_eq!(got, want, "recovered runs");
+        }
+        Op::Timers => {
+            let mut got: Vec<RunId> = store.due_timers(100).await.unwrap().into_iter().map(|r| r.id).collect();
+            let mut want: Vec<RunId> = model
+                .runs
+                .iter()
+                .filter(|m| matches!(m.state, RunState::FailedTransient | RunState::WaitingExternal) && m.due.is_some_and(|d| d <= now))
+                .map(|m| m.id)
+                .collect();
+            got.sort();
+            want.sort();
+            prop_assert_eq!(&got, &want, "due timers");
+            for id in want {
+                let m = model.runs.iter_mut().find(|m| m.id == id).unwrap();
+                let to = if m.state == RunState::FailedTransient { RunState::Queued } else { RunState::FailedTransient };
+                store.transition(Transition::new(id, m.state, to)).await.unwrap().unwrap();
+                Model::moved(m, to, None, now);
+            }
+        }
+        Op::Effect { run, name, value } => {
+            let Some(i) = pick(run) else { return Ok(()) };
+            let m = &mut model.runs[i];
+            let name = if name { "send" } else { "fetch" };
+            let recorded = store.record_effect(m.id, name, json!(value)).await.unwrap();
+            let expected = m.effects.entry(name.to_owned()).or_insert(json!(value));
+            prop_assert_eq!(&recorded.result, expected, "first record wins");
+        }
+        Op::Reopen => {
+            let placeholder = open(&path.with_extension("scratch"), clock);
+            drop(std::mem::replace(store, placeholder));
+            *store = open(path, clock);
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn store_agrees_with_model(ops in proptest::collection::vec(op(), 1..80)) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("db");
+            let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_800_000_000_000)));
+            let mut store = open(&path, &clock);
+            let mut model = Model::default();
+            for op in ops {
+                apply(&mut store, &mut model, &clock, &path, op).await?;
+                check(&store, &model).await?;
+            }
+            Ok::<(), TestCaseError>(())
+        })?;
+    }
+}
