@@ -34,9 +34,9 @@ impl Timestamp {
         SystemTime::now().into()
     }
 
-    /// `self + duration`, saturating.
+    /// The time `duration` after `self`, saturating.
     #[must_use]
-    pub fn add(self, duration: Duration) -> Self {
+    pub fn after(self, duration: Duration) -> Self {
         Timestamp(self.0.saturating_add(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)))
     }
 
@@ -175,10 +175,10 @@ mod tests {
     #[test]
     fn arithmetic_saturates() {
         let t = Timestamp::from_millis(10);
-        assert_eq!(t.add(Duration::from_millis(5)), Timestamp::from_millis(15));
+        assert_eq!(t.after(Duration::from_millis(5)), Timestamp::from_millis(15));
         assert_eq!(t.since(Timestamp::from_millis(20)), Duration::ZERO);
         assert_eq!(
-            Timestamp::from_millis(u64::MAX).add(Duration::from_secs(1)).as_millis(),
+            Timestamp::from_millis(u64::MAX).after(Duration::from_secs(1)).as_millis(),
             u64::MAX
         );
     }

@@ -30,3 +30,57 @@ async fn sled_store_conforms_with_fsync() {
 async fn sled_store_conforms_with_periodic_flush() {
     conforms(Durability::Periodic(Duration::from_millis(50))).await;
 }
+
+mod opening {
+    use steadfast::store::{SledStore, StoreError};
+
+    #[test]
+    fn a_file_is_not_a_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("notes.txt");
+        std::fs::write(&file, "hello").unwrap();
+        let err = SledStore::open(&file).unwrap_err();
+        assert!(matches!(err, StoreError::NotADatabase { .. }), "{err}");
+        assert!(err.to_string().contains("is a file"), "{err}");
+    }
+
+    #[test]
+    fn a_directory_of_other_files_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("thesis.tex"), "precious").unwrap();
+        let err = SledStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::NotADatabase { .. }), "{err}");
+        let left: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["thesis.tex"], "nothing was created next to the user's files");
+    }
+
+    #[test]
+    fn a_locked_database_names_its_holder_without_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = SledStore::open(dir.path()).unwrap();
+        let err = SledStore::open(dir.path()).unwrap_err();
+        match &err {
+            StoreError::Locked { holder: Some(holder), .. } => {
+                assert!(holder.starts_with(&format!("pid {} (", std::process::id())), "{holder}");
+            }
+            other => panic!("expected Locked with a holder, got {other:?}"),
+        }
+        assert!(err.to_string().contains("is locked by pid"), "{err}");
+    }
+
+    #[test]
+    fn a_reopened_database_keeps_its_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            use steadfast::store::{NewRun, Store};
+            let id = {
+                let store = SledStore::open(dir.path()).unwrap();
+                store.create(NewRun::new("a", "k", serde_json::json!(1))).await.unwrap().run.id
+            };
+            let store = SledStore::open(dir.path()).unwrap();
+            assert_eq!(store.get(id).await.unwrap().unwrap().input, serde_json::json!(1));
+        });
+    }
+}

@@ -55,7 +55,10 @@ async fn crash_child() {
         }
         for run in store.due_timers(16).await.unwrap() {
             store
-                .transition(Transition::new(run.id, RunState::FailedTransient, RunState::Queued).by(Actor::Timer))
+                .transition(
+                    Transition::new(run.id, RunState::FailedTransient, RunState::Queued)
+                        .by(Actor::Timer),
+                )
                 .await
                 .unwrap()
                 .unwrap();
@@ -170,7 +173,9 @@ fn verify(db: &Path, lines: &[String], attempted: &mut HashSet<String>) -> Repor
                     let history = store.history(id.parse().unwrap()).await.unwrap();
                     let present = match *what {
                         "claim" => history.iter().any(|h| h.to == RunState::Processing),
-                        "effect" => store.effect(id.parse().unwrap(), "send").await.unwrap().is_some(),
+                        "effect" => {
+                            store.effect(id.parse().unwrap(), "send").await.unwrap().is_some()
+                        }
                         "succeed" => run.as_ref().is_some_and(|r| r.state == RunState::Succeeded),
                         "recover" => history.iter().any(|h| h.actor == Actor::Timer),
                         _ => panic!("unknown line {line}"),
@@ -182,10 +187,10 @@ fn verify(db: &Path, lines: &[String], attempted: &mut HashSet<String>) -> Repor
                 _ => panic!("unexpected line from the child: {line}"),
             }
         }
-        if let Some(key) = in_flight {
-            if store.find_by_key(AGENT, &key).await.unwrap().is_some() {
-                report.recovered += 1;
-            }
+        if let Some(key) = in_flight
+            && store.find_by_key(AGENT, &key).await.unwrap().is_some()
+        {
+            report.recovered += 1;
         }
         let runs = all_runs(&store).await;
         let mut by_key: HashMap<&str, usize> = HashMap::new();
@@ -196,7 +201,8 @@ fn verify(db: &Path, lines: &[String], attempted: &mut HashSet<String>) -> Repor
             }
             check_history_explains(&store, run).await;
         }
-        report.duplicated = by_key.into_iter().filter(|(_, n)| *n > 1).map(|(k, _)| k.to_owned()).collect();
+        report.duplicated =
+            by_key.into_iter().filter(|(_, n)| *n > 1).map(|(k, _)| k.to_owned()).collect();
         check_indexes(&store, &runs).await;
         report
     })
@@ -227,7 +233,11 @@ async fn check_history_explains(store: &SledStore, run: &RunRecord) {
     }
     assert_eq!(history.last().unwrap().to, run.state, "run {}: history ends elsewhere", run.id);
     if run.state == RunState::Succeeded {
-        assert!(store.effect(run.id, "send").await.unwrap().is_some(), "run {}: succeeded without its effect", run.id);
+        assert!(
+            store.effect(run.id, "send").await.unwrap().is_some(),
+            "run {}: succeeded without its effect",
+            run.id
+        );
     }
     assert_eq!(run.state == RunState::Processing, run.lease.is_some(), "run {}: lease", run.id);
 }
@@ -250,7 +260,7 @@ async fn check_indexes(store: &SledStore, runs: &[RunRecord]) {
 fn drain_and_check(db: &Path) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
-        let clock = Arc::new(ManualClock::new(Timestamp::now().add(Duration::from_secs(3600))));
+        let clock = Arc::new(ManualClock::new(Timestamp::now().after(Duration::from_secs(3600))));
         let store = SledStore::open_with(db, SledStoreOptions::default().clock(clock)).unwrap();
         store.recover_expired(usize::MAX).await.unwrap();
         for run in store.due_timers(usize::MAX).await.unwrap() {
@@ -261,7 +271,8 @@ fn drain_and_check(db: &Path) {
                 .unwrap();
         }
         loop {
-            let claimed = store.claim(Claim::new("drain", 256, Duration::from_secs(60))).await.unwrap();
+            let claimed =
+                store.claim(Claim::new("drain", 256, Duration::from_secs(60))).await.unwrap();
             if claimed.is_empty() {
                 break;
             }
@@ -269,13 +280,20 @@ fn drain_and_check(db: &Path) {
                 store.record_effect(run.id, "send", json!("drain")).await.unwrap();
                 let token = run.lease.unwrap().token;
                 store
-                    .transition(Transition::new(run.id, RunState::Processing, RunState::Succeeded).fenced(token))
+                    .transition(
+                        Transition::new(run.id, RunState::Processing, RunState::Succeeded)
+                            .fenced(token),
+                    )
                     .await
                     .unwrap()
                     .unwrap();
             }
         }
         let counts = store.counts().await.unwrap();
-        assert_eq!(counts.get(RunState::Succeeded), counts.total(), "every run finished: {counts:?}");
+        assert_eq!(
+            counts.get(RunState::Succeeded),
+            counts.total(),
+            "every run finished: {counts:?}"
+        );
     });
 }

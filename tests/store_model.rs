@@ -23,13 +23,25 @@ enum Op {
     Create(u8),
     Claim(usize),
     /// The worker holding run `n` reports an outcome; `stale` uses an older token.
-    Finish { run: usize, to: RunState, stale: bool },
+    Finish {
+        run: usize,
+        to: RunState,
+        stale: bool,
+    },
     /// An operator's move of run `n` to `to`, believing it is in `from` (or its real state).
-    Operator { run: usize, to: RunState, wrong_from: Option<RunState> },
+    Operator {
+        run: usize,
+        to: RunState,
+        wrong_from: Option<RunState>,
+    },
     Advance(u64),
     Recover,
     Timers,
-    Effect { run: usize, name: bool, value: u8 },
+    Effect {
+        run: usize,
+        name: bool,
+        value: u8,
+    },
     Reopen,
 }
 
@@ -97,7 +109,12 @@ async fn check(store: &SledStore, model: &Model) -> Result<(), TestCaseError> {
         prop_assert_eq!(r.state, m.state, "state of {}", m.key);
         prop_assert_eq!(r.attempt, m.attempt, "attempt of {}", m.key);
         prop_assert_eq!(r.fence, m.fence, "fence of {}", m.key);
-        prop_assert_eq!(r.lease.as_ref().map(|l| l.expires_at), m.lease_expires, "lease of {}", m.key);
+        prop_assert_eq!(
+            r.lease.as_ref().map(|l| l.expires_at),
+            m.lease_expires,
+            "lease of {}",
+            m.key
+        );
         prop_assert_eq!(r.due_at, m.due, "due time of {}", m.key);
     }
     let counts = store.counts().await.unwrap();
@@ -119,7 +136,8 @@ async fn apply(
     let pick = |n: usize| if model.runs.is_empty() { None } else { Some(n % model.runs.len()) };
     match op {
         Op::Create(key) => {
-            let created = store.create(NewRun::new("agent", format!("k{key}"), json!(key))).await.unwrap();
+            let created =
+                store.create(NewRun::new("agent", format!("k{key}"), json!(key))).await.unwrap();
             match model.runs.iter().find(|r| r.key == key) {
                 Some(existing) => {
                     prop_assert!(!created.created);
@@ -143,7 +161,10 @@ async fn apply(
         Op::Claim(limit) => {
             let claimed = store.claim(Claim::new("w", limit, LEASE)).await.unwrap();
             let mut due: Vec<usize> = (0..model.runs.len())
-                .filter(|&i| model.runs[i].state == RunState::Queued && model.runs[i].due.is_some_and(|d| d <= now))
+                .filter(|&i| {
+                    model.runs[i].state == RunState::Queued
+                        && model.runs[i].due.is_some_and(|d| d <= now)
+                })
                 .collect();
             due.sort_by_key(|&i| (model.runs[i].due, model.runs[i].id));
             due.truncate(limit);
@@ -155,22 +176,34 @@ async fn apply(
                 run.attempt += 1;
                 run.fence += 1;
                 Model::moved(run, RunState::Processing, None, now);
-                run.lease_expires = Some(now.add(LEASE));
+                run.lease_expires = Some(now.after(LEASE));
             }
         }
         Op::Finish { run, to, stale } => {
             let Some(i) = pick(run) else { return Ok(()) };
             let m = &mut model.runs[i];
             let token = if stale { m.fence.saturating_sub(1) } else { m.fence };
-            let due = now.add(Duration::from_secs(5));
+            let due = now.after(Duration::from_secs(5));
             let answer = store
-                .transition(Transition::new(m.id, RunState::Processing, to).fenced(token).due_at(due))
+                .transition(
+                    Transition::new(m.id, RunState::Processing, to).fenced(token).due_at(due),
+                )
                 .await
                 .unwrap();
             if m.state != RunState::Processing {
-                prop_assert_eq!(answer, Err(Conflict::State { run: m.id, expected: RunState::Processing, current: m.state }));
+                prop_assert_eq!(
+                    answer,
+                    Err(Conflict::State {
+                        run: m.id,
+                        expected: RunState::Processing,
+                        current: m.state
+                    })
+                );
             } else if token != m.fence {
-                prop_assert_eq!(answer, Err(Conflict::Fenced { run: m.id, token, current: m.fence }));
+                prop_assert_eq!(
+                    answer,
+                    Err(Conflict::Fenced { run: m.id, token, current: m.fence })
+                );
             } else {
                 prop_assert!(answer.is_ok());
                 Model::moved(m, to, Some(due), now);
@@ -182,11 +215,18 @@ async fn apply(
             let from = wrong_from.unwrap_or(m.state);
             let answer = store.transition(Transition::new(m.id, from, to)).await;
             if !from.can_transition(to) {
-                prop_assert!(matches!(answer, Err(StoreError::IllegalTransition { .. })), "{:?}", answer);
+                prop_assert!(
+                    matches!(answer, Err(StoreError::IllegalTransition { .. })),
+                    "{:?}",
+                    answer
+                );
             } else if to == RunState::Processing || from == RunState::Processing {
                 prop_assert!(matches!(answer, Err(StoreError::InvalidRequest(_))), "{:?}", answer);
             } else if from != m.state {
-                prop_assert_eq!(answer.unwrap(), Err(Conflict::State { run: m.id, expected: from, current: m.state }));
+                prop_assert_eq!(
+                    answer.unwrap(),
+                    Err(Conflict::State { run: m.id, expected: from, current: m.state })
+                );
             } else {
                 prop_assert!(matches!(answer, Ok(Ok(_))), "{:?}", answer);
                 Model::moved(m, to, None, now);
@@ -194,7 +234,8 @@ async fn apply(
         }
         Op::Advance(secs) => clock.advance(Duration::from_secs(secs)),
         Op::Recover => {
-            let mut got: Vec<RunId> = store.recover_expired(100).await.unwrap().into_iter().map(|r| r.id).collect();
+            let mut got: Vec<RunId> =
+                store.recover_expired(100).await.unwrap().into_iter().map(|r| r.id).collect();
             let mut want = Vec::new();
             for m in &mut model.runs {
                 if m.state == RunState::Processing && m.lease_expires.is_some_and(|e| e <= now) {
@@ -207,11 +248,15 @@ async fn apply(
             prop_assert_eq!(got, want, "recovered runs");
         }
         Op::Timers => {
-            let mut got: Vec<RunId> = store.due_timers(100).await.unwrap().into_iter().map(|r| r.id).collect();
+            let mut got: Vec<RunId> =
+                store.due_timers(100).await.unwrap().into_iter().map(|r| r.id).collect();
             let mut want: Vec<RunId> = model
                 .runs
                 .iter()
-                .filter(|m| matches!(m.state, RunState::FailedTransient | RunState::WaitingExternal) && m.due.is_some_and(|d| d <= now))
+                .filter(|m| {
+                    matches!(m.state, RunState::FailedTransient | RunState::WaitingExternal)
+                        && m.due.is_some_and(|d| d <= now)
+                })
                 .map(|m| m.id)
                 .collect();
             got.sort();
@@ -219,7 +264,11 @@ async fn apply(
             prop_assert_eq!(&got, &want, "due timers");
             for id in want {
                 let m = model.runs.iter_mut().find(|m| m.id == id).unwrap();
-                let to = if m.state == RunState::FailedTransient { RunState::Queued } else { RunState::FailedTransient };
+                let to = if m.state == RunState::FailedTransient {
+                    RunState::Queued
+                } else {
+                    RunState::FailedTransient
+                };
                 store.transition(Transition::new(id, m.state, to)).await.unwrap().unwrap();
                 Model::moved(m, to, None, now);
             }

@@ -34,17 +34,17 @@ impl<'a> Machine<'a> {
         let data = match &input.data {
             Data::Enum(data) => data,
             Data::Struct(data) => {
-                cx.error_spanned_by(
-                    &data.struct_token,
+                cx.syn_error(syn::Error::new(
+                    data.struct_token.span,
                     "#[derive(StateMachine)] works on enums only: declare each state as a fieldless enum variant",
-                );
+                ));
                 return None;
             }
             Data::Union(data) => {
-                cx.error_spanned_by(
-                    &data.union_token,
+                cx.syn_error(syn::Error::new(
+                    data.union_token.span,
                     "#[derive(StateMachine)] works on enums only: declare each state as a fieldless enum variant",
-                );
+                ));
                 return None;
             }
         };

@@ -551,6 +551,6 @@ trait ClockExt {
 
 impl ClockExt for ManualClock {
     fn now_plus(&self, by: Duration) -> Timestamp {
-        crate::clock::Clock::now(self).add(by)
+        crate::clock::Clock::now(self).after(by)
     }
 }

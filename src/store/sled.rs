@@ -61,6 +61,9 @@ pub struct SledStoreOptions {
     pub clock: Arc<dyn Clock>,
     /// sled's page cache size in bytes (default 64 MiB).
     pub cache_capacity: u64,
+    /// Whether concurrent moves share one flush (default `true`). `false` makes every move
+    /// run its own flush (and fsync), one at a time: only useful as a benchmark baseline.
+    pub group_commit: bool,
 }
 
 impl Default for SledStoreOptions {
@@ -69,6 +72,7 @@ impl Default for SledStoreOptions {
             durability: Durability::Fsync,
             clock: Arc::new(SystemClock),
             cache_capacity: 64 << 20,
+            group_commit: true,
         }
     }
 }
@@ -78,6 +82,13 @@ impl SledStoreOptions {
     #[must_use]
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
+        self
+    }
+
+    /// Group commit on or off (see [`SledStoreOptions::group_commit`]).
+    #[must_use]
+    pub fn group_commit(mut self, on: bool) -> Self {
+        self.group_commit = on;
         self
     }
 
@@ -112,6 +123,9 @@ struct Inner {
     durability: Durability,
     clock: Arc<dyn Clock>,
     commit: GroupCommit,
+    group_commit: bool,
+    /// Serializes syncs when group commit is off.
+    solo_sync: std::sync::Mutex<()>,
     /// sled's log file, for `fdatasync` in [`Durability::Fsync`].
     log: Arc<File>,
 }
@@ -218,6 +232,14 @@ impl SledStore {
             return Ok(());
         }
         let inner = self.inner.clone();
+        if !self.inner.group_commit {
+            return tokio::task::spawn_blocking(move || {
+                let _one_at_a_time = inner.solo_sync.lock().unwrap_or_else(|p| p.into_inner());
+                inner.sync(mode)
+            })
+            .await
+            .map_err(|e| io_error("making a write durable", std::io::Error::other(e)))?;
+        }
         self.inner
             .commit
             .wait(ticket, move || inner.sync(mode).map_err(std::io::Error::other))
@@ -275,7 +297,7 @@ impl SledStore {
     /// Scans `ready` entries of `kind` due at or before now, decoding (due, id, state, agent).
     fn due_entries(&self, kind: u8) -> impl Iterator<Item = Result<(RunId, u8, IVec), StoreError>> {
         let end =
-            ready_key(kind, self.now().add(Duration::from_millis(1)), RunId::from_bytes([0; 16]));
+            ready_key(kind, self.now().after(Duration::from_millis(1)), RunId::from_bytes([0; 16]));
         self.inner.trees.ready.range(vec![kind]..end).map(|item| {
             let (key, value) = item.map_err(|e| backend("scanning due runs", e))?;
             let id = RunId::from_bytes(key[9..25].try_into().expect("ready key layout"));
@@ -365,10 +387,10 @@ fn idempotency_key(agent: &str, key: &str) -> Vec<u8> {
     k
 }
 
+type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// The index entries a record has in its current state: (by_state, ready, leases).
-fn index_entries(
-    record: &RunRecord,
-) -> (Vec<u8>, Option<(Vec<u8>, Vec<u8>)>, Option<(Vec<u8>, Vec<u8>)>) {
+fn index_entries(record: &RunRecord) -> (Vec<u8>, Option<KeyValue>, Option<KeyValue>) {
     let ready = match (record.state, record.due_at) {
         (RunState::Queued, Some(_)) => Some(READY_QUEUED),
         (RunState::FailedTransient | RunState::WaitingExternal, Some(_)) => Some(READY_TIMER),
@@ -660,7 +682,7 @@ impl Store for SledStore {
                 record.lease = Some(Lease {
                     owner: claim.owner.clone(),
                     token: record.fence,
-                    expires_at: now.add(claim.lease),
+                    expires_at: now.after(claim.lease),
                 });
                 let m = Move { actor: &actor, reason: "claimed", error: None, now };
                 tx.write_move(Some(&before), &mut record, &m)?;
@@ -700,7 +722,7 @@ impl Store for SledStore {
                 return abort(Abort::Conflict(Conflict::Fenced { run, token, current }));
             };
             tx.leases.remove(lease_key(lease.expires_at, run))?;
-            lease.expires_at = now.add(extend);
+            lease.expires_at = now.after(extend);
             let expires = lease.expires_at;
             tx.leases.insert(lease_key(expires, run), &token.to_be_bytes())?;
             tx.runs.insert(&run.to_bytes(), encode(&record))?;
@@ -718,7 +740,7 @@ impl Store for SledStore {
 
     async fn recover_expired(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         let now = self.now();
-        let end = lease_key(now.add(Duration::from_millis(1)), RunId::from_bytes([0; 16]));
+        let end = lease_key(now.after(Duration::from_millis(1)), RunId::from_bytes([0; 16]));
         let mut recovered = Vec::new();
         for item in self.inner.trees.leases.range(..end) {
             if recovered.len() >= limit {

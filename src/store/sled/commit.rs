@@ -93,7 +93,7 @@ mod tests {
             task.await.unwrap().unwrap();
         }
         let syncs = calls.load(Ordering::SeqCst);
-        assert!(syncs >= 1 && syncs < 64, "64 writers needed {syncs} syncs");
+        assert!((1..64).contains(&syncs), "64 writers needed {syncs} syncs");
         assert_eq!(commit.synced.load(Ordering::SeqCst), 64);
     }
 

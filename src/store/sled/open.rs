@@ -80,6 +80,8 @@ pub(super) fn open(path: &Path, options: SledStoreOptions) -> Result<SledStore, 
             durability: options.durability,
             clock: options.clock,
             commit: GroupCommit::new(),
+            group_commit: options.group_commit,
+            solo_sync: std::sync::Mutex::new(()),
             log: Arc::new(log),
         }),
     })
