@@ -31,6 +31,25 @@ fn main() {
     std::fs::create_dir_all(&root).unwrap();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // `cargo bench --bench store -- profile`: only the CPU path (128 movers, no sync), for perf.
+    if std::env::args().any(|a| a == "profile") {
+        let written = || {
+            let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+            io.lines()
+                .find_map(|l| l.strip_prefix("write_bytes: "))
+                .map_or(0, |n| n.parse::<u64>().unwrap())
+        };
+        let before = written();
+        let periodic = Durability::Periodic(Duration::from_millis(500));
+        let t = runtime.block_on(moves_per_second_with(&root.join("profile"), 128, periodic, true));
+        let bytes = written() - before;
+        println!(
+            "128 movers, no sync: {:.0} moves/s, {:.0} bytes written per move",
+            t.rate,
+            bytes as f64 / (t.rate * WINDOW.as_secs_f64())
+        );
+        return;
+    }
 
     let fsyncs = raw_fsyncs_per_second(&root.join("raw"));
     println!("raw fdatasync, 1 thread: {fsyncs:.0}/s ({:.3} ms each)", 1000.0 / fsyncs);

@@ -62,7 +62,7 @@ pub enum StoreError {
         tree: &'static str,
         /// The decoding error.
         #[source]
-        source: serde_json::Error,
+        source: BoxError,
     },
     /// An I/O error, with what was being done.
     #[error("{context}: {source}")]

@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::commit::GroupCommit;
+use super::committer::{Committer, Writer};
 use super::{Durability, Inner, SledStore, SledStoreOptions, Trees, backend, io_error};
 use crate::store::{FORMAT_VERSION, StoreError};
 
@@ -25,12 +25,16 @@ pub(super) fn open(path: &Path, options: SledStoreOptions) -> Result<SledStore, 
         .path(path)
         .cache_capacity(options.cache_capacity)
         .flush_every_ms(flush_every_ms)
+        .mode(::sled::Mode::HighThroughput)
         .open()
         .map_err(|e| open_error(path, e))?;
 
     let tree = |name: &str| db.open_tree(name).map_err(|e| backend("opening a tree", e));
     let trees = Trees {
         runs: tree("runs")?,
+        inputs: tree("inputs")?,
+        outputs: tree("outputs")?,
+        signals: tree("signals")?,
         history: tree("history")?,
         keys: tree("keys")?,
         ready: tree("ready")?,
@@ -74,15 +78,20 @@ pub(super) fn open(path: &Path, options: SledStoreOptions) -> Result<SledStore, 
     }
     Ok(SledStore {
         inner: Arc::new(Inner {
+            committer: Committer::start(Writer {
+                db: db.clone(),
+                trees: trees.clone(),
+                path: path.to_owned(),
+                durability: options.durability,
+                group_commit: options.group_commit,
+                log,
+            })
+            .map_err(|e| io_error("starting the committer thread", e))?,
             db,
             trees,
             path: path.to_owned(),
             durability: options.durability,
             clock: options.clock,
-            commit: GroupCommit::new(),
-            group_commit: options.group_commit,
-            solo_sync: std::sync::Mutex::new(()),
-            log: Arc::new(log),
         }),
     })
 }

@@ -1,0 +1,88 @@
+//! Key layouts of the trees. Integers are big-endian so that keys sort in time and id order.
+
+use crate::StateMachine;
+use crate::clock::Timestamp;
+use crate::lifecycle::{RunId, RunState};
+
+use super::codec::StoredRun;
+
+/// `ready` entries of runs waiting to be claimed (`queued`).
+pub(super) const READY_QUEUED: u8 = 0;
+/// `ready` entries of timers (`failed_transient` backoff, `waiting_external` timeout).
+pub(super) const READY_TIMER: u8 = 1;
+
+/// A key and its value.
+pub(super) type KeyValue = (Vec<u8>, Vec<u8>);
+
+pub(super) fn state_byte(state: RunState) -> u8 {
+    state.index() as u8
+}
+
+/// `ready`: kind (1) | due (8) | id (16).
+pub(super) fn ready_key(kind: u8, due: Timestamp, run: RunId) -> Vec<u8> {
+    [&[kind][..], &due.to_be_bytes(), &run.to_bytes()].concat()
+}
+
+/// The id inside a `ready` key.
+pub(super) fn ready_key_run(key: &[u8]) -> RunId {
+    RunId::from_bytes(key[9..25].try_into().expect("ready key layout"))
+}
+
+/// The due time inside a `ready` key.
+pub(super) fn ready_key_due(key: &[u8]) -> Timestamp {
+    Timestamp::from_be_bytes(key[1..9].try_into().expect("ready key layout"))
+}
+
+/// `leases`: expiry (8) | id (16), value: the fencing token.
+pub(super) fn lease_key(expires: Timestamp, run: RunId) -> Vec<u8> {
+    [&expires.to_be_bytes()[..], &run.to_bytes()].concat()
+}
+
+/// The (expiry, id) of a `leases` key.
+pub(super) fn lease_key_parts(key: &[u8]) -> (Timestamp, RunId) {
+    let expires = Timestamp::from_be_bytes(key[0..8].try_into().expect("lease key layout"));
+    (expires, RunId::from_bytes(key[8..24].try_into().expect("lease key layout")))
+}
+
+/// `by_state`: state (1) | id (16).
+pub(super) fn state_key(state: RunState, run: RunId) -> Vec<u8> {
+    [&[state_byte(state)][..], &run.to_bytes()].concat()
+}
+
+/// `history`, `effects`, `notes`: id (16) | suffix.
+pub(super) fn run_key_with(run: RunId, suffix: &[u8]) -> Vec<u8> {
+    [&run.to_bytes()[..], suffix].concat()
+}
+
+/// `keys`: agent | 0 | idempotency key.
+pub(super) fn idempotency_key(agent: &str, key: &str) -> Vec<u8> {
+    [agent.as_bytes(), &[0], key.as_bytes()].concat()
+}
+
+/// The id stored as a value (`keys`).
+pub(super) fn run_from_value(value: &[u8]) -> RunId {
+    RunId::from_bytes(value.try_into().expect("a run id is 16 bytes"))
+}
+
+/// The index entries a run has in its current state: (`by_state`, `ready`, `leases`).
+pub(super) fn index_entries(
+    id: RunId,
+    run: &StoredRun,
+) -> (Vec<u8>, Option<KeyValue>, Option<KeyValue>) {
+    let kind = match run.state {
+        RunState::Queued => Some(READY_QUEUED),
+        RunState::FailedTransient | RunState::WaitingExternal => Some(READY_TIMER),
+        _ => None,
+    };
+    let ready = kind.zip(run.due_at).map(|(kind, due)| {
+        let value = [&[state_byte(run.state)][..], run.agent.as_bytes()].concat();
+        (ready_key(kind, due, id), value)
+    });
+    let lease = match (run.state, &run.lease) {
+        (RunState::Processing, Some(lease)) => {
+            Some((lease_key(lease.expires_at, id), lease.token.to_be_bytes().to_vec()))
+        }
+        _ => None,
+    };
+    (state_key(run.state, id), ready, lease)
+}
