@@ -59,11 +59,13 @@ pub mod clock;
 pub mod fault;
 pub mod lifecycle;
 pub mod machine;
+pub mod schema;
 pub mod store;
 
 pub use fault::Fault;
 pub use lifecycle::{RunId, RunState};
 pub use machine::{StateMachine, TransitionError};
+pub use schema::SchemaError;
 pub use store::{SledStore, Store, StoreError};
 
 /// The items most programs need, for a glob import: `use steadfast::prelude::*;`.

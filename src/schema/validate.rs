@@ -1,0 +1,89 @@
+//! The compiled schema of each type, built once and shared by every thread, and validation
+//! against it.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use schemars::JsonSchema;
+use serde_json::Value;
+
+use super::error::{ErrorKind, Violation};
+
+/// A type's JSON Schema, its compiled validator and its hash.
+pub(crate) struct Compiled {
+    /// The schema as schemars generates it.
+    pub(crate) schema: Value,
+    /// The schema as compact JSON text (for repair prompts).
+    pub(crate) text: Arc<str>,
+    /// A stable hash of `text` (16 hex digits).
+    pub(crate) hash: String,
+    validator: jsonschema::Validator,
+}
+
+impl Compiled {
+    /// Compiles `T`'s schema. Panics if schemars produced a schema jsonschema rejects, which
+    /// would be a bug in one of them, not bad input.
+    pub(crate) fn build<T: JsonSchema>() -> Self {
+        let schema = schemars::schema_for!(T).to_value();
+        let validator = jsonschema::validator_for(&schema).unwrap_or_else(|e| {
+            panic!("the schema of {} does not compile: {e}", std::any::type_name::<T>())
+        });
+        let text: Arc<str> = serde_json::to_string(&schema).expect("a schema serializes").into();
+        let hash = format!("{:016x}", fnv1a(text.as_bytes()));
+        Compiled { schema, text, hash, validator }
+    }
+
+    /// Every violation of the schema by `value`, in the validator's order.
+    pub(crate) fn violations(&self, value: &Value) -> Vec<Violation> {
+        self.validator
+            .iter_errors(value)
+            .map(|e| Violation {
+                pointer: e.instance_path().to_string(),
+                keyword: e.kind().keyword().to_owned(),
+                message: e.to_string(),
+            })
+            .collect()
+    }
+
+    /// Checks `value` against the schema: every violation, or none.
+    pub(crate) fn check(&self, value: &Value) -> Result<(), ErrorKind> {
+        if self.validator.is_valid(value) {
+            return Ok(());
+        }
+        Err(ErrorKind::Invalid(self.violations(value)))
+    }
+}
+
+/// The compiled schema of `T`, built on first use and cached for the life of the process.
+pub(crate) fn compiled<T: JsonSchema + 'static>() -> Arc<Compiled> {
+    static CACHE: OnceLock<RwLock<HashMap<TypeId, Arc<Compiled>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let id = TypeId::of::<T>();
+    if let Some(found) = cache.read().unwrap_or_else(|p| p.into_inner()).get(&id) {
+        return found.clone();
+    }
+    // Build outside the lock; if two threads race, the first insert wins and both use it.
+    let built = Arc::new(Compiled::build::<T>());
+    cache.write().unwrap_or_else(|p| p.into_inner()).entry(id).or_insert(built).clone()
+}
+
+/// 64-bit FNV-1a: a hash that stays the same across Rust versions and machines (std's
+/// `DefaultHasher` promises neither), for schema hashes stored on disk.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fnv1a;
+
+    #[test]
+    fn fnv1a_matches_the_reference_values() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+}
