@@ -46,9 +46,26 @@
 //! [`StateMachine`](trait@StateMachine); see [`machine`] for the attribute, the rules it
 //! enforces at compile time, and what it generates.
 //!
+//! # The store
+//!
+//! Every move of a run, every journaled effect, dead letter and note lives in a [`Store`]. The
+//! default, [`SledStore`], is an embedded database in one directory: a move is one transaction
+//! (record, history entry and indexes together) made durable before the call returns, with
+//! [`Durability`](store::Durability) choosing how durable (`Fsync` by default, `Flush`, or an
+//! explicit `Periodic` opt-out). Concurrent moves share one transaction and one fsync (group
+//! commit). Claims hand out leases with fencing tokens, so a worker that wakes up after its
+//! lease expired cannot move the run any more. See [`store`].
+//!
+//! # The schema gate
+//!
+//! [`schema::parse`] turns a model's answer into a typed value only after its JSON passed the
+//! JSON Schema of the type: every violation is reported with its JSON pointer, and
+//! [`SchemaError::repair_prompt`] renders them for a re-ask. See [`schema`].
+//!
 //! # Feature flags
 //!
 //! - `cli` (default): the `steadfast` binary.
+//! - `testing`: `store::conformance`, the suite every `Store` implementation must pass.
 //!
 //! A library user who wants only the core writes `default-features = false`.
 

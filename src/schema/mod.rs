@@ -60,7 +60,7 @@ pub fn parse_with_rule<T: JsonSchema + DeserializeOwned + 'static>(
     let fail = |kind| SchemaError::new(kind, std::any::type_name::<T>(), compiled.text.clone());
     let (value, rule) = extract::extract(text).map_err(fail)?;
     compiled.check(&value).map_err(fail)?;
-    deserialize(value).map(|v| (v, rule)).map_err(fail)
+    deserialize(&value).map(|v| (v, rule)).map_err(fail)
 }
 
 /// [`parse`] for bytes that may not be UTF-8 (a response body, a file).
@@ -85,7 +85,7 @@ pub fn from_value<T: JsonSchema + DeserializeOwned + 'static>(
     let compiled = validate::compiled::<T>();
     let fail = |kind| SchemaError::new(kind, std::any::type_name::<T>(), compiled.text.clone());
     compiled.check(&value).map_err(fail)?;
-    deserialize(value).map_err(fail)
+    deserialize(&value).map_err(fail)
 }
 
 /// Checks a JSON value against `T`'s schema without deserializing it.
@@ -126,7 +126,12 @@ pub fn strict<T: JsonSchema + 'static>() -> Value {
     strict::make_strict(&validate::compiled::<T>().schema)
 }
 
-fn deserialize<T: DeserializeOwned>(value: Value) -> Result<T, ErrorKind> {
+/// Deserializes a validated value. The common case (it fits) takes the fast path; only a
+/// failure is deserialized again with path tracking, to say where.
+fn deserialize<T: DeserializeOwned>(value: &Value) -> Result<T, ErrorKind> {
+    if let Ok(v) = T::deserialize(value) {
+        return Ok(v);
+    }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let pointer = pointer_of(e.path());
         ErrorKind::Deserialize(Violation {

@@ -41,7 +41,7 @@ impl Compiled {
             .map(|e| Violation {
                 pointer: e.instance_path().to_string(),
                 keyword: e.kind().keyword().to_owned(),
-                message: e.to_string(),
+                message: message(&e),
             })
             .collect()
     }
@@ -52,6 +52,23 @@ impl Compiled {
             return Ok(());
         }
         Err(ErrorKind::Invalid(self.violations(value)))
+    }
+}
+
+/// The violation's message. jsonschema's own, except where it leaves out what a model needs
+/// to fix the value: its `enum` message names only two options.
+fn message(error: &jsonschema::ValidationError<'_>) -> String {
+    match error.kind() {
+        jsonschema::error::ValidationErrorKind::Enum { options } => {
+            let allowed = match options.as_ref() {
+                Value::Array(options) => {
+                    options.iter().map(Value::to_string).collect::<Vec<_>>().join(", ")
+                }
+                other => other.to_string(),
+            };
+            format!("{} is not one of: {allowed}", error.instance())
+        }
+        _ => error.to_string(),
     }
 }
 
