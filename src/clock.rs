@@ -158,6 +158,35 @@ impl Clock for ManualClock {
     }
 }
 
+/// Wall-clock time that follows tokio's clock: the time it was created plus the tokio time
+/// elapsed since. Under a paused tokio clock (`#[tokio::test(start_paused = true)]`) it jumps
+/// with `tokio::time::advance` and auto-advance, so leases, backoff and timeouts can be tested
+/// without real sleeps.
+#[derive(Debug)]
+pub struct TokioClock {
+    wall: Timestamp,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// A clock reading the system time now and following tokio's clock from here on.
+    pub fn new() -> Self {
+        TokioClock { wall: Timestamp::now(), start: tokio::time::Instant::now() }
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> Timestamp {
+        self.wall.after(self.start.elapsed())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

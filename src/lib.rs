@@ -72,24 +72,30 @@
 // Lets the derive's generated `::steadfast::...` paths resolve inside this crate too.
 extern crate self as steadfast;
 
+pub mod agent;
 pub mod clock;
 pub mod fault;
 pub mod lifecycle;
 pub mod machine;
+pub mod runtime;
 pub mod schema;
 pub mod store;
 
-pub use fault::Fault;
+pub use agent::{Agent, Context, Outcome, WaitFor};
+pub use fault::{AgentError, Fault};
 pub use lifecycle::{RunId, RunState};
 pub use machine::{StateMachine, TransitionError};
+pub use runtime::{Runtime, RuntimeError};
 pub use schema::SchemaError;
 pub use store::{SledStore, Store, StoreError};
 
 /// The items most programs need, for a glob import: `use steadfast::prelude::*;`.
 pub mod prelude {
-    pub use crate::fault::Fault;
+    pub use crate::agent::{Agent, Context, IdempotencyKey, Outcome, WaitFor};
+    pub use crate::fault::{AgentError, Classify, Fault, RetryPolicy};
     pub use crate::lifecycle::{RunId, RunState};
     pub use crate::machine::{StateMachine, TransitionError};
+    pub use crate::runtime::Runtime;
     pub use crate::store::{SledStore, Store};
 }
 

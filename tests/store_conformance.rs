@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use steadfast::store::{Durability, SledStore, SledStoreOptions, conformance};
+use steadfast::store::{Durability, MemoryStore, SledStore, SledStoreOptions, conformance};
 
 async fn conforms(durability: Durability) {
     let root = tempfile::tempdir().unwrap();
@@ -24,6 +24,11 @@ async fn conforms(durability: Durability) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_store_conforms_with_fsync() {
     conforms(Durability::Fsync).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_conforms() {
+    conformance::run(|clock| async move { MemoryStore::with_clock(clock) }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

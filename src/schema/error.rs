@@ -112,8 +112,11 @@ impl fmt::Display for ErrorKind {
 /// The text could not be turned into a valid `T`. Carries the schema, so that
 /// [`repair_prompt`](SchemaError::repair_prompt) can tell a model what to send instead.
 #[derive(Clone, Debug, thiserror::Error)]
-#[error("{kind}")]
-pub struct SchemaError {
+#[error("{}", .0.kind)]
+pub struct SchemaError(Box<Inner>);
+
+#[derive(Clone, Debug)]
+struct Inner {
     kind: ErrorKind,
     type_name: &'static str,
     schema: Arc<str>,
@@ -121,17 +124,17 @@ pub struct SchemaError {
 
 impl SchemaError {
     pub(crate) fn new(kind: ErrorKind, type_name: &'static str, schema: Arc<str>) -> Self {
-        SchemaError { kind, type_name, schema }
+        SchemaError(Box::new(Inner { kind, type_name, schema }))
     }
 
     /// What went wrong.
     pub fn kind(&self) -> &ErrorKind {
-        &self.kind
+        &self.0.kind
     }
 
     /// The violations, for a schema or deserialization failure (empty for a syntax problem).
     pub fn violations(&self) -> &[Violation] {
-        match &self.kind {
+        match &self.0.kind {
             ErrorKind::Invalid(violations) => violations,
             ErrorKind::Deserialize(violation) => std::slice::from_ref(violation),
             _ => &[],
@@ -140,7 +143,7 @@ impl SchemaError {
 
     /// The Rust type that was expected.
     pub fn type_name(&self) -> &'static str {
-        self.type_name
+        self.0.type_name
     }
 
     /// A short message for re-asking the model: what was wrong, and the schema to follow.
@@ -159,8 +162,8 @@ impl SchemaError {
     pub fn repair_prompt(&self) -> String {
         const MAX_LISTED: usize = 20;
         let mut out = String::new();
-        if self.kind.is_syntax() {
-            out.push_str(&format!("Your answer could not be read as JSON: {}.\n", self.kind));
+        if self.0.kind.is_syntax() {
+            out.push_str(&format!("Your answer could not be read as JSON: {}.\n", self.0.kind));
         } else {
             let violations = self.violations();
             out.push_str("Your JSON does not match the required schema. Fix these problems:\n");
@@ -172,7 +175,7 @@ impl SchemaError {
             }
         }
         out.push_str("Answer again with only the corrected JSON (no prose, no code fence), matching this JSON Schema:\n");
-        out.push_str(&self.schema);
+        out.push_str(&self.0.schema);
         out
     }
 }

@@ -8,6 +8,7 @@
 //! only after the change is durable to the degree the store's [`Durability`] promises.
 
 mod error;
+mod memory;
 mod record;
 mod sled;
 
@@ -21,6 +22,7 @@ use crate::clock::Timestamp;
 use crate::lifecycle::RunId;
 
 pub use self::error::{BoxError, StoreError};
+pub use self::memory::MemoryStore;
 pub use self::record::{
     Actor, Claim, Conflict, Created, DeadLetter, EffectRecord, ErrorInfo, FORMAT_VERSION,
     HistoryEntry, Lease, ListQuery, NewRun, Note, Page, RunRecord, StateCounts, Transition,
@@ -39,6 +41,11 @@ pub type ConflictResult<T> = Result<Result<T, Conflict>, StoreError>;
 /// `processing` carries the lease's fencing token and is refused on a stale one.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// The current time by the store's clock, which leases and due times are compared to.
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+
     /// Creates a `queued` run, or returns the run that already has the idempotency key (for
     /// the same agent) and creates nothing.
     async fn create(&self, new: NewRun) -> Result<Created, StoreError>;

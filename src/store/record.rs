@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::StateMachine;
 use crate::clock::Timestamp;
 use crate::fault::Fault;
 use crate::lifecycle::{RunId, RunState};
@@ -52,6 +53,9 @@ pub struct RunRecord {
     pub waiting_for: Option<String>,
     /// The payload of the signal that woke the run, for its next attempt.
     pub signal: Option<Value>,
+    /// The note of the operator who last approved the run out of `needs_review`, for its
+    /// attempts; cleared when the run next needs review or succeeds.
+    pub review_note: Option<String>,
     /// The last failure, with its class and error chain.
     pub last_error: Option<ErrorInfo>,
     /// The number of moves recorded in the history (the next entry's sequence number).
@@ -339,8 +343,12 @@ pub struct Transition {
     /// The due time for `queued`, `failed_transient` (retry at) and `waiting_external`
     /// (timeout); ignored for other states. `None` means now, or no timeout for a wait.
     pub due_at: Option<Timestamp>,
+    /// The due time as a delay from the store's clock (takes precedence over `due_at`).
+    pub due_in: Option<std::time::Duration>,
     /// The output, for a move to `succeeded`.
     pub output: Option<Value>,
+    /// An operator's note to hand to the run's next attempt (an approval's note).
+    pub review_note: Option<String>,
     /// The failure behind the move; also stored on the dead letter entry.
     pub error: Option<ErrorInfo>,
     /// The signal a move to `waiting_external` waits for.
@@ -364,7 +372,9 @@ impl Transition {
             reason: String::new(),
             fence: None,
             due_at: None,
+            due_in: None,
             output: None,
+            review_note: None,
             error: None,
             waiting_for: None,
             signal: None,
@@ -398,6 +408,20 @@ impl Transition {
     #[must_use]
     pub fn due_at(mut self, at: Timestamp) -> Self {
         self.due_at = Some(at);
+        self
+    }
+
+    /// Due `delay` after now, by the store's clock.
+    #[must_use]
+    pub fn due_in(mut self, delay: std::time::Duration) -> Self {
+        self.due_in = Some(delay);
+        self
+    }
+
+    /// A note for the run's next attempt (see [`RunRecord::review_note`]).
+    #[must_use]
+    pub fn review_note(mut self, note: impl Into<String>) -> Self {
+        self.review_note = Some(note.into());
         self
     }
 
@@ -441,6 +465,27 @@ impl Transition {
     pub fn reset_attempts(mut self) -> Self {
         self.reset_attempts = true;
         self
+    }
+
+    /// The checks every store makes before looking at the run: the lifecycle allows the move,
+    /// only a claim enters `processing`, and a move out of it carries a fencing token.
+    pub(crate) fn validate(&self) -> Result<(), super::StoreError> {
+        use super::StoreError;
+        let run = self.run;
+        self.from
+            .transition(self.to)
+            .map_err(|source| StoreError::IllegalTransition { run, source })?;
+        if self.to == RunState::Processing {
+            return Err(StoreError::InvalidRequest(format!(
+                "run {run}: only a claim moves a run to `processing` (use `Store::claim`)"
+            )));
+        }
+        if self.from == RunState::Processing && self.fence.is_none() {
+            return Err(StoreError::InvalidRequest(format!(
+                "run {run}: a move out of `processing` must carry the lease's fencing token"
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -326,6 +326,10 @@ fn move_each(
 
 #[async_trait]
 impl Store for SledStore {
+    fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
     async fn create(&self, new: NewRun) -> Result<Created, StoreError> {
         if new.agent.is_empty() || new.idempotency_key.is_empty() {
             return Err(StoreError::InvalidRequest(
@@ -354,6 +358,7 @@ impl Store for SledStore {
                     input_schema: new.input_schema.clone(),
                     output_schema: new.output_schema.clone(),
                     waiting_for: None,
+                    review_note: None,
                     last_error: None,
                     moves: 0,
                     format: FORMAT_VERSION,
@@ -397,20 +402,7 @@ impl Store for SledStore {
 
     async fn transition(&self, request: Transition) -> ConflictResult<RunRecord> {
         let id = request.run;
-        request
-            .from
-            .transition(request.to)
-            .map_err(|source| StoreError::IllegalTransition { run: id, source })?;
-        if request.to == RunState::Processing {
-            return Err(StoreError::InvalidRequest(format!(
-                "run {id}: only a claim moves a run to `processing` (use `Store::claim`)"
-            )));
-        }
-        if request.from == RunState::Processing && request.fence.is_none() {
-            return Err(StoreError::InvalidRequest(format!(
-                "run {id}: a move out of `processing` must carry the lease's fencing token"
-            )));
-        }
+        request.validate()?;
         let now = self.now();
         let outcome = self
             .write(move |tx| {
@@ -432,7 +424,14 @@ impl Store for SledStore {
                         }));
                     }
                 }
-                let mut run = moved(&before, request.to, request.due_at, now);
+                let due_at = request.due_in.map(|d| now.after(d)).or(request.due_at);
+                let mut run = moved(&before, request.to, due_at, now);
+                // An approval's note stays with the run until it next needs review or ends.
+                if request.review_note.is_some() {
+                    run.review_note = request.review_note.clone();
+                } else if matches!(request.to, RunState::NeedsReview | RunState::Succeeded) {
+                    run.review_note = None;
+                }
                 if request.refund_attempt {
                     run.attempt = run.attempt.saturating_sub(1);
                 }

@@ -1,0 +1,172 @@
+//! [`RuntimeBuilder`]: the store, the workers, the agents and their options, the hooks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::erased::{ErasedAgent, Typed};
+use super::{Hook, Registered, Runtime, RuntimeError, Shared};
+use crate::agent::Agent;
+use crate::store::{RunRecord, Store};
+
+/// Per-agent options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AgentOptions {
+    /// At most this many runs of the agent in flight at once in this runtime (default: no limit
+    /// beyond the runtime's workers).
+    pub concurrency: Option<usize>,
+}
+
+impl AgentOptions {
+    /// No limits beyond the runtime's.
+    pub fn new() -> Self {
+        AgentOptions { concurrency: None }
+    }
+
+    /// At most `n` runs at once.
+    #[must_use]
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = Some(n.max(1));
+        self
+    }
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Builds a [`Runtime`].
+#[must_use]
+pub struct RuntimeBuilder {
+    store: Option<Arc<dyn Store>>,
+    workers: usize,
+    lease: Duration,
+    worker_id: Option<String>,
+    agents: Vec<(Arc<dyn ErasedAgent>, AgentOptions)>,
+    on_review: Vec<Hook>,
+    on_dead_letter: Vec<Hook>,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for RuntimeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeBuilder")
+            .field("workers", &self.workers)
+            .field("lease", &self.lease)
+            .field(
+                "agents",
+                &self.agents.iter().map(|(a, _)| a.name().to_owned()).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RuntimeBuilder {
+    fn default() -> Self {
+        RuntimeBuilder {
+            store: None,
+            workers: 4,
+            lease: Duration::from_secs(30),
+            worker_id: None,
+            agents: Vec::new(),
+            on_review: Vec::new(),
+            on_dead_letter: Vec::new(),
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RuntimeBuilder {
+    /// The store runs live in (required).
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// A store already shared with other code.
+    pub fn shared_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// How many attempts run at once (default 4).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n.max(1);
+        self
+    }
+
+    /// How long a claim's lease lasts between heartbeats (default 30 s): a run whose worker
+    /// died is retried by another after at most this long.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(30));
+        self
+    }
+
+    /// This runtime's worker id in histories (default `<host>-<pid>`).
+    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
+        self.worker_id = Some(id.into());
+        self
+    }
+
+    /// How long a graceful shutdown lets attempts in flight finish (default 30 s).
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Registers an agent under its name.
+    pub fn register<A: Agent>(self, agent: A) -> Self {
+        self.register_with(agent, AgentOptions::new())
+    }
+
+    /// Registers an agent with options.
+    pub fn register_with<A: Agent>(mut self, agent: A, options: AgentOptions) -> Self {
+        self.agents.push((Arc::new(Typed(agent)), options));
+        self
+    }
+
+    /// Calls `hook` whenever a run enters `needs_review`.
+    pub fn on_review(mut self, hook: impl Fn(&RunRecord) + Send + Sync + 'static) -> Self {
+        self.on_review.push(Arc::new(hook));
+        self
+    }
+
+    /// Calls `hook` whenever a run enters the dead letter queue (`failed_permanent`).
+    pub fn on_dead_letter(mut self, hook: impl Fn(&RunRecord) + Send + Sync + 'static) -> Self {
+        self.on_dead_letter.push(Arc::new(hook));
+        self
+    }
+
+    /// The runtime; fails without a store or with two agents of one name.
+    pub fn build(self) -> Result<Runtime, RuntimeError> {
+        let store = self.store.ok_or(RuntimeError::NoStore)?;
+        let mut agents = HashMap::new();
+        for (agent, options) in self.agents {
+            let name = agent.name().to_owned();
+            let permits = options.concurrency.map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
+            if agents.insert(name.clone(), Registered { agent, permits }).is_some() {
+                return Err(RuntimeError::DuplicateAgent(name));
+            }
+        }
+        let worker_id = self.worker_id.unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            let host = host.trim();
+            format!("{}-{}", if host.is_empty() { "local" } else { host }, std::process::id())
+        });
+        Ok(Runtime {
+            shared: Arc::new(Shared::new(
+                store,
+                agents,
+                self.workers,
+                self.lease,
+                worker_id,
+                self.on_review,
+                self.on_dead_letter,
+                self.grace,
+            )),
+        })
+    }
+}

@@ -1,0 +1,76 @@
+//! Agents with their types erased to JSON, so one runtime can hold agents of any types. The
+//! schema gate sits here: inputs are checked on the way in, outputs on the way out.
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::agent::{Agent, Context, Outcome};
+use crate::fault::{AgentError, Fault, RetryPolicy};
+use crate::schema::{self, SchemaError};
+
+#[async_trait]
+pub(crate) trait ErasedAgent: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    fn retry_policy(&self) -> RetryPolicy;
+    /// Checks a submitted input against the schema and returns its idempotency key.
+    fn admit(&self, input: &Value) -> Result<String, SchemaError>;
+    fn input_schema(&self) -> String;
+    fn output_schema(&self) -> String;
+    fn check_output(&self, output: &Value) -> Result<(), SchemaError>;
+    async fn run(&self, ctx: &mut Context, input: Value) -> Result<Outcome<Value>, AgentError>;
+    async fn cleanup(&self, ctx: &Context, error: &AgentError);
+}
+
+pub(crate) struct Typed<A>(pub(crate) A);
+
+#[async_trait]
+impl<A: Agent> ErasedAgent for Typed<A> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        self.0.retry_policy()
+    }
+
+    fn admit(&self, input: &Value) -> Result<String, SchemaError> {
+        let typed: A::Input = schema::from_value(input.clone())?;
+        Ok(self.0.idempotency_key(&typed).as_str().to_owned())
+    }
+
+    fn input_schema(&self) -> String {
+        schema::schema_hash::<A::Input>()
+    }
+
+    fn output_schema(&self) -> String {
+        schema::schema_hash::<A::Output>()
+    }
+
+    fn check_output(&self, output: &Value) -> Result<(), SchemaError> {
+        schema::check::<A::Output>(output)
+    }
+
+    async fn run(&self, ctx: &mut Context, input: Value) -> Result<Outcome<Value>, AgentError> {
+        let input: A::Input = schema::from_value(input).map_err(|e| {
+            AgentError::from(e).context("the stored input no longer fits the agent's input type")
+        })?;
+        match self.0.run(ctx, input).await? {
+            Outcome::Done(output) => {
+                let output = serde_json::to_value(&output).map_err(|e| {
+                    AgentError::from_source(Fault::Permanent, e).context("the output is not JSON")
+                })?;
+                // Nothing unvalidated is stored or handed on.
+                schema::check::<A::Output>(&output).map_err(|e| {
+                    AgentError::from(e).context("the output failed the schema gate")
+                })?;
+                Ok(Outcome::Done(output))
+            }
+            Outcome::Wait(wait) => Ok(Outcome::Wait(wait)),
+            Outcome::Review(reason) => Ok(Outcome::Review(reason)),
+        }
+    }
+
+    async fn cleanup(&self, ctx: &Context, error: &AgentError) {
+        self.0.cleanup(ctx, error).await;
+    }
+}

@@ -1,0 +1,96 @@
+//! [`RuntimeError`]: an operation was refused or failed; nothing was changed by a refusal.
+
+use crate::lifecycle::{RunId, RunState};
+use crate::schema::SchemaError;
+use crate::store::StoreError;
+
+/// Why a runtime operation did not happen.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// No agent of that name is registered.
+    #[error("no agent named `{name}` is registered (registered: {known})")]
+    UnknownAgent {
+        /// The name asked for.
+        name: String,
+        /// The registered names.
+        known: String,
+    },
+    /// Two agents were registered under one name.
+    #[error("an agent named `{0}` is registered twice")]
+    DuplicateAgent(String),
+    /// The runtime was built without a store.
+    #[error("no store: call `Runtime::builder().store(...)`")]
+    NoStore,
+    /// The submitted input does not fit the agent's input type; nothing was stored.
+    #[error("input for `{agent}` rejected: {source}")]
+    InvalidInput {
+        /// The agent.
+        agent: String,
+        /// Every violation.
+        #[source]
+        source: SchemaError,
+    },
+    /// An operator's output does not fit the agent's output type; nothing was changed.
+    #[error("output for run {run} rejected: {source}")]
+    InvalidOutput {
+        /// The run.
+        run: RunId,
+        /// Every violation.
+        #[source]
+        source: SchemaError,
+    },
+    /// The value could not be turned into JSON.
+    #[error("the value is not representable as JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// The run is in a state the operation does not apply to; nothing was changed.
+    #[error("run {run} is `{state}`; {action} is allowed only from {allowed}")]
+    Refused {
+        /// The run.
+        run: RunId,
+        /// Its state.
+        state: RunState,
+        /// What was asked (`approve`, `replay`, ...).
+        action: &'static str,
+        /// The states it is allowed from, written out.
+        allowed: String,
+    },
+    /// The run waits for another signal.
+    #[error("run {run} waits for signal `{waiting}`, not `{sent}`")]
+    WrongSignal {
+        /// The run.
+        run: RunId,
+        /// The signal it waits for.
+        waiting: String,
+        /// The signal sent.
+        sent: String,
+    },
+    /// A replay under a changed input type, refused unless forced.
+    #[error(
+        "run {run} was created with input schema {stored}, but `{agent}` now has {current}; replay with force to run it anyway"
+    )]
+    SchemaChanged {
+        /// The run.
+        run: RunId,
+        /// Its agent.
+        agent: String,
+        /// The schema hash stored with the run.
+        stored: String,
+        /// The agent's schema hash now.
+        current: String,
+    },
+    /// No such run.
+    #[error("run {0} does not exist")]
+    NotFound(RunId),
+    /// The run moved while the operation ran; nothing was changed by this operation.
+    #[error("run {run} moved to `{current}` while the operation ran; look again and retry")]
+    Raced {
+        /// The run.
+        run: RunId,
+        /// Its state now.
+        current: RunState,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

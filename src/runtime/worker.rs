@@ -1,0 +1,376 @@
+//! The dispatcher and the attempts: claim due runs under leases, run each attempt with a
+//! heartbeat, a timeout and panic isolation, and route its outcome by fault class.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tracing::Instrument;
+
+use super::{Registered, RuntimeError, Shared};
+use crate::agent::{Context, Outcome};
+use crate::fault::{AgentError, Fault};
+use crate::lifecycle::{RunId, RunState};
+use crate::store::{Actor, Claim, ListQuery, RunRecord, Transition};
+
+/// When the dispatcher returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Until {
+    /// When nothing can progress without outside input.
+    Idle,
+    /// When the runtime is shutting down.
+    Stopped,
+}
+
+// The moves this module makes, proven against the lifecycle table.
+const _: () = {
+    use RunState::*;
+    assert!(FailedTransient.can_transition(Queued)); // backoff elapsed
+    assert!(WaitingExternal.can_transition(FailedTransient)); // wait timed out
+    assert!(Processing.can_transition(Succeeded));
+    assert!(Processing.can_transition(WaitingExternal));
+    assert!(Processing.can_transition(NeedsReview));
+    assert!(Processing.can_transition(FailedTransient));
+    assert!(Processing.can_transition(FailedPermanent));
+};
+
+pub(crate) async fn dispatch(shared: Arc<Shared>, until: Until) -> Result<(), RuntimeError> {
+    let names: Vec<String> = shared.agents.keys().cloned().collect();
+    loop {
+        if shared.stopping.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut progressed = fire_timers(&shared).await?;
+        progressed |= !shared.store.recover_expired(256).await?.is_empty();
+        for name in &names {
+            progressed |= claim_and_start(&shared, name).await?;
+        }
+        if progressed {
+            continue;
+        }
+        let in_flight = shared.in_flight.load(Ordering::SeqCst);
+        if until == Until::Idle && in_flight == 0 && !has_pending_work(&shared, &names).await? {
+            return Ok(());
+        }
+        // Sleep until the earliest due time, or until woken (new work, a signal, a finished
+        // attempt); never a fixed polling interval.
+        let now = shared.store.now();
+        let sleep = match shared.store.next_due().await? {
+            Some(due) if due > now => due.since(now),
+            // Something is due but could not be claimed: all slots are busy (a finished
+            // attempt wakes us), or it belongs to an agent this runtime does not run.
+            Some(_) if in_flight > 0 => Duration::from_secs(60),
+            Some(_) => Duration::from_millis(250),
+            None => Duration::from_secs(60),
+        };
+        tokio::select! {
+            () = shared.wake.notified() => {}
+            () = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+/// Moves the runs whose timer is due: a backoff elapsed (→ `queued`), a wait timed out
+/// (→ `failed_transient`, retried like any transient fault).
+async fn fire_timers(shared: &Shared) -> Result<bool, RuntimeError> {
+    let due = shared.store.due_timers(256).await?;
+    for run in &due {
+        let transition = match run.state {
+            RunState::FailedTransient => {
+                Transition::new(run.id, RunState::FailedTransient, RunState::Queued)
+                    .reason("backoff elapsed")
+            }
+            RunState::WaitingExternal => {
+                let signal = run.waiting_for.as_deref().unwrap_or("?");
+                let error =
+                    AgentError::transient(format!("timed out waiting for signal `{signal}`"));
+                Transition::new(run.id, RunState::WaitingExternal, RunState::FailedTransient)
+                    .reason(format!("timed out waiting for signal `{signal}`"))
+                    .error(error.to_info())
+            }
+            _ => continue,
+        };
+        // A conflict means someone else moved it first (a signal, an operator): fine.
+        if let Ok(moved) = shared.store.transition(transition.by(Actor::Timer)).await? {
+            tracing::debug!(run_id = %moved.id, state = %moved.state, "timer fired");
+        }
+    }
+    Ok(!due.is_empty())
+}
+
+/// Claims as many due runs of `name` as there are free slots (global and the agent's own),
+/// and starts an attempt for each.
+async fn claim_and_start(shared: &Arc<Shared>, name: &str) -> Result<bool, RuntimeError> {
+    let registered = &shared.agents[name];
+    let mut free = shared.slots.available_permits();
+    if let Some(own) = &registered.permits {
+        free = free.min(own.available_permits());
+    }
+    if free == 0 {
+        return Ok(false);
+    }
+    let claim = Claim::new(shared.worker_id.clone(), free, shared.lease).agents([name]);
+    let claimed = shared.store.claim(claim).await?;
+    for run in &claimed {
+        // Free permits were counted above and only this task takes them: these cannot wait.
+        let slot = shared.slots.clone().try_acquire_owned().expect("a counted free slot");
+        let own = registered
+            .permits
+            .clone()
+            .map(|p| p.try_acquire_owned().expect("a counted free permit"));
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        let task = tokio::spawn(attempt(shared.clone(), run.clone(), (slot, own)));
+        let token = run.lease.as_ref().map_or(0, |l| l.token);
+        shared
+            .attempts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(run.id, (token, task.abort_handle()));
+    }
+    Ok(!claimed.is_empty())
+}
+
+/// Whether a registered agent has a run that will progress without outside input.
+async fn has_pending_work(shared: &Shared, names: &[String]) -> Result<bool, RuntimeError> {
+    for state in [RunState::Queued, RunState::Processing, RunState::FailedTransient] {
+        for name in names {
+            let page =
+                shared.store.list(ListQuery::new().state(state).agent(name).limit(1)).await?;
+            if !page.runs.is_empty() {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+type Permits = (tokio::sync::OwnedSemaphorePermit, Option<tokio::sync::OwnedSemaphorePermit>);
+
+/// One attempt of one run, from claim to its next state.
+async fn attempt(shared: Arc<Shared>, run: RunRecord, _permits: Permits) {
+    let registered = &shared.agents[&run.agent];
+    let token = run.lease.as_ref().map_or(0, |l| l.token);
+    let span = tracing::info_span!(
+        "attempt",
+        run_id = %run.id,
+        agent = %run.agent,
+        idempotency_key = %run.idempotency_key,
+        attempt = run.attempt,
+        step = tracing::field::Empty,
+        duration_ms = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    let ctx = Context {
+        run: run.id,
+        agent: run.agent.as_str().into(),
+        attempt: run.attempt,
+        key: run.idempotency_key.clone(),
+        signal: run.signal.clone(),
+        review_note: run.review_note.clone(),
+        store: shared.store.clone(),
+        span: span.clone(),
+    };
+    let started = Instant::now();
+    let heartbeat = tokio::spawn(heartbeat(shared.clone(), run.id, token));
+    let agent = registered.agent.clone();
+    let input = run.input.clone();
+    let mut task = tokio::spawn(
+        async move {
+            let mut ctx = ctx;
+            let result = agent.run(&mut ctx, input).await;
+            (ctx, result)
+        }
+        .instrument(span.clone()),
+    );
+    let policy = registered.agent.retry_policy();
+    let joined = match policy.attempt_timeout {
+        Some(limit) => match tokio::time::timeout(limit, &mut task).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                task.abort();
+                Ok((
+                    context_for(&shared, &run, &span),
+                    Err(AgentError::transient(format!("the attempt timed out after {limit:?}"))),
+                ))
+            }
+        },
+        None => (&mut task).await,
+    };
+    heartbeat.abort();
+    let (ctx, result) = match joined {
+        Ok(done) => done,
+        Err(join) => {
+            let what = if join.is_panic() {
+                panic_message(join.into_panic())
+            } else {
+                "the attempt was cancelled".into()
+            };
+            (
+                context_for(&shared, &run, &span),
+                Err(AgentError::unknown(format!("the agent panicked: {what}"))),
+            )
+        }
+    };
+    let elapsed = started.elapsed();
+    span.record("duration_ms", elapsed.as_millis() as u64);
+    route(&shared, registered, &run, token, &ctx, result, &span).await;
+    shared.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&run.id);
+    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+    shared.wake.notify_one();
+}
+
+fn context_for(shared: &Shared, run: &RunRecord, span: &tracing::Span) -> Context {
+    Context {
+        run: run.id,
+        agent: run.agent.as_str().into(),
+        attempt: run.attempt,
+        key: run.idempotency_key.clone(),
+        signal: run.signal.clone(),
+        review_note: run.review_note.clone(),
+        store: shared.store.clone(),
+        span: span.clone(),
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic".into())
+}
+
+/// Extends the lease every third of its length until aborted or the lease is lost.
+async fn heartbeat(shared: Arc<Shared>, run: RunId, token: u64) {
+    let every = shared.lease / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        match shared.store.heartbeat(run, token, shared.lease).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(conflict)) => {
+                tracing::warn!(run_id = %run, %conflict, "lease lost; this attempt's outcome will be refused");
+                return;
+            }
+            Err(error) => tracing::warn!(run_id = %run, %error, "heartbeat failed"),
+        }
+    }
+}
+
+/// Moves the run according to the attempt's outcome and the fault table.
+async fn route(
+    shared: &Shared,
+    registered: &Registered,
+    run: &RunRecord,
+    token: u64,
+    ctx: &Context,
+    result: Result<Outcome<serde_json::Value>, AgentError>,
+    span: &tracing::Span,
+) {
+    let policy = registered.agent.retry_policy();
+    let base = |to: RunState| {
+        Transition::new(run.id, RunState::Processing, to)
+            .fenced(token)
+            .by(Actor::Worker(shared.worker_id.clone()))
+    };
+    let transition = match result {
+        Ok(Outcome::Done(output)) => base(RunState::Succeeded).output(output).reason("done"),
+        Ok(Outcome::Wait(wait)) => {
+            let mut t = base(RunState::WaitingExternal)
+                .waiting_for(wait.signal.clone())
+                .reason(format!("waiting for signal `{}`", wait.signal));
+            if let Some(timeout) = wait.timeout {
+                t = t.due_in(timeout);
+            }
+            t
+        }
+        Ok(Outcome::Review(reason)) => base(RunState::NeedsReview).reason(reason),
+        Err(error) => {
+            let info = error.to_info();
+            match error.fault() {
+                Fault::Transient if run.attempt >= policy.max_attempts => {
+                    base(RunState::FailedPermanent)
+                        .error(info)
+                        .reason(format!("gave up after {} attempts: {error}", run.attempt))
+                }
+                Fault::Transient => {
+                    let backoff = policy.backoff_delay(
+                        run.attempt,
+                        &mut shared.rng.lock().unwrap_or_else(|p| p.into_inner()),
+                    );
+                    let delay = backoff.max(error.retry_after_delay().unwrap_or_default());
+                    base(RunState::FailedTransient).due_in(delay).error(info).reason(format!(
+                        "transient fault, retry in {} ms: {error}",
+                        delay.as_millis()
+                    ))
+                }
+                Fault::Resource => {
+                    registered.agent.cleanup(ctx, &error).await;
+                    let earlier = faults_in_history(shared, run.id, Fault::Resource).await;
+                    if earlier + 1 >= policy.resource_budget {
+                        base(RunState::NeedsReview).error(info).reason(format!(
+                            "resource fault {} times; paused until manual cleanup: {error}",
+                            earlier + 1
+                        ))
+                    } else {
+                        base(RunState::FailedTransient)
+                            .due_in(policy.resource_cooldown)
+                            .error(info)
+                            .reason(format!(
+                                "resource fault, cooling down {} ms: {error}",
+                                policy.resource_cooldown.as_millis()
+                            ))
+                    }
+                }
+                Fault::Logic => {
+                    base(RunState::NeedsReview).error(info).reason(format!("logic fault: {error}"))
+                }
+                Fault::Permanent => base(RunState::FailedPermanent)
+                    .error(info)
+                    .reason(format!("permanent fault: {error}")),
+                _ => {
+                    if faults_in_history(shared, run.id, Fault::Unknown).await == 0 {
+                        base(RunState::FailedTransient)
+                            .due_in(policy.unknown_retry_delay)
+                            .error(info)
+                            .reason(format!(
+                                "unknown fault, one retry in {} ms: {error}",
+                                policy.unknown_retry_delay.as_millis()
+                            ))
+                    } else {
+                        base(RunState::FailedPermanent)
+                            .error(info)
+                            .reason(format!("unknown fault again: {error}"))
+                    }
+                }
+            }
+        }
+    };
+    let to = transition.to;
+    span.record("outcome", to.to_string());
+    match shared.store.transition(transition).await {
+        Ok(Ok(moved)) => {
+            tracing::info!(parent: span, state = %moved.state, reason = ?moved.last_error.as_ref().map(|e| &e.message), "attempt finished");
+            shared.notify_hooks(&moved);
+        }
+        Ok(Err(conflict)) => {
+            tracing::warn!(parent: span, %conflict, "the run moved under this attempt; its outcome is dropped")
+        }
+        Err(error) => {
+            tracing::error!(parent: span, %error, "could not record the attempt's outcome")
+        }
+    }
+}
+
+/// How many earlier moves of `run` were caused by a fault of class `fault`.
+async fn faults_in_history(shared: &Shared, run: RunId, fault: Fault) -> u32 {
+    match shared.store.history(run).await {
+        Ok(history) => {
+            history.iter().filter(|h| h.error.as_ref().is_some_and(|e| e.fault == fault)).count()
+                as u32
+        }
+        Err(error) => {
+            tracing::warn!(run_id = %run, %error, "could not read the history; counting no earlier faults");
+            0
+        }
+    }
+}

@@ -1,0 +1,474 @@
+//! [`MemoryStore`]: the [`Store`] contract in memory, for tests and for work that need not
+//! survive the process.
+//!
+//! It keeps every promise of the trait except durability: everything is gone when it is
+//! dropped. It runs no threads and does no I/O, so under tokio's paused clock time moves only
+//! when the test is idle on a timer, which makes it the store of choice for testing agents'
+//! retries, backoff, waits and leases deterministically (see `steadfast::testing`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::{
+    Actor, Claim, Conflict, ConflictResult, Created, DeadLetter, EffectRecord, ErrorInfo,
+    FORMAT_VERSION, HistoryEntry, Lease, ListQuery, NewRun, Note, Page, RunRecord, StateCounts,
+    Store, StoreError, Transition,
+};
+use crate::StateMachine;
+use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::fault::Fault;
+use crate::lifecycle::{RunId, RunState};
+
+/// The store contract in memory: transactional moves, leases with fencing, effects, dead
+/// letters and notes, without durability.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use steadfast::store::{MemoryStore, NewRun, Store};
+///
+/// let store = MemoryStore::new();
+/// let run = store.create(NewRun::new("agent", "key", serde_json::json!(1))).await?.run;
+/// assert_eq!(store.get(run.id).await?.unwrap().attempt, 0);
+/// # Ok::<(), steadfast::StoreError>(()) }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").field("runs", &self.lock().runs.len()).finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    runs: BTreeMap<RunId, RunRecord>,
+    keys: HashMap<(String, String), RunId>,
+    history: HashMap<RunId, Vec<HistoryEntry>>,
+    effects: BTreeMap<(RunId, String), EffectRecord>,
+    dead: BTreeMap<RunId, DeadLetter>,
+    notes: HashMap<RunId, Vec<Note>>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store on the system clock.
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    /// An empty store on `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        MemoryStore { state: Arc::new(Mutex::new(State::default())), clock }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl State {
+    /// Records the move of `run` (already in its new state) from `from`.
+    fn record_move(
+        &mut self,
+        from: Option<RunState>,
+        run: &mut RunRecord,
+        actor: &Actor,
+        reason: &str,
+        error: Option<&ErrorInfo>,
+        now: Timestamp,
+    ) {
+        if from == Some(RunState::FailedPermanent) {
+            self.dead.remove(&run.id);
+        }
+        if run.state == RunState::FailedPermanent {
+            self.dead.insert(
+                run.id,
+                DeadLetter {
+                    run: run.id,
+                    agent: run.agent.clone(),
+                    error: error.cloned().or_else(|| run.last_error.clone()),
+                    attempt: run.attempt,
+                    reason: reason.to_owned(),
+                    at: now,
+                },
+            );
+        }
+        self.history.entry(run.id).or_default().push(HistoryEntry {
+            seq: run.moves,
+            from,
+            to: run.state,
+            at: now,
+            attempt: run.attempt,
+            reason: reason.to_owned(),
+            actor: actor.clone(),
+            error: error.cloned(),
+        });
+        run.moves += 1;
+        run.updated_at = now;
+        self.runs.insert(run.id, run.clone());
+    }
+}
+
+/// `run` moved to `to`: its due time and lease as the move decides them.
+fn moved(run: &mut RunRecord, to: RunState, due_at: Option<Timestamp>, now: Timestamp) {
+    run.state = to;
+    run.due_at = match to {
+        RunState::Queued | RunState::FailedTransient => Some(due_at.unwrap_or(now)),
+        RunState::WaitingExternal => due_at,
+        _ => None,
+    };
+    if to != RunState::Processing {
+        run.lease = None;
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    async fn create(&self, new: NewRun) -> Result<Created, StoreError> {
+        if new.agent.is_empty() || new.idempotency_key.is_empty() {
+            return Err(StoreError::InvalidRequest(
+                "a run needs a non-empty agent name and idempotency key".into(),
+            ));
+        }
+        let now = self.now();
+        let mut state = self.lock();
+        let key = (new.agent.clone(), new.idempotency_key.clone());
+        if let Some(id) = state.keys.get(&key) {
+            return Ok(Created { run: state.runs[id].clone(), created: false });
+        }
+        let mut run = RunRecord {
+            id: RunId::new(),
+            agent: new.agent,
+            state: RunState::INITIAL,
+            input: new.input,
+            output: None,
+            idempotency_key: new.idempotency_key,
+            attempt: 0,
+            due_at: Some(new.due_at.unwrap_or(now)),
+            lease: None,
+            fence: 0,
+            parent: new.parent,
+            stage: new.stage,
+            input_schema: new.input_schema,
+            output_schema: new.output_schema,
+            waiting_for: None,
+            signal: None,
+            review_note: None,
+            last_error: None,
+            moves: 0,
+            format: FORMAT_VERSION,
+            created_at: now,
+            updated_at: now,
+        };
+        state.keys.insert(key, run.id);
+        state.record_move(None, &mut run, &new.actor, "created", None, now);
+        Ok(Created { run, created: true })
+    }
+
+    async fn get(&self, run: RunId) -> Result<Option<RunRecord>, StoreError> {
+        Ok(self.lock().runs.get(&run).cloned())
+    }
+
+    async fn find_by_key(
+        &self,
+        agent: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let state = self.lock();
+        let id = state.keys.get(&(agent.to_owned(), idempotency_key.to_owned()));
+        Ok(id.map(|id| state.runs[id].clone()))
+    }
+
+    async fn transition(&self, request: Transition) -> ConflictResult<RunRecord> {
+        request.validate()?;
+        let now = self.now();
+        let mut state = self.lock();
+        let id = request.run;
+        let mut run = state.runs.get(&id).cloned().ok_or(StoreError::NotFound(id))?;
+        if run.state != request.from {
+            return Ok(Err(Conflict::State {
+                run: id,
+                expected: request.from,
+                current: run.state,
+            }));
+        }
+        if let (RunState::Processing, Some(token)) = (run.state, request.fence) {
+            let current = run.lease.as_ref().map_or(run.fence, |l| l.token);
+            if token != current {
+                return Ok(Err(Conflict::Fenced { run: id, token, current }));
+            }
+        }
+        let due_at = request.due_in.map(|d| now.after(d)).or(request.due_at);
+        moved(&mut run, request.to, due_at, now);
+        // An approval's note stays with the run until it next needs review or ends.
+        if request.review_note.is_some() {
+            run.review_note = request.review_note.clone();
+        } else if matches!(request.to, RunState::NeedsReview | RunState::Succeeded) {
+            run.review_note = None;
+        }
+        if request.refund_attempt {
+            run.attempt = run.attempt.saturating_sub(1);
+        }
+        if request.reset_attempts {
+            run.attempt = 0;
+        }
+        run.waiting_for = None;
+        match request.to {
+            RunState::Succeeded => {
+                run.last_error = None;
+                if request.output.is_some() {
+                    run.output = request.output.clone();
+                }
+            }
+            RunState::WaitingExternal => {
+                run.waiting_for = request.waiting_for.clone();
+                run.signal = None;
+            }
+            _ => {}
+        }
+        if let Some(signal) = &request.signal {
+            run.signal = Some(signal.clone());
+        }
+        if let Some(error) = &request.error {
+            run.last_error = Some(error.clone());
+        }
+        state.record_move(
+            Some(request.from),
+            &mut run,
+            &request.actor,
+            &request.reason,
+            request.error.as_ref(),
+            now,
+        );
+        Ok(Ok(run))
+    }
+
+    async fn claim(&self, claim: Claim) -> Result<Vec<RunRecord>, StoreError> {
+        let now = self.now();
+        let mut state = self.lock();
+        let mut due: Vec<(Timestamp, RunId)> = state
+            .runs
+            .values()
+            .filter(|r| r.state == RunState::Queued && r.due_at.is_some_and(|d| d <= now))
+            .filter(|r| claim.agents.is_empty() || claim.agents.contains(&r.agent))
+            .map(|r| (r.due_at.unwrap_or(now), r.id))
+            .collect();
+        due.sort_unstable();
+        due.truncate(claim.limit);
+        let actor = Actor::Worker(claim.owner.clone());
+        let mut claimed = Vec::with_capacity(due.len());
+        for (_, id) in due {
+            let mut run = state.runs[&id].clone();
+            moved(&mut run, RunState::Processing, None, now);
+            run.attempt += 1;
+            run.fence += 1;
+            run.lease = Some(Lease {
+                owner: claim.owner.clone(),
+                token: run.fence,
+                expires_at: now.after(claim.lease),
+            });
+            state.record_move(Some(RunState::Queued), &mut run, &actor, "claimed", None, now);
+            claimed.push(run);
+        }
+        Ok(claimed)
+    }
+
+    async fn heartbeat(
+        &self,
+        id: RunId,
+        token: u64,
+        extend: Duration,
+    ) -> ConflictResult<Timestamp> {
+        let now = self.now();
+        let mut state = self.lock();
+        let run = state.runs.get_mut(&id).ok_or(StoreError::NotFound(id))?;
+        if run.state != RunState::Processing {
+            return Ok(Err(Conflict::State {
+                run: id,
+                expected: RunState::Processing,
+                current: run.state,
+            }));
+        }
+        let current = run.lease.as_ref().map_or(run.fence, |l| l.token);
+        match run.lease.as_mut().filter(|l| l.token == token) {
+            Some(lease) => {
+                lease.expires_at = now.after(extend);
+                Ok(Ok(lease.expires_at))
+            }
+            None => Ok(Err(Conflict::Fenced { run: id, token, current })),
+        }
+    }
+
+    async fn recover_expired(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let now = self.now();
+        let mut state = self.lock();
+        let mut expired: Vec<(Timestamp, RunId)> = state
+            .runs
+            .values()
+            .filter_map(|r| {
+                r.lease
+                    .as_ref()
+                    .filter(|l| r.state == RunState::Processing && l.expires_at <= now)
+                    .map(|l| (l.expires_at, r.id))
+            })
+            .collect();
+        expired.sort_unstable();
+        expired.truncate(limit);
+        let mut recovered = Vec::with_capacity(expired.len());
+        for (_, id) in expired {
+            let mut run = state.runs[&id].clone();
+            let lease = run.lease.clone().expect("filtered on a lease");
+            let reason = format!("lease of worker:{} expired at {}", lease.owner, lease.expires_at);
+            let error = ErrorInfo::new(Fault::Transient, reason.clone());
+            moved(&mut run, RunState::FailedTransient, Some(now), now);
+            run.last_error = Some(error.clone());
+            state.record_move(
+                Some(RunState::Processing),
+                &mut run,
+                &Actor::Timer,
+                &reason,
+                Some(&error),
+                now,
+            );
+            recovered.push(run);
+        }
+        Ok(recovered)
+    }
+
+    async fn due_timers(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let now = self.now();
+        let state = self.lock();
+        let mut due: Vec<&RunRecord> = state
+            .runs
+            .values()
+            .filter(|r| {
+                matches!(r.state, RunState::FailedTransient | RunState::WaitingExternal)
+                    && r.due_at.is_some_and(|d| d <= now)
+            })
+            .collect();
+        due.sort_by_key(|r| (r.due_at, r.id));
+        Ok(due.into_iter().take(limit).cloned().collect())
+    }
+
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        let state = self.lock();
+        let due = state.runs.values().filter_map(|r| match r.state {
+            RunState::Queued | RunState::FailedTransient | RunState::WaitingExternal => r.due_at,
+            RunState::Processing => r.lease.as_ref().map(|l| l.expires_at),
+            _ => None,
+        });
+        Ok(due.min())
+    }
+
+    async fn record_effect(
+        &self,
+        run: RunId,
+        name: &str,
+        result: Value,
+    ) -> Result<EffectRecord, StoreError> {
+        let now = self.now();
+        let mut state = self.lock();
+        let attempt = state.runs.get(&run).ok_or(StoreError::NotFound(run))?.attempt;
+        let effect = state.effects.entry((run, name.to_owned())).or_insert_with(|| EffectRecord {
+            run,
+            name: name.to_owned(),
+            result,
+            attempt,
+            recorded_at: now,
+        });
+        Ok(effect.clone())
+    }
+
+    async fn effect(&self, run: RunId, name: &str) -> Result<Option<EffectRecord>, StoreError> {
+        Ok(self.lock().effects.get(&(run, name.to_owned())).cloned())
+    }
+
+    async fn effects(&self, run: RunId) -> Result<Vec<EffectRecord>, StoreError> {
+        let state = self.lock();
+        Ok(state
+            .effects
+            .range((run, String::new())..)
+            .take_while(|((r, _), _)| *r == run)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+
+    async fn history(&self, run: RunId) -> Result<Vec<HistoryEntry>, StoreError> {
+        Ok(self.lock().history.get(&run).cloned().unwrap_or_default())
+    }
+
+    async fn add_note(&self, run: RunId, author: Actor, text: &str) -> Result<Note, StoreError> {
+        let now = self.now();
+        let mut state = self.lock();
+        if !state.runs.contains_key(&run) {
+            return Err(StoreError::NotFound(run));
+        }
+        let note = Note { run, author, text: text.to_owned(), at: now };
+        state.notes.entry(run).or_default().push(note.clone());
+        Ok(note)
+    }
+
+    async fn notes(&self, run: RunId) -> Result<Vec<Note>, StoreError> {
+        Ok(self.lock().notes.get(&run).cloned().unwrap_or_default())
+    }
+
+    async fn dead_letters(
+        &self,
+        cursor: Option<RunId>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let state = self.lock();
+        let start = cursor.map_or(Unbounded, Excluded);
+        Ok(state.dead.range((start, Unbounded)).take(limit).map(|(_, d)| d.clone()).collect())
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let state = self.lock();
+        let size = query.page_size();
+        let range = match (query.cursor, query.oldest_first) {
+            (None, _) => state.runs.range(..),
+            (Some(c), true) => state.runs.range((Excluded(c), Unbounded)),
+            (Some(c), false) => state.runs.range(..c),
+        };
+        let matching: Box<dyn Iterator<Item = &RunRecord>> = if query.oldest_first {
+            Box::new(range.map(|(_, r)| r).filter(|r| query.matches(r)))
+        } else {
+            Box::new(range.rev().map(|(_, r)| r).filter(|r| query.matches(r)))
+        };
+        let mut runs: Vec<RunRecord> = matching.take(size + 1).cloned().collect();
+        let next = if runs.len() > size {
+            runs.truncate(size);
+            runs.last().map(|r| r.id)
+        } else {
+            None
+        };
+        Ok(Page { runs, next })
+    }
+
+    async fn counts(&self) -> Result<StateCounts, StoreError> {
+        let mut counts = StateCounts::default();
+        for run in self.lock().runs.values() {
+            counts.0[run.state.index()] += 1;
+        }
+        Ok(counts)
+    }
+}
