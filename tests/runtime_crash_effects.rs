@@ -69,7 +69,8 @@ async fn effects_child() {
     let dir = PathBuf::from(dir);
     // `Flush` survives a killed process, which is what this test does to it.
     let options = SledStoreOptions::default().durability(Durability::Flush);
-    let store = SledStore::open_with(dir.join("db"), options).expect("the worker opens the database");
+    let store =
+        SledStore::open_with(dir.join("db"), options).expect("the worker opens the database");
     let rt = Runtime::builder()
         .store(store)
         // One attempt at a time, so a kill interrupts at most one effect: the bound on
@@ -121,7 +122,10 @@ fn sigkilled_workers_never_repeat_a_journaled_effect() {
     };
     let mut out = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
-    assert!(status.success() && out.contains("@@ idle"), "the draining worker failed: {status}\n{out}");
+    assert!(
+        status.success() && out.contains("@@ idle"),
+        "the draining worker failed: {status}\n{out}"
+    );
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {

@@ -48,6 +48,7 @@ pub struct RuntimeBuilder {
     agents: Vec<(Arc<dyn ErasedAgent>, AgentOptions)>,
     on_review: Vec<Hook>,
     on_dead_letter: Vec<Hook>,
+    on_success: Vec<Hook>,
     grace: Duration,
 }
 
@@ -74,6 +75,7 @@ impl Default for RuntimeBuilder {
             agents: Vec::new(),
             on_review: Vec::new(),
             on_dead_letter: Vec::new(),
+            on_success: Vec::new(),
             grace: Duration::from_secs(30),
         }
     }
@@ -140,6 +142,12 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Calls `hook` whenever a run succeeds.
+    pub fn on_success(mut self, hook: impl Fn(&RunRecord) + Send + Sync + 'static) -> Self {
+        self.on_success.push(Arc::new(hook));
+        self
+    }
+
     /// The runtime; fails without a store or with two agents of one name.
     pub fn build(self) -> Result<Runtime, RuntimeError> {
         let store = self.store.ok_or(RuntimeError::NoStore)?;
@@ -165,6 +173,7 @@ impl RuntimeBuilder {
                 worker_id,
                 self.on_review,
                 self.on_dead_letter,
+                self.on_success,
                 self.grace,
             )),
         })

@@ -69,10 +69,12 @@ pub(crate) struct Shared {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) agents: HashMap<String, Registered>,
     pub(crate) slots: Arc<Semaphore>,
+    pub(crate) workers: usize,
     pub(crate) lease: Duration,
     pub(crate) worker_id: String,
     pub(crate) on_review: Vec<Hook>,
     pub(crate) on_dead_letter: Vec<Hook>,
+    pub(crate) on_success: Vec<Hook>,
     pub(crate) grace: Duration,
     /// Wakes the dispatcher: new work, a signal, an attempt finished.
     pub(crate) wake: Notify,
@@ -93,16 +95,19 @@ impl Shared {
         worker_id: String,
         on_review: Vec<Hook>,
         on_dead_letter: Vec<Hook>,
+        on_success: Vec<Hook>,
         grace: Duration,
     ) -> Self {
         Shared {
             store,
             agents,
             slots: Arc::new(Semaphore::new(workers)),
+            workers,
             lease,
             worker_id,
             on_review,
             on_dead_letter,
+            on_success,
             grace,
             wake: Notify::new(),
             in_flight: AtomicUsize::new(0),
@@ -117,6 +122,7 @@ impl Shared {
         let hooks = match run.state {
             RunState::NeedsReview => &self.on_review,
             RunState::FailedPermanent => &self.on_dead_letter,
+            RunState::Succeeded => &self.on_success,
             _ => return,
         };
         for hook in hooks {
@@ -207,6 +213,12 @@ impl Runtime {
         worker::dispatch(self.shared.clone(), worker::Until::Idle).await
     }
 
+    /// Works until [`shutdown`](Runtime::shutdown) is called (from another task), for programs
+    /// that manage their own lifetime; [`serve`](Runtime::serve) adds the signal handling.
+    pub async fn run_until_shutdown(&self) -> Result<(), RuntimeError> {
+        worker::dispatch(self.shared.clone(), worker::Until::Stopped).await
+    }
+
     /// Works until SIGINT or SIGTERM, then shuts down gracefully: stops claiming, lets
     /// attempts in flight finish within the grace period, and releases the rest (back to the
     /// queue without charging an attempt).
@@ -234,7 +246,7 @@ impl Runtime {
             }
         };
         tokio::select! {
-            result = worker::dispatch(shared, worker::Until::Stopped) => result?,
+            result = worker::dispatch(shared.clone(), worker::Until::Stopped) => result?,
             () = signal => tracing::info!("shutdown requested"),
         }
         self.shutdown().await

@@ -102,7 +102,10 @@ async fn fire_timers(shared: &Shared) -> Result<bool, RuntimeError> {
 /// and starts an attempt for each.
 async fn claim_and_start(shared: &Arc<Shared>, name: &str) -> Result<bool, RuntimeError> {
     let registered = &shared.agents[name];
-    let mut free = shared.slots.available_permits();
+    // Claim up to one batch ahead of the workers: the next runs are leased and waiting for a
+    // slot while the current ones finish, so claims overlap with attempts instead of
+    // alternating with them. An agent with its own limit is claimed exactly.
+    let mut free = (2 * shared.workers).saturating_sub(shared.in_flight.load(Ordering::SeqCst));
     if let Some(own) = &registered.permits {
         free = free.min(own.available_permits());
     }
@@ -113,13 +116,12 @@ async fn claim_and_start(shared: &Arc<Shared>, name: &str) -> Result<bool, Runti
     let claimed = shared.store.claim(claim).await?;
     for run in &claimed {
         // Free permits were counted above and only this task takes them: these cannot wait.
-        let slot = shared.slots.clone().try_acquire_owned().expect("a counted free slot");
         let own = registered
             .permits
             .clone()
             .map(|p| p.try_acquire_owned().expect("a counted free permit"));
         shared.in_flight.fetch_add(1, Ordering::SeqCst);
-        let task = tokio::spawn(attempt(shared.clone(), run.clone(), (slot, own)));
+        let task = tokio::spawn(attempt(shared.clone(), run.clone(), own));
         let token = run.lease.as_ref().map_or(0, |l| l.token);
         shared
             .attempts
@@ -144,12 +146,19 @@ async fn has_pending_work(shared: &Shared, names: &[String]) -> Result<bool, Run
     Ok(false)
 }
 
-type Permits = (tokio::sync::OwnedSemaphorePermit, Option<tokio::sync::OwnedSemaphorePermit>);
-
-/// One attempt of one run, from claim to its next state.
-async fn attempt(shared: Arc<Shared>, run: RunRecord, _permits: Permits) {
+/// One attempt of one run, from claim to its next state. `_own` is the agent's own
+/// concurrency permit, if it has a limit.
+async fn attempt(
+    shared: Arc<Shared>,
+    run: RunRecord,
+    _own: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
     let registered = &shared.agents[&run.agent];
     let token = run.lease.as_ref().map_or(0, |l| l.token);
+    // The lease is kept alive while the run waits for a worker slot.
+    let heartbeat = tokio::spawn(heartbeat(shared.clone(), run.id, token));
+    let _slot =
+        shared.slots.clone().acquire_owned().await.expect("the slots semaphore is never closed");
     let span = tracing::info_span!(
         "attempt",
         run_id = %run.id,
@@ -171,7 +180,6 @@ async fn attempt(shared: Arc<Shared>, run: RunRecord, _permits: Permits) {
         span: span.clone(),
     };
     let started = Instant::now();
-    let heartbeat = tokio::spawn(heartbeat(shared.clone(), run.id, token));
     let agent = registered.agent.clone();
     let input = run.input.clone();
     let mut task = tokio::spawn(

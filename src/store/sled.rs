@@ -138,6 +138,7 @@ struct Trees {
     history: Tree,
     keys: Tree,
     ready: Tree,
+    queue: Tree,
     leases: Tree,
     by_state: Tree,
     effects: Tree,
@@ -212,6 +213,15 @@ impl SledStore {
         apply: impl Fn(&Tx<'_>) -> tx::TxResult<T> + Send + 'static,
     ) -> Result<Result<T, Abort>, StoreError> {
         self.inner.committer.write(Box::new(apply)).await
+    }
+
+    /// Applies `apply` through the committer; returns once it is applied, durable with the
+    /// next sync.
+    async fn write_lazy<T: Send + 'static>(
+        &self,
+        apply: impl Fn(&Tx<'_>) -> tx::TxResult<T> + Send + 'static,
+    ) -> Result<Result<T, Abort>, StoreError> {
+        self.inner.committer.write_lazy(Box::new(apply)).await
     }
 
     /// A payload of `run` from `tree` (inputs, outputs, signals).
@@ -331,9 +341,9 @@ impl Store for SledStore {
     }
 
     async fn create(&self, new: NewRun) -> Result<Created, StoreError> {
-        if new.agent.is_empty() || new.idempotency_key.is_empty() {
+        if new.agent.is_empty() || new.idempotency_key.is_empty() || new.agent.contains('\0') {
             return Err(StoreError::InvalidRequest(
-                "a run needs a non-empty agent name and idempotency key".into(),
+                "a run needs a non-empty agent name (without NUL) and idempotency key".into(),
             ));
         }
         let now = self.now();
@@ -478,28 +488,45 @@ impl Store for SledStore {
         if claim.limit == 0 {
             return Ok(Vec::new());
         }
-        let queued = state_byte(RunState::Queued);
-        let wanted = |agent: &[u8]| {
-            claim.agents.is_empty() || claim.agents.iter().any(|a| a.as_bytes() == agent)
-        };
         // Scan more candidates than needed: some may be taken by an earlier claim in the batch.
-        let mut candidates = Vec::new();
-        for entry in self.due_entries(READY_QUEUED) {
-            let (id, state, agent) = entry?;
-            if state == queued && wanted(&agent) {
-                candidates.push(id);
-                if candidates.len() >= claim.limit.saturating_mul(2).max(claim.limit + 8) {
-                    break;
+        let want = claim.limit.saturating_mul(2).max(claim.limit + 8);
+        let candidates = if claim.agents.is_empty() {
+            let queued = state_byte(RunState::Queued);
+            let mut ids = Vec::new();
+            for entry in self.due_entries(READY_QUEUED) {
+                let (id, state, _) = entry?;
+                if state == queued {
+                    ids.push(id);
+                    if ids.len() >= want {
+                        break;
+                    }
                 }
             }
-        }
+            ids
+        } else {
+            // Each agent's own queue, merged by due time.
+            let end = self.now().after(Duration::from_millis(1));
+            let mut due = Vec::new();
+            for agent in &claim.agents {
+                let from = queue_key(agent, Timestamp::ZERO, RunId::from_bytes([0; 16]));
+                let to = queue_key(agent, end, RunId::from_bytes([0; 16]));
+                for item in self.inner.trees.queue.range(from..to).take(want) {
+                    let (key, _) = item.map_err(|e| backend("scanning an agent's queue", e))?;
+                    due.push(queue_key_parts(&key, agent.len()));
+                }
+            }
+            due.sort_unstable();
+            due.into_iter().take(want).map(|(_, id)| id).collect()
+        };
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
         let now = self.now();
         let actor = Actor::Worker(claim.owner.clone());
+        // Not waiting for the sync: a claim lost in a crash only means the run is claimed
+        // again, and any durable write after it (an effect, the outcome) makes it durable.
         let claimed = self
-            .write(move |tx| {
+            .write_lazy(move |tx| {
                 move_each(tx, &candidates, claim.limit, |_, before| {
                     if before.state != RunState::Queued
                         || before.due_at.is_some_and(|due| due > now)
@@ -530,8 +557,10 @@ impl Store for SledStore {
         extend: Duration,
     ) -> ConflictResult<Timestamp> {
         let now = self.now();
+        // A lost heartbeat costs at most an early lease expiry after a crash, which the crash
+        // makes moot: no sync.
         let outcome = self
-            .write(move |tx| {
+            .write_lazy(move |tx| {
                 let mut run = tx.run(id)?;
                 if run.state != RunState::Processing {
                     return abort(Abort::Conflict(Conflict::State {

@@ -33,6 +33,19 @@ pub(super) fn ready_key_due(key: &[u8]) -> Timestamp {
     Timestamp::from_be_bytes(key[1..9].try_into().expect("ready key layout"))
 }
 
+/// `queue`: agent | 0 | due (8) | id (16): the queued runs of one agent in due order, so that
+/// a claim for some agents never scans the others' runs.
+pub(super) fn queue_key(agent: &str, due: Timestamp, run: RunId) -> Vec<u8> {
+    [agent.as_bytes(), &[0], &due.to_be_bytes(), &run.to_bytes()].concat()
+}
+
+/// The (due time, id) inside a `queue` key of an agent whose name is `agent_len` bytes.
+pub(super) fn queue_key_parts(key: &[u8], agent_len: usize) -> (Timestamp, RunId) {
+    let at = agent_len + 1;
+    let due = Timestamp::from_be_bytes(key[at..at + 8].try_into().expect("queue key layout"));
+    (due, RunId::from_bytes(key[at + 8..at + 24].try_into().expect("queue key layout")))
+}
+
 /// `leases`: expiry (8) | id (16), value: the fencing token.
 pub(super) fn lease_key(expires: Timestamp, run: RunId) -> Vec<u8> {
     [&expires.to_be_bytes()[..], &run.to_bytes()].concat()
@@ -65,10 +78,15 @@ pub(super) fn run_from_value(value: &[u8]) -> RunId {
 }
 
 /// The index entries a run has in its current state: (`by_state`, `ready`, `leases`).
-pub(super) fn index_entries(
-    id: RunId,
-    run: &StoredRun,
-) -> (Vec<u8>, Option<KeyValue>, Option<KeyValue>) {
+/// The index entries of a run in its current state.
+pub(super) struct Entries {
+    pub(super) by_state: Vec<u8>,
+    pub(super) ready: Option<KeyValue>,
+    pub(super) queue: Option<Vec<u8>>,
+    pub(super) lease: Option<KeyValue>,
+}
+
+pub(super) fn index_entries(id: RunId, run: &StoredRun) -> Entries {
     let kind = match run.state {
         RunState::Queued => Some(READY_QUEUED),
         RunState::FailedTransient | RunState::WaitingExternal => Some(READY_TIMER),
@@ -84,5 +102,9 @@ pub(super) fn index_entries(
         }
         _ => None,
     };
-    (state_key(run.state, id), ready, lease)
+    let queue = match (run.state, run.due_at) {
+        (RunState::Queued, Some(due)) => Some(queue_key(&run.agent, due, id)),
+        _ => None,
+    };
+    Entries { by_state: state_key(run.state, id), ready, queue, lease }
 }

@@ -45,6 +45,7 @@ pub(super) struct Tx<'a> {
     pub(super) runs: &'a TransactionalTree,
     pub(super) by_state: &'a TransactionalTree,
     pub(super) ready: &'a TransactionalTree,
+    pub(super) queue: &'a TransactionalTree,
     pub(super) leases: &'a TransactionalTree,
     pub(super) history: &'a TransactionalTree,
     pub(super) dead_letter: &'a TransactionalTree,
@@ -94,24 +95,30 @@ impl Tx<'_> {
         m: &Move,
     ) -> Result<(), UnabortableTransactionError> {
         if let Some(before) = before {
-            let (state, ready, lease) = index_entries(id, before);
-            self.by_state.remove(state)?;
-            if let Some((key, _)) = ready {
+            let old = index_entries(id, before);
+            self.by_state.remove(old.by_state)?;
+            if let Some((key, _)) = old.ready {
                 self.ready.remove(key)?;
             }
-            if let Some((key, _)) = lease {
+            if let Some(key) = old.queue {
+                self.queue.remove(key)?;
+            }
+            if let Some((key, _)) = old.lease {
                 self.leases.remove(key)?;
             }
             if before.state == RunState::FailedPermanent {
                 self.dead_letter.remove(&id.to_bytes())?;
             }
         }
-        let (state, ready, lease) = index_entries(id, run);
-        self.by_state.insert(state, &[])?;
-        if let Some((key, value)) = ready {
+        let new = index_entries(id, run);
+        self.by_state.insert(new.by_state, &[])?;
+        if let Some((key, value)) = new.ready {
             self.ready.insert(key, value)?;
         }
-        if let Some((key, value)) = lease {
+        if let Some(key) = new.queue {
+            self.queue.insert(key, &[])?;
+        }
+        if let Some((key, value)) = new.lease {
             self.leases.insert(key, value)?;
         }
         if run.state == RunState::FailedPermanent {
