@@ -1,7 +1,7 @@
 //! Agents: units of automated work with a typed input and output, and the [`Context`] an
 //! attempt runs in.
 //!
-//! An agent fails by returning an [`AgentError`], whose [`Fault`](crate::Fault) decides what
+//! An agent fails by returning an [`AgentError`], whose [`Fault`] decides what
 //! happens to the run; a panic inside an agent is caught and treated as an unknown fault.
 
 use std::fmt;

@@ -65,7 +65,9 @@
 //! # Feature flags
 //!
 //! - `cli` (default): the `steadfast` binary.
-//! - `testing`: `store::conformance`, the suite every `Store` implementation must pass.
+//! - `testing`: `steadfast::testing` (a harness to test agents in-process on tokio's paused
+//!   clock, fault injection, assertions on runs) and `store::conformance`, the suite every
+//!   `Store` implementation must pass.
 //!
 //! A library user who wants only the core writes `default-features = false`.
 
@@ -80,6 +82,8 @@ pub mod machine;
 pub mod runtime;
 pub mod schema;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use agent::{Agent, Context, Outcome, WaitFor};
 pub use fault::{AgentError, Fault};

@@ -573,3 +573,50 @@ async fn builder_refusals() {
     let store_err: RuntimeError = StoreError::NotFound(RunId::new()).into();
     assert!(store_err.to_string().ends_with("does not exist"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_testing_harness_injects_faults_by_class() {
+    use RunState::*;
+    use steadfast::testing::{Harness, inject};
+
+    let harness = Harness::new(|rt| {
+        rt.register(inject(Flaky::new("twice", Fault::Transient, 0), Fault::Transient, 2))
+            .register(inject(Flaky::new("broken", Fault::Transient, 0), Fault::Permanent, 1))
+            .register(inject(Flaky::new("confused", Fault::Transient, 0), Fault::Logic, 1))
+    });
+    let report = harness.run("twice", "x").await;
+    report.assert_state(Succeeded).assert_attempts(3);
+    assert_eq!(report.output::<u32>(), 3);
+    report.assert_path(&[
+        Queued,
+        Processing,
+        FailedTransient,
+        Queued,
+        Processing,
+        FailedTransient,
+        Queued,
+        Processing,
+        Succeeded,
+    ]);
+
+    harness.run("broken", "x").await.assert_state(FailedPermanent).assert_path(&[
+        Queued,
+        Processing,
+        FailedPermanent,
+    ]);
+
+    let report = harness.run("confused", "x").await;
+    report.assert_state(NeedsReview);
+    harness.runtime().approve(report.run.id, ada(), Some("data fixed")).await.unwrap();
+    harness.settle(report.run.id).await.assert_state(Succeeded).assert_attempts(1);
+
+    let failed = std::panic::catch_unwind(|| {
+        report.assert_attempts(7);
+    })
+    .unwrap_err();
+    let message = failed.downcast_ref::<String>().unwrap();
+    assert!(
+        message.contains("made 1 attempts, expected 7; history:\n  #0 - -> queued"),
+        "{message}"
+    );
+}

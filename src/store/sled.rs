@@ -661,30 +661,42 @@ impl Store for SledStore {
         name: &str,
         result: Value,
     ) -> Result<EffectRecord, StoreError> {
-        let now = self.now();
-        let name = name.to_owned();
-        let outcome = self
-            .write(move |tx| {
-                let stored = tx.run(run)?;
-                let key = run_key_with(run, name.as_bytes());
-                if let Some(existing) = tx.effects.get(&key)? {
-                    // The first record wins; it was made durable by an earlier batch.
-                    return from_json("effects", &existing).map_err(|e| {
-                        ::sled::transaction::ConflictableTransactionError::Abort(Abort::Corrupt(e))
-                    });
-                }
-                let effect = EffectRecord {
-                    run,
-                    name: name.clone(),
-                    result: result.clone(),
-                    attempt: stored.attempt,
-                    recorded_at: now,
-                };
-                tx.effects.insert(key, to_json(&effect))?;
-                Ok(effect)
-            })
-            .await?;
-        outcome.map_err(Abort::into_error)
+        // One tree, one compare-and-swap: no transaction (which would cost sled two log
+        // writes), then a sync barrier that shares the committer's next sync.
+        let stored: StoredRun = match self
+            .inner
+            .trees
+            .runs
+            .get(run.to_bytes())
+            .map_err(|e| backend("reading a run", e))?
+        {
+            Some(bytes) => from_bin("runs", &bytes)?,
+            None => return Err(StoreError::NotFound(run)),
+        };
+        let effect = EffectRecord {
+            run,
+            name: name.to_owned(),
+            result,
+            attempt: stored.attempt,
+            recorded_at: self.now(),
+        };
+        let swapped = self
+            .inner
+            .trees
+            .effects
+            .compare_and_swap(
+                run_key_with(run, name.as_bytes()),
+                None as Option<&[u8]>,
+                Some(to_json(&effect)),
+            )
+            .map_err(|e| backend("recording an effect", e))?;
+        // Also when another caller recorded it first: that record must be durable before we
+        // hand it out.
+        self.inner.committer.sync().await?;
+        match swapped {
+            Ok(()) => Ok(effect),
+            Err(existing) => from_json("effects", &existing.current.expect("a present value")),
+        }
     }
 
     async fn effect(&self, run: RunId, name: &str) -> Result<Option<EffectRecord>, StoreError> {

@@ -48,7 +48,8 @@ pub(super) enum Failure {
 }
 
 struct Request {
-    apply: ErasedApply,
+    /// The write; `None` for a sync barrier (see [`Committer::sync`]).
+    apply: Option<ErasedApply>,
     reply: Reply,
     /// Whether the caller waits for the sync (see [`Committer::write_lazy`]).
     durable: bool,
@@ -123,6 +124,30 @@ impl Committer {
         self.submit(apply, false).await
     }
 
+    /// Returns once every write applied so far, and every single-tree write made directly on
+    /// sled before this call (an effect's journal entry), is durable. Costs no transaction:
+    /// barriers that meet in a batch share its sync.
+    pub(super) async fn sync(&self) -> Result<(), StoreError> {
+        let (tell, answer) = oneshot::channel();
+        let request = Request {
+            apply: None,
+            reply: Box::new(move |result| {
+                let _ = tell.send(result);
+            }),
+            durable: true,
+        };
+        let stopped = || StoreError::Io {
+            context: "writing to the database".into(),
+            source: std::io::Error::other("the committer thread has stopped"),
+        };
+        self.sender.as_ref().ok_or_else(stopped)?.send(request).map_err(|_| stopped())?;
+        match answer.await.map_err(|_| stopped())? {
+            Ok(_) => Ok(()),
+            Err(Failure::Store(error)) => Err(error),
+            Err(Failure::Abort(abort)) => Err(abort.into_error()),
+        }
+    }
+
     async fn submit<T: Send + 'static>(
         &self,
         apply: Apply<T>,
@@ -130,9 +155,9 @@ impl Committer {
     ) -> Result<Result<T, Abort>, StoreError> {
         let (tell, answer) = oneshot::channel();
         let request = Request {
-            apply: Box::new(move |tx| {
+            apply: Some(Box::new(move |tx| {
                 apply(tx).map(|v| Box::new(v) as Box<dyn std::any::Any + Send>)
-            }),
+            })),
             reply: Box::new(move |result| {
                 let _ = tell.send(result);
             }),
@@ -207,7 +232,14 @@ impl Writer {
     }
 
     /// Applies every request in one transaction; each gets its own value or abort.
-    fn apply(&self, requests: &[ErasedApply]) -> Result<Vec<Result<Value, Abort>>, StoreError> {
+    fn apply(
+        &self,
+        requests: &[Option<ErasedApply>],
+    ) -> Result<Vec<Result<Value, Abort>>, StoreError> {
+        if requests.iter().all(Option::is_none) {
+            // Only sync barriers: no transaction (sled writes its log twice for each).
+            return Ok(requests.iter().map(|_| Ok(Box::new(()) as Value)).collect());
+        }
         let t = &self.trees;
         let trees = (
             &t.runs,
@@ -221,7 +253,6 @@ impl Writer {
             &t.inputs,
             &t.outputs,
             &t.signals,
-            &t.effects,
             &t.notes,
         );
         let result = trees.transaction(
@@ -237,7 +268,6 @@ impl Writer {
                 inputs,
                 outputs,
                 signals,
-                effects,
                 notes,
             )| {
                 let tx = Tx {
@@ -252,11 +282,14 @@ impl Writer {
                     inputs,
                     outputs,
                     signals,
-                    effects,
                     notes,
                 };
                 let mut results = Vec::with_capacity(requests.len());
                 for apply in requests {
+                    let Some(apply) = apply else {
+                        results.push(Ok(Box::new(()) as Value));
+                        continue;
+                    };
                     match apply(&tx) {
                         Ok(value) => results.push(Ok(value)),
                         Err(ConflictableTransactionError::Abort(abort)) => results.push(Err(abort)),

@@ -53,7 +53,6 @@ pub(super) struct Tx<'a> {
     pub(super) inputs: &'a TransactionalTree,
     pub(super) outputs: &'a TransactionalTree,
     pub(super) signals: &'a TransactionalTree,
-    pub(super) effects: &'a TransactionalTree,
     pub(super) notes: &'a TransactionalTree,
 }
 
