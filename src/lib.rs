@@ -46,6 +46,17 @@
 //! [`StateMachine`](trait@StateMachine); see [`machine`] for the attribute, the rules it
 //! enforces at compile time, and what it generates.
 //!
+//! # Agents and the runtime
+//!
+//! An [`Agent`] has a typed input and output and an async `run` that returns an [`Outcome`]
+//! (done, wait for a signal, ask for review) or an [`AgentError`] whose [`Fault`] class
+//! decides what happens next. The [`Runtime`] claims due runs under leases, runs attempts with
+//! a heartbeat, a timeout and panic isolation, routes failures by class (backoff with full
+//! jitter, cleanup and cooldown, review, dead letter), fires timers, and takes the operator's
+//! calls. Side effects go through [`Context::effect`], which journals their results so a retry
+//! does not repeat them. See [`runtime`] and, for tests, `steadfast::testing` (feature
+//! `testing`).
+//!
 //! # The store
 //!
 //! Every move of a run, every journaled effect, dead letter and note lives in a [`Store`]. The
