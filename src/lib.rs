@@ -87,6 +87,7 @@ extern crate self as steadfast;
 
 pub mod agent;
 pub mod clock;
+pub mod fallback;
 pub mod fault;
 pub mod lifecycle;
 pub mod machine;
@@ -97,6 +98,7 @@ pub mod store;
 pub mod testing;
 
 pub use agent::{Agent, Context, Outcome, WaitFor};
+pub use fallback::Fallback;
 pub use fault::{AgentError, Fault};
 pub use lifecycle::{RunId, RunState};
 pub use machine::{StateMachine, TransitionError};

@@ -620,3 +620,118 @@ async fn the_testing_harness_injects_faults_by_class() {
         "{message}"
     );
 }
+
+/// Records when each call happened; fails the first `failures` calls.
+#[derive(Clone, Default)]
+struct Timed {
+    failures: u32,
+    calls: Arc<std::sync::Mutex<Vec<tokio::time::Instant>>>,
+}
+
+#[async_trait]
+impl Agent for Timed {
+    type Input = u32;
+    type Output = u32;
+    fn name(&self) -> &str {
+        "timed"
+    }
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::default()
+            .max_attempts(10)
+            .backoff(Duration::from_secs(1), Duration::from_secs(1))
+    }
+    async fn run(&self, ctx: &mut Context, n: u32) -> Result<Outcome<u32>, AgentError> {
+        let call = {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(tokio::time::Instant::now());
+            calls.len() as u32
+        };
+        if call <= self.failures {
+            return Err(AgentError::transient("503 Service Unavailable"));
+        }
+        let _ = ctx;
+        Ok(Outcome::Done(n))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_breaker_opens_defers_half_opens_and_closes() {
+    use steadfast::runtime::{BreakerPolicy, BreakerState};
+    let agent = Timed { failures: 3, ..Timed::default() };
+    let options = AgentOptions::new().breaker(BreakerPolicy::new(3, Duration::from_secs(60)));
+    let rt = builder().workers(1).register_with(agent.clone(), options).build().unwrap();
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        ids.push(rt.submit("timed", n).await.unwrap().id);
+    }
+    rt.run_until_idle().await.unwrap();
+    assert_eq!(rt.breaker("timed"), Some(BreakerState::Closed { failures: 0 }));
+    let calls = agent.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 13, "3 failures, then each of the 10 runs once");
+    let opened = calls[2];
+    assert!(
+        calls[3] >= opened + Duration::from_secs(60),
+        "no call while open: the probe came {:?} after",
+        calls[3] - opened
+    );
+    let mut attempts = Vec::new();
+    for id in ids {
+        let run = state_of(&rt, id).await;
+        assert_eq!(run.state, RunState::Succeeded);
+        attempts.push(run.attempt);
+    }
+    attempts.sort_unstable();
+    assert_eq!(
+        attempts,
+        [1, 1, 1, 1, 1, 1, 1, 2, 2, 2],
+        "deferred runs are not charged an attempt"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_rate_limit_spaces_out_starts() {
+    let agent = Timed::default();
+    let rt = builder()
+        .workers(8)
+        .register_with(agent.clone(), AgentOptions::new().rate_limit(10.0, 2))
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    for n in 0..30 {
+        rt.submit("timed", n).await.unwrap();
+    }
+    rt.run_until_idle().await.unwrap();
+    let calls = agent.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 30);
+    // 2 at once, then one every 100 ms: 28 more take at least 2.8 s.
+    assert!(calls[29] - start >= Duration::from_millis(2790), "{:?}", calls[29] - start);
+    for (i, window_start) in calls.iter().enumerate() {
+        let in_window =
+            calls[i..].iter().take_while(|t| **t < *window_start + Duration::from_secs(1)).count();
+        assert!(in_window <= 12, "{in_window} starts within one second");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn fallback_chains_degrade_in_order() {
+    use steadfast::Fallback;
+    let primary = Flaky::new("llm", Fault::Transient, u32::MAX);
+    let rules = Flaky::new("rules", Fault::Logic, 0);
+    let chain = Fallback::new("classify", primary.clone()).or(rules.clone());
+    let rt = builder().register(chain).build().unwrap();
+    let id = rt.submit("classify", "text").await.unwrap().id;
+    rt.run_until_idle().await.unwrap();
+    let run = state_of(&rt, id).await;
+    assert_eq!((run.state, run.attempt, run.output), (RunState::Succeeded, 1, Some(json!(1))));
+    assert_eq!((primary.calls.load(Ordering::SeqCst), rules.calls.load(Ordering::SeqCst)), (1, 1));
+
+    // Every step failing: the last error is routed, named with its step.
+    let all_down = Fallback::new("all-down", Flaky::new("a", Fault::Transient, u32::MAX))
+        .or(Flaky::new("b", Fault::Permanent, u32::MAX));
+    let rt = builder().register(all_down).build().unwrap();
+    let id = rt.submit("all-down", "text").await.unwrap().id;
+    rt.run_until_idle().await.unwrap();
+    let run = state_of(&rt, id).await;
+    assert_eq!(run.state, RunState::FailedPermanent);
+    assert_eq!(run.last_error.unwrap().message, "`b` (step 2 of 2)");
+}

@@ -4,24 +4,52 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::breaker::{Breaker, BreakerPolicy};
 use super::erased::{ErasedAgent, Typed};
+use super::limit::{RateLimit, TokenBucket};
 use super::{Hook, Registered, Runtime, RuntimeError, Shared};
 use crate::agent::Agent;
 use crate::store::{RunRecord, Store};
 
 /// Per-agent options.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct AgentOptions {
     /// At most this many runs of the agent in flight at once in this runtime (default: no limit
     /// beyond the runtime's workers).
     pub concurrency: Option<usize>,
+    /// The agent's circuit breaker (default: opens after 5 consecutive transient, resource or
+    /// unknown failures, for 30 s); `None` for none.
+    pub breaker: Option<BreakerPolicy>,
+    /// At most this many runs started per second (default: no limit).
+    pub rate: Option<RateLimit>,
 }
 
 impl AgentOptions {
-    /// No limits beyond the runtime's.
+    /// The default breaker, no other limits beyond the runtime's.
     pub fn new() -> Self {
-        AgentOptions { concurrency: None }
+        AgentOptions { concurrency: None, breaker: Some(BreakerPolicy::default()), rate: None }
+    }
+
+    /// A circuit breaker with this policy.
+    #[must_use]
+    pub fn breaker(mut self, policy: BreakerPolicy) -> Self {
+        self.breaker = Some(policy);
+        self
+    }
+
+    /// No circuit breaker.
+    #[must_use]
+    pub fn no_breaker(mut self) -> Self {
+        self.breaker = None;
+        self
+    }
+
+    /// At most `per_second` runs started per second on average, `burst` at once.
+    #[must_use]
+    pub fn rate_limit(mut self, per_second: f64, burst: u32) -> Self {
+        self.rate = Some(RateLimit::new(per_second, burst));
+        self
     }
 
     /// At most `n` runs at once.
@@ -154,8 +182,13 @@ impl RuntimeBuilder {
         let mut agents = HashMap::new();
         for (agent, options) in self.agents {
             let name = agent.name().to_owned();
-            let permits = options.concurrency.map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
-            if agents.insert(name.clone(), Registered { agent, permits }).is_some() {
+            let registered = Registered {
+                agent,
+                permits: options.concurrency.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+                breaker: options.breaker.map(Breaker::new),
+                bucket: options.rate.map(TokenBucket::new),
+            };
+            if agents.insert(name.clone(), registered).is_some() {
                 return Err(RuntimeError::DuplicateAgent(name));
             }
         }

@@ -36,9 +36,11 @@
 //! # }).unwrap();
 //! ```
 
+mod breaker;
 mod builder;
 mod erased;
 mod error;
+mod limit;
 mod worker;
 
 use std::collections::HashMap;
@@ -50,9 +52,11 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Notify, Semaphore};
 
+pub use self::breaker::{BreakerPolicy, BreakerState};
 pub use self::builder::{AgentOptions, RuntimeBuilder};
 use self::erased::ErasedAgent;
 pub use self::error::RuntimeError;
+pub use self::limit::RateLimit;
 use crate::lifecycle::{RunId, RunState};
 use crate::store::{Actor, Conflict, NewRun, Note, RunRecord, Store, Transition};
 
@@ -63,6 +67,8 @@ pub(crate) struct Registered {
     pub(crate) agent: Arc<dyn ErasedAgent>,
     /// The agent's own concurrency limit, if it has one.
     pub(crate) permits: Option<Arc<Semaphore>>,
+    pub(crate) breaker: Option<breaker::Breaker>,
+    pub(crate) bucket: Option<limit::TokenBucket>,
 }
 
 pub(crate) struct Shared {
@@ -174,6 +180,11 @@ impl Runtime {
         let mut names: Vec<&str> = self.shared.agents.keys().map(String::as_str).collect();
         names.sort_unstable();
         names
+    }
+
+    /// The state of `agent`'s circuit breaker (`None` if it has none or is not registered).
+    pub fn breaker(&self, agent: &str) -> Option<BreakerState> {
+        self.shared.agents.get(agent)?.breaker.as_ref().map(breaker::Breaker::state)
     }
 
     fn agent(&self, name: &str) -> Result<&Registered, RuntimeError> {

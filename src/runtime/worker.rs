@@ -42,8 +42,14 @@ pub(crate) async fn dispatch(shared: Arc<Shared>, until: Until) -> Result<(), Ru
         }
         let mut progressed = fire_timers(&shared).await?;
         progressed |= !shared.store.recover_expired(256).await?.is_empty();
+        // The earliest moment a breaker or a rate limit lets an agent's runs through again.
+        let mut unblocked_in: Option<Duration> = None;
         for name in &names {
-            progressed |= claim_and_start(&shared, name).await?;
+            let (started, blocked) = claim_and_start(&shared, name).await?;
+            progressed |= started;
+            if let Some(wait) = blocked {
+                unblocked_in = Some(unblocked_in.map_or(wait, |w| w.min(wait)));
+            }
         }
         if progressed {
             continue;
@@ -55,14 +61,18 @@ pub(crate) async fn dispatch(shared: Arc<Shared>, until: Until) -> Result<(), Ru
         // Sleep until the earliest due time, or until woken (new work, a signal, a finished
         // attempt); never a fixed polling interval.
         let now = shared.store.now();
-        let sleep = match shared.store.next_due().await? {
+        let mut sleep = match shared.store.next_due().await? {
             Some(due) if due > now => due.since(now),
             // Something is due but could not be claimed: all slots are busy (a finished
-            // attempt wakes us), or it belongs to an agent this runtime does not run.
-            Some(_) if in_flight > 0 => Duration::from_secs(60),
+            // attempt wakes us), a breaker or a rate limit holds it (`unblocked_in`), or it
+            // belongs to an agent this runtime does not run.
+            Some(_) if in_flight > 0 || unblocked_in.is_some() => Duration::from_secs(60),
             Some(_) => Duration::from_millis(250),
             None => Duration::from_secs(60),
         };
+        if let Some(wait) = unblocked_in {
+            sleep = sleep.min(wait);
+        }
         tokio::select! {
             () = shared.wake.notified() => {}
             () = tokio::time::sleep(sleep) => {}
@@ -98,9 +108,13 @@ async fn fire_timers(shared: &Shared) -> Result<bool, RuntimeError> {
     Ok(!due.is_empty())
 }
 
-/// Claims as many due runs of `name` as there are free slots (global and the agent's own),
-/// and starts an attempt for each.
-async fn claim_and_start(shared: &Arc<Shared>, name: &str) -> Result<bool, RuntimeError> {
+/// Claims as many due runs of `name` as its limits allow (slots, its own concurrency, its
+/// breaker, its rate limit), and starts an attempt for each. Returns whether any started, and
+/// how long until a breaker or rate limit that held runs back lets them through.
+async fn claim_and_start(
+    shared: &Arc<Shared>,
+    name: &str,
+) -> Result<(bool, Option<Duration>), RuntimeError> {
     let registered = &shared.agents[name];
     // Claim up to one batch ahead of the workers: the next runs are leased and waiting for a
     // slot while the current ones finish, so claims overlap with attempts instead of
@@ -110,10 +124,39 @@ async fn claim_and_start(shared: &Arc<Shared>, name: &str) -> Result<bool, Runti
         free = free.min(own.available_permits());
     }
     if free == 0 {
-        return Ok(false);
+        return Ok((false, None));
     }
-    let claim = Claim::new(shared.worker_id.clone(), free, shared.lease).agents([name]);
+    let mut blocked = None;
+    let mut admitted = free;
+    if let Some(breaker) = &registered.breaker {
+        let (n, wait) = breaker.admit(admitted);
+        (admitted, blocked) = (n, wait);
+    }
+    let mut tokens = 0;
+    if let Some(bucket) = &registered.bucket
+        && admitted > 0
+    {
+        let (n, wait) = bucket.take(admitted);
+        tokens = n;
+        admitted = n;
+        blocked = blocked.or(wait);
+    }
+    if admitted == 0 {
+        if let Some(breaker) = &registered.breaker {
+            breaker.unused(free.min(1));
+        }
+        return Ok((false, blocked));
+    }
+    let claim = Claim::new(shared.worker_id.clone(), admitted, shared.lease).agents([name]);
     let claimed = shared.store.claim(claim).await?;
+    if let Some(bucket) = &registered.bucket {
+        bucket.give_back(tokens - claimed.len());
+    }
+    if claimed.is_empty()
+        && let Some(breaker) = &registered.breaker
+    {
+        breaker.unused(admitted);
+    }
     for run in &claimed {
         // Free permits were counted above and only this task takes them: these cannot wait.
         let own = registered
@@ -129,7 +172,7 @@ async fn claim_and_start(shared: &Arc<Shared>, name: &str) -> Result<bool, Runti
             .unwrap_or_else(|p| p.into_inner())
             .insert(run.id, (token, task.abort_handle()));
     }
-    Ok(!claimed.is_empty())
+    Ok((!claimed.is_empty(), None))
 }
 
 /// Whether a registered agent has a run that will progress without outside input.
@@ -159,6 +202,21 @@ async fn attempt(
     let heartbeat = tokio::spawn(heartbeat(shared.clone(), run.id, token));
     let _slot =
         shared.slots.clone().acquire_owned().await.expect("the slots semaphore is never closed");
+    // Claimed ahead, but the breaker opened meanwhile: defer the run, uncharged.
+    if let Some(wait) = registered.breaker.as_ref().and_then(|b| b.open_for()) {
+        heartbeat.abort();
+        let defer = Transition::new(run.id, RunState::Processing, RunState::FailedTransient)
+            .fenced(token)
+            .refund_attempt()
+            .due_in(wait)
+            .by(Actor::Worker(shared.worker_id.clone()))
+            .reason("deferred: the circuit breaker is open");
+        if let Err(error) = shared.store.transition(defer).await {
+            tracing::error!(run_id = %run.id, %error, "could not defer the run");
+        }
+        finish(&shared, run.id);
+        return;
+    }
     let span = tracing::info_span!(
         "attempt",
         run_id = %run.id,
@@ -222,7 +280,12 @@ async fn attempt(
     let elapsed = started.elapsed();
     span.record("duration_ms", elapsed.as_millis() as u64);
     route(&shared, registered, &run, token, &ctx, result, &span).await;
-    shared.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&run.id);
+    finish(&shared, run.id);
+}
+
+/// Bookkeeping when an attempt is over, whatever happened.
+fn finish(shared: &Shared, run: RunId) {
+    shared.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&run);
     shared.in_flight.fetch_sub(1, Ordering::SeqCst);
     shared.wake.notify_one();
 }
@@ -275,6 +338,9 @@ async fn route(
     span: &tracing::Span,
 ) {
     let policy = registered.agent.retry_policy();
+    if let Some(breaker) = &registered.breaker {
+        breaker.record(result.as_ref().err().map(AgentError::fault));
+    }
     let base = |to: RunState| {
         Transition::new(run.id, RunState::Processing, to)
             .fenced(token)
