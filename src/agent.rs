@@ -68,6 +68,12 @@ pub trait Agent: Send + Sync + 'static {
         IdempotencyKey::of(self.name(), input)
     }
 
+    /// Runs whose inputs give the same key never process at the same time, across all
+    /// workers (one mailbox, one account, one file). The default is none.
+    fn concurrency_key(&self, _input: &Self::Input) -> Option<String> {
+        None
+    }
+
     /// How failures are retried.
     fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy::default()

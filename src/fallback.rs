@@ -123,6 +123,11 @@ where
         &self.name
     }
 
+    /// The primary's concurrency key.
+    fn concurrency_key(&self, input: &I) -> Option<String> {
+        self.chain[0].concurrency_key(input)
+    }
+
     /// The primary's policy: the chain as a whole is retried like its primary.
     fn retry_policy(&self) -> RetryPolicy {
         self.chain[0].retry_policy()

@@ -216,6 +216,10 @@ impl<A: Agent> Agent for Injected<A> {
         self.agent.idempotency_key(input)
     }
 
+    fn concurrency_key(&self, input: &A::Input) -> Option<String> {
+        self.agent.concurrency_key(input)
+    }
+
     fn retry_policy(&self) -> RetryPolicy {
         self.agent.retry_policy()
     }

@@ -735,3 +735,59 @@ async fn fallback_chains_degrade_in_order() {
     assert_eq!(run.state, RunState::FailedPermanent);
     assert_eq!(run.last_error.unwrap().message, "`b` (step 2 of 2)");
 }
+
+#[tokio::test(start_paused = true)]
+async fn runs_with_one_concurrency_key_never_overlap() {
+    #[derive(Clone, Default)]
+    struct Mailer {
+        busy: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
+        overlaps: Arc<AtomicU32>,
+        done: Arc<AtomicU32>,
+    }
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    struct Mail {
+        mailbox: String,
+        n: u32,
+    }
+    #[async_trait]
+    impl Agent for Mailer {
+        type Input = Mail;
+        type Output = ();
+        fn name(&self) -> &str {
+            "mailer"
+        }
+        fn concurrency_key(&self, mail: &Mail) -> Option<String> {
+            Some(format!("mailbox:{}", mail.mailbox))
+        }
+        async fn run(&self, _ctx: &mut Context, mail: Mail) -> Result<Outcome<()>, AgentError> {
+            let now = {
+                let mut busy = self.busy.lock().unwrap();
+                let n = busy.entry(mail.mailbox.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            if now > 1 {
+                self.overlaps.fetch_add(1, Ordering::SeqCst);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            *self.busy.lock().unwrap().get_mut(&mail.mailbox).unwrap() -= 1;
+            self.done.fetch_add(1, Ordering::SeqCst);
+            Ok(Outcome::Done(()))
+        }
+    }
+    let mailer = Mailer::default();
+    let rt = builder().workers(8).register(mailer.clone()).build().unwrap();
+    let start = tokio::time::Instant::now();
+    for n in 0..12 {
+        let mailbox = if n % 2 == 0 { "ops" } else { "sales" };
+        rt.submit("mailer", Mail { mailbox: mailbox.into(), n }).await.unwrap();
+    }
+    rt.run_until_idle().await.unwrap();
+    assert_eq!(mailer.done.load(Ordering::SeqCst), 12);
+    assert_eq!(mailer.overlaps.load(Ordering::SeqCst), 0, "never two runs of one mailbox at once");
+    assert!(
+        start.elapsed() < Duration::from_millis(200),
+        "the two mailboxes still ran side by side: {:?}",
+        start.elapsed()
+    );
+}

@@ -12,8 +12,9 @@ use crate::schema::{self, SchemaError};
 pub(crate) trait ErasedAgent: Send + Sync + 'static {
     fn name(&self) -> &str;
     fn retry_policy(&self) -> RetryPolicy;
-    /// Checks a submitted input against the schema and returns its idempotency key.
-    fn admit(&self, input: &Value) -> Result<String, SchemaError>;
+    /// Checks a submitted input against the schema; returns its idempotency key and its
+    /// concurrency key.
+    fn admit(&self, input: &Value) -> Result<(String, Option<String>), SchemaError>;
     fn input_schema(&self) -> String;
     fn output_schema(&self) -> String;
     fn check_output(&self, output: &Value) -> Result<(), SchemaError>;
@@ -33,9 +34,10 @@ impl<A: Agent> ErasedAgent for Typed<A> {
         self.0.retry_policy()
     }
 
-    fn admit(&self, input: &Value) -> Result<String, SchemaError> {
+    fn admit(&self, input: &Value) -> Result<(String, Option<String>), SchemaError> {
         let typed: A::Input = schema::from_value(input.clone())?;
-        Ok(self.0.idempotency_key(&typed).as_str().to_owned())
+        let key = self.0.idempotency_key(&typed).as_str().to_owned();
+        Ok((key, self.0.concurrency_key(&typed)))
     }
 
     fn input_schema(&self) -> String {

@@ -203,12 +203,15 @@ impl Runtime {
     ) -> Result<Submitted, RuntimeError> {
         let registered = self.agent(agent)?;
         let input = serde_json::to_value(input).map_err(RuntimeError::NotJson)?;
-        let key = registered
+        let (key, concurrency_key) = registered
             .agent
             .admit(&input)
             .map_err(|source| RuntimeError::InvalidInput { agent: agent.to_owned(), source })?;
-        let new = NewRun::new(agent, key, input)
+        let mut new = NewRun::new(agent, key, input)
             .schemas(registered.agent.input_schema(), registered.agent.output_schema());
+        if let Some(ckey) = concurrency_key {
+            new = new.concurrency_key(ckey);
+        }
         let created = self.shared.store.create(new).await?;
         if created.created {
             self.shared.wake.notify_one();

@@ -59,6 +59,7 @@ where
         list_pages_with_cursors,
         counts_and_notes,
         attempts_refund_and_reset,
+        concurrency_keys_serialize_processing,
     );
 }
 
@@ -553,4 +554,35 @@ impl ClockExt for ManualClock {
     fn now_plus(&self, by: Duration) -> Timestamp {
         crate::clock::Clock::now(self).after(by)
     }
+}
+
+async fn concurrency_keys_serialize_processing<S: Store>(store: Arc<S>, clock: Arc<ManualClock>) {
+    let mailbox = |key: &str| NewRun::new("mail", key, json!(key)).concurrency_key("mailbox:ops");
+    let a = store.create(mailbox("a")).await.unwrap().run.id;
+    let b = store.create(mailbox("b")).await.unwrap().run.id;
+    let free = queued(&*store, "mail", "c").await;
+    let first: Vec<RunId> =
+        store.claim(Claim::new("w", 10, LEASE)).await.unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(first, [a, free], "one run per key at a time; keyless runs are not held back");
+    assert!(store.claim(Claim::new("w", 10, LEASE)).await.unwrap().is_empty(), "b waits for a");
+    // The key is released by any move out of processing, a lease expiry included.
+    clock.advance(LEASE);
+    store.recover_expired(10).await.unwrap();
+    let next: Vec<RunId> =
+        store.claim(Claim::new("w", 10, LEASE)).await.unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(next, [b]);
+    let token = store.get(b).await.unwrap().unwrap().lease.unwrap().token;
+    store
+        .transition(Transition::new(b, RunState::Processing, RunState::Succeeded).fenced(token))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .transition(Transition::new(a, RunState::FailedTransient, RunState::Queued))
+        .await
+        .unwrap()
+        .unwrap();
+    let last: Vec<RunId> =
+        store.claim(Claim::new("w", 10, LEASE)).await.unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(last, [a]);
 }

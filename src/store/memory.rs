@@ -168,6 +168,7 @@ impl Store for MemoryStore {
             stage: new.stage,
             input_schema: new.input_schema,
             output_schema: new.output_schema,
+            concurrency_key: new.concurrency_key,
             waiting_for: None,
             signal: None,
             review_note: None,
@@ -271,10 +272,23 @@ impl Store for MemoryStore {
             .map(|r| (r.due_at.unwrap_or(now), r.id))
             .collect();
         due.sort_unstable();
-        due.truncate(claim.limit);
+        let mut held: std::collections::HashSet<String> = state
+            .runs
+            .values()
+            .filter(|r| r.state == RunState::Processing)
+            .filter_map(|r| r.concurrency_key.clone())
+            .collect();
         let actor = Actor::Worker(claim.owner.clone());
-        let mut claimed = Vec::with_capacity(due.len());
+        let mut claimed = Vec::with_capacity(claim.limit.min(due.len()));
         for (_, id) in due {
+            if claimed.len() >= claim.limit {
+                break;
+            }
+            if let Some(key) = &state.runs[&id].concurrency_key
+                && !held.insert(key.clone())
+            {
+                continue; // a run with the same key is processing
+            }
             let mut run = state.runs[&id].clone();
             moved(&mut run, RunState::Processing, None, now);
             run.attempt += 1;

@@ -49,6 +49,8 @@ pub struct RunRecord {
     pub input_schema: Option<String>,
     /// A hash of the output type's JSON Schema when the run was created.
     pub output_schema: Option<String>,
+    /// Runs with the same concurrency key never process at the same time.
+    pub concurrency_key: Option<String>,
     /// The signal a `waiting_external` run waits for.
     pub waiting_for: Option<String>,
     /// The payload of the signal that woke the run, for its next attempt.
@@ -263,6 +265,8 @@ pub struct NewRun {
     pub input_schema: Option<String>,
     /// A hash of the output type's schema.
     pub output_schema: Option<String>,
+    /// Runs with the same concurrency key never process at the same time.
+    pub concurrency_key: Option<String>,
     /// Who asked for it.
     pub actor: Actor,
 }
@@ -279,6 +283,7 @@ impl NewRun {
             stage: None,
             input_schema: None,
             output_schema: None,
+            concurrency_key: None,
             actor: Actor::System,
         }
     }
@@ -303,6 +308,13 @@ impl NewRun {
     pub fn schemas(mut self, input: impl Into<String>, output: impl Into<String>) -> Self {
         self.input_schema = Some(input.into());
         self.output_schema = Some(output.into());
+        self
+    }
+
+    /// Runs sharing `key` never process at the same time, across all workers.
+    #[must_use]
+    pub fn concurrency_key(mut self, key: impl Into<String>) -> Self {
+        self.concurrency_key = Some(key.into());
         self
     }
 

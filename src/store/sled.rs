@@ -139,6 +139,7 @@ struct Trees {
     keys: Tree,
     ready: Tree,
     queue: Tree,
+    locks: Tree,
     leases: Tree,
     by_state: Tree,
     effects: Tree,
@@ -367,6 +368,7 @@ impl Store for SledStore {
                     stage: new.stage,
                     input_schema: new.input_schema.clone(),
                     output_schema: new.output_schema.clone(),
+                    concurrency_key: new.concurrency_key.clone(),
                     waiting_for: None,
                     review_note: None,
                     last_error: None,
@@ -532,6 +534,11 @@ impl Store for SledStore {
                         || before.due_at.is_some_and(|due| due > now)
                     {
                         return None; // taken by an earlier claim
+                    }
+                    if let Some(key) = &before.concurrency_key
+                        && tx.locks.get(key.as_bytes()).map_or(true, |held| held.is_some())
+                    {
+                        return None; // a run with the same key is processing
                     }
                     let mut run = moved(&before, RunState::Processing, None, now);
                     run.attempt += 1;

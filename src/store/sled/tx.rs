@@ -46,6 +46,7 @@ pub(super) struct Tx<'a> {
     pub(super) by_state: &'a TransactionalTree,
     pub(super) ready: &'a TransactionalTree,
     pub(super) queue: &'a TransactionalTree,
+    pub(super) locks: &'a TransactionalTree,
     pub(super) leases: &'a TransactionalTree,
     pub(super) history: &'a TransactionalTree,
     pub(super) dead_letter: &'a TransactionalTree,
@@ -107,6 +108,16 @@ impl Tx<'_> {
             }
             if before.state == RunState::FailedPermanent {
                 self.dead_letter.remove(&id.to_bytes())?;
+            }
+        }
+        // A processing run holds its concurrency key.
+        if let Some(key) = &run.concurrency_key {
+            let was = before.is_some_and(|b| b.state == RunState::Processing);
+            let is = run.state == RunState::Processing;
+            if was && !is {
+                self.locks.remove(key.as_bytes())?;
+            } else if is && !was {
+                self.locks.insert(key.as_bytes(), &id.to_bytes())?;
             }
         }
         let new = index_entries(id, run);
