@@ -75,7 +75,7 @@
 //!
 //! # Feature flags
 //!
-//! - `cli` (default): the `steadfast` binary.
+//! - `cli` (default): the `steadfast` binary and `logging` (text or JSON log lines).
 //! - `testing`: `steadfast::testing` (a harness to test agents in-process on tokio's paused
 //!   clock, fault injection, assertions on runs) and `store::conformance`, the suite every
 //!   `Store` implementation must pass.
@@ -90,6 +90,8 @@ pub mod clock;
 pub mod fallback;
 pub mod fault;
 pub mod lifecycle;
+#[cfg(feature = "cli")]
+pub mod logging;
 pub mod machine;
 pub mod runtime;
 pub mod schema;

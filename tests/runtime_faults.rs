@@ -791,3 +791,45 @@ async fn runs_with_one_concurrency_key_never_overlap() {
         start.elapsed()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_lets_attempts_finish_then_releases_the_rest_uncharged() {
+    struct Sleepy(Duration);
+    #[async_trait]
+    impl Agent for Sleepy {
+        type Input = u32;
+        type Output = u32;
+        fn name(&self) -> &str {
+            "sleepy"
+        }
+        async fn run(&self, _ctx: &mut Context, n: u32) -> Result<Outcome<u32>, AgentError> {
+            tokio::time::sleep(self.0 * n).await;
+            Ok(Outcome::Done(n))
+        }
+    }
+    let rt = builder()
+        .workers(2)
+        .grace(Duration::from_secs(5))
+        .register(Sleepy(Duration::from_secs(2)))
+        .build()
+        .unwrap();
+    let quick = rt.submit("sleepy", 1).await.unwrap().id; // 2 s: finishes within the grace period
+    let slow = rt.submit("sleepy", 3600).await.unwrap().id; // 2 h: released
+    let worker = tokio::spawn({
+        let rt = rt.clone();
+        async move { rt.run_until_shutdown().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(state_of(&rt, slow).await.state, RunState::Processing);
+    rt.shutdown().await.unwrap();
+    worker.await.unwrap().unwrap();
+    assert_eq!(state_of(&rt, quick).await.state, RunState::Succeeded);
+    let run = state_of(&rt, slow).await;
+    assert_eq!(
+        (run.state, run.attempt),
+        (RunState::FailedTransient, 0),
+        "released, the attempt not charged"
+    );
+    let last = rt.store().history(slow).await.unwrap().pop().unwrap();
+    assert_eq!(last.reason, "released at shutdown");
+}

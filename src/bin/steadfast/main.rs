@@ -34,6 +34,7 @@ enum Format {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _ = steadfast::logging::init();
     match cli.command {
         Command::Graph { format } => {
             let diagram = match format {

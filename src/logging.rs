@@ -1,0 +1,145 @@
+//! Log output for programs built on steadfast (feature `cli`): human-readable lines by
+//! default, JSON lines with `STEADFAST_LOG_FORMAT=json`, filtered by `STEADFAST_LOG` (or
+//! `RUST_LOG`; default `info`).
+//!
+//! Every attempt runs in a span named `attempt` with the fields `run_id`, `agent`,
+//! `idempotency_key`, `attempt`, `step`, `duration_ms` and `outcome`; in JSON each event
+//! carries them under `span` and `spans`.
+
+use std::io;
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// The two output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One human-readable line per event (colour on a terminal).
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl Format {
+    /// The format `STEADFAST_LOG_FORMAT` asks for (`json` or `text`; default `text`).
+    pub fn from_env() -> Self {
+        match std::env::var("STEADFAST_LOG_FORMAT").as_deref().map(str::trim) {
+            Ok(f) if f.eq_ignore_ascii_case("json") => Format::Json,
+            _ => Format::Text,
+        }
+    }
+}
+
+/// The filter from `STEADFAST_LOG`, else `RUST_LOG`, else `info`.
+fn filter() -> EnvFilter {
+    std::env::var("STEADFAST_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"))
+}
+
+/// Installs the global subscriber as the environment says, writing to stderr. Returns an
+/// error if one is installed already.
+pub fn init() -> Result<(), tracing_subscriber::util::TryInitError> {
+    use tracing_subscriber::util::SubscriberInitExt;
+    match Format::from_env() {
+        Format::Json => json(io::stderr).try_init(),
+        Format::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(io::stderr)
+            .finish()
+            .try_init(),
+    }
+}
+
+/// The JSON subscriber, writing to `writer` (public for programs and tests that capture logs).
+pub fn json<W>(writer: W) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_span_list(true)
+        .with_env_filter(filter())
+        .with_writer(writer)
+        .finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use serde_json::Value;
+
+    use crate::prelude::*;
+    use crate::store::MemoryStore;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Buffer {
+        type Writer = Buffer;
+        fn make_writer(&'w self) -> Buffer {
+            self.clone()
+        }
+    }
+
+    struct Echo;
+
+    #[async_trait]
+    impl Agent for Echo {
+        type Input = u32;
+        type Output = u32;
+        fn name(&self) -> &str {
+            "echo"
+        }
+        async fn run(&self, _ctx: &mut Context, n: u32) -> Result<Outcome<u32>, AgentError> {
+            Ok(Outcome::Done(n))
+        }
+    }
+
+    #[test]
+    fn attempts_log_json_lines_with_their_span_fields() {
+        let buffer = Buffer::default();
+        let subscriber = super::json(buffer.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let rt =
+                    Runtime::builder().store(MemoryStore::new()).register(Echo).build().unwrap();
+                rt.submit("echo", 7).await.unwrap();
+                rt.run_until_idle().await.unwrap();
+            });
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> =
+            text.lines().map(|l| serde_json::from_str(l).expect("every line is JSON")).collect();
+        let finished = lines
+            .iter()
+            .find(|l| l["fields"]["message"] == "attempt finished")
+            .unwrap_or_else(|| panic!("no `attempt finished` event in {text}"));
+        let span = &finished["span"];
+        assert_eq!(span["name"], "attempt");
+        assert_eq!(span["agent"], "echo");
+        assert_eq!(span["attempt"], 1);
+        assert_eq!(span["outcome"], "succeeded");
+        assert!(span["run_id"].as_str().is_some_and(|id| id.len() == 26));
+        assert!(span["idempotency_key"].as_str().is_some_and(|k| k.starts_with("echo:")));
+        assert!(span["duration_ms"].is_u64());
+        assert_eq!(finished["fields"]["state"], "succeeded");
+    }
+}
