@@ -75,7 +75,10 @@
 //!
 //! # Feature flags
 //!
-//! - `cli` (default): the `steadfast` binary and `logging` (text or JSON log lines).
+//! - `cli` (default): the `steadfast` binary and `logging` (text or JSON log lines); implies
+//!   `http`.
+//! - `http`: `Classify` for `reqwest` errors and `steadfast::http` (HTTP status and
+//!   `Retry-After` to faults).
 //! - `testing`: `steadfast::testing` (a harness to test agents in-process on tokio's paused
 //!   clock, fault injection, assertions on runs) and `store::conformance`, the suite every
 //!   `Store` implementation must pass.
@@ -89,6 +92,8 @@ pub mod agent;
 pub mod clock;
 pub mod fallback;
 pub mod fault;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod lifecycle;
 #[cfg(feature = "cli")]
 pub mod logging;
