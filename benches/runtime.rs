@@ -45,10 +45,10 @@ impl Agent for ThreeEffects {
 
 type Waiters = Arc<Mutex<HashMap<RunId, oneshot::Sender<()>>>>;
 
-fn runtime(path: &Path, waiters: Option<Waiters>) -> Runtime {
+fn runtime(path: &Path, waiters: Option<Waiters>) -> (Runtime, SledStore) {
     let store = SledStore::open(path).unwrap();
     let mut builder =
-        Runtime::builder().store(store).workers(4).register(Noop).register(ThreeEffects);
+        Runtime::builder().store(store.clone()).workers(4).register(Noop).register(ThreeEffects);
     if let Some(waiters) = waiters {
         builder = builder.on_success(move |run| {
             if let Some(tell) = waiters.lock().unwrap().remove(&run.id) {
@@ -56,27 +56,29 @@ fn runtime(path: &Path, waiters: Option<Waiters>) -> Runtime {
             }
         });
     }
-    builder.build().unwrap()
+    (builder.build().unwrap(), store)
 }
 
-async fn throughput(path: &Path, agent: &str, runs: u64) -> (f64, f64) {
-    let rt = runtime(path, None);
+async fn throughput(path: &Path, agent: &str, runs: u64) -> (f64, f64, f64) {
+    let (rt, store) = runtime(path, None);
     let start = Instant::now();
     for n in 0..runs {
         rt.submit(agent, n).await.unwrap();
     }
     let submitted = start.elapsed();
     let start = Instant::now();
+    let syncs = store.syncs();
     rt.run_until_idle().await.unwrap();
     let worked = start.elapsed();
+    let syncs = store.syncs() - syncs;
     assert_eq!(rt.store().counts().await.unwrap().get(RunState::Succeeded), runs);
-    (runs as f64 / submitted.as_secs_f64(), runs as f64 / worked.as_secs_f64())
+    (runs as f64 / submitted.as_secs_f64(), runs as f64 / worked.as_secs_f64(), runs as f64 / syncs as f64)
 }
 
 /// Submit-to-succeeded latencies with `in_flight` submitters, each submitting and waiting.
 async fn latency(path: &Path, in_flight: usize, per_submitter: usize) -> (f64, f64) {
     let waiters: Waiters = Arc::default();
-    let rt = runtime(path, Some(waiters.clone()));
+    let (rt, _) = runtime(path, Some(waiters.clone()));
     let worker = tokio::spawn({
         let rt = rt.clone();
         async move { rt.run_until_shutdown().await }
@@ -125,12 +127,12 @@ fn main() {
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        println!("| agent | submitted/s | worked off, runs/s |");
-        println!("|---|---:|---:|");
-        let (s, w) = throughput(&root.join("noop"), "noop", 5_000).await;
-        println!("| no-op | {s:.0} | {w:.0} |");
-        let (s, w) = throughput(&root.join("three"), "three", 5_000).await;
-        println!("| 3 journaled effects | {s:.0} | {w:.0} |");
+        println!("| agent | submitted/s | worked off, runs/s | runs per sync |");
+        println!("|---|---:|---:|---:|");
+        let (s, w, r) = throughput(&root.join("noop"), "noop", 5_000).await;
+        println!("| no-op | {s:.0} | {w:.0} | {r:.2} |");
+        let (s, w, r) = throughput(&root.join("three"), "three", 5_000).await;
+        println!("| 3 journaled effects | {s:.0} | {w:.0} | {r:.2} |");
         println!();
         let (p50, p99) = latency(&root.join("lat1"), 1, 2_000).await;
         println!("no-op submit -> succeeded, 1 in flight:  p50 {p50:.3} ms, p99 {p99:.3} ms");
