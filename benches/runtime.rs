@@ -72,7 +72,11 @@ async fn throughput(path: &Path, agent: &str, runs: u64) -> (f64, f64, f64) {
     let worked = start.elapsed();
     let syncs = store.syncs() - syncs;
     assert_eq!(rt.store().counts().await.unwrap().get(RunState::Succeeded), runs);
-    (runs as f64 / submitted.as_secs_f64(), runs as f64 / worked.as_secs_f64(), runs as f64 / syncs as f64)
+    (
+        runs as f64 / submitted.as_secs_f64(),
+        runs as f64 / worked.as_secs_f64(),
+        runs as f64 / syncs as f64,
+    )
 }
 
 /// Submit-to-succeeded latencies with `in_flight` submitters, each submitting and waiting.

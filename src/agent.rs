@@ -74,6 +74,13 @@ pub trait Agent: Send + Sync + 'static {
         None
     }
 
+    /// What happens when an output fails the schema gate: `false` (the default) makes it a
+    /// permanent fault (dead letter); `true` holds the run for review, where an operator can
+    /// resolve it with a corrected output.
+    fn review_invalid_output(&self) -> bool {
+        false
+    }
+
     /// How failures are retried.
     fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy::default()

@@ -124,6 +124,10 @@ where
     }
 
     /// The primary's concurrency key.
+    fn review_invalid_output(&self) -> bool {
+        self.chain[0].review_invalid_output()
+    }
+
     fn concurrency_key(&self, input: &I) -> Option<String> {
         self.chain[0].concurrency_key(input)
     }

@@ -216,6 +216,10 @@ impl<A: Agent> Agent for Injected<A> {
         self.agent.idempotency_key(input)
     }
 
+    fn review_invalid_output(&self) -> bool {
+        self.agent.review_invalid_output()
+    }
+
     fn concurrency_key(&self, input: &A::Input) -> Option<String> {
         self.agent.concurrency_key(input)
     }

@@ -520,6 +520,39 @@ async fn the_schema_gate_guards_inputs_and_outputs() {
     let error = run.last_error.unwrap();
     assert_eq!(error.message, "the output failed the schema gate");
     assert!(error.chain[0].contains("70 is greater than the maximum of 10"), "{:?}", error.chain);
+
+    // An agent may ask for review instead; the operator resolves with a valid output.
+    struct ReviewedScorer;
+    #[async_trait]
+    impl Agent for ReviewedScorer {
+        type Input = Verdict;
+        type Output = Verdict;
+        fn name(&self) -> &str {
+            "reviewed-scorer"
+        }
+        fn review_invalid_output(&self) -> bool {
+            true
+        }
+        async fn run(
+            &self,
+            _ctx: &mut Context,
+            v: Verdict,
+        ) -> Result<Outcome<Verdict>, AgentError> {
+            Ok(Outcome::Done(Verdict { note: v.note, score: v.score * 10 }))
+        }
+    }
+    let rt = builder().register(ReviewedScorer).build().unwrap();
+    let id = rt.submit("reviewed-scorer", Verdict { note: "x".into(), score: 7 }).await.unwrap().id;
+    rt.run_until_idle().await.unwrap();
+    let run = state_of(&rt, id).await;
+    assert_eq!((run.state, run.output.as_ref()), (RunState::NeedsReview, None));
+    let reason = rt.store().history(id).await.unwrap().pop().unwrap().reason;
+    assert!(
+        reason.starts_with("the output failed the schema gate: schema validation failed"),
+        "{reason}"
+    );
+    rt.resolve(id, ada(), json!({"note": "x", "score": 10})).await.unwrap();
+    assert_eq!(state_of(&rt, id).await.state, RunState::Succeeded);
 }
 
 #[tokio::test(start_paused = true)]

@@ -62,10 +62,13 @@ impl<A: Agent> ErasedAgent for Typed<A> {
                     AgentError::from_source(Fault::Permanent, e).context("the output is not JSON")
                 })?;
                 // Nothing unvalidated is stored or handed on.
-                schema::check::<A::Output>(&output).map_err(|e| {
-                    AgentError::from(e).context("the output failed the schema gate")
-                })?;
-                Ok(Outcome::Done(output))
+                match schema::check::<A::Output>(&output) {
+                    Ok(()) => Ok(Outcome::Done(output)),
+                    Err(e) if self.0.review_invalid_output() => {
+                        Ok(Outcome::Review(format!("the output failed the schema gate: {e}")))
+                    }
+                    Err(e) => Err(AgentError::from(e).context("the output failed the schema gate")),
+                }
             }
             Outcome::Wait(wait) => Ok(Outcome::Wait(wait)),
             Outcome::Review(reason) => Ok(Outcome::Review(reason)),
