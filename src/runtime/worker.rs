@@ -227,16 +227,7 @@ async fn attempt(
         duration_ms = tracing::field::Empty,
         outcome = tracing::field::Empty,
     );
-    let ctx = Context {
-        run: run.id,
-        agent: run.agent.as_str().into(),
-        attempt: run.attempt,
-        key: run.idempotency_key.clone(),
-        signal: run.signal.clone(),
-        review_note: run.review_note.clone(),
-        store: shared.store.clone(),
-        span: span.clone(),
-    };
+    let ctx = context_for(&shared, &run, &span);
     let started = Instant::now();
     let agent = registered.agent.clone();
     let input = run.input.clone();

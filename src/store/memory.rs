@@ -124,14 +124,19 @@ impl State {
 
 /// `run` moved to `to`: its due time and lease as the move decides them.
 fn moved(run: &mut RunRecord, to: RunState, due_at: Option<Timestamp>, now: Timestamp) {
-    run.state = to;
-    run.due_at = match to {
-        RunState::Queued | RunState::FailedTransient => Some(due_at.unwrap_or(now)),
-        RunState::WaitingExternal => due_at,
-        _ => None,
-    };
-    if to != RunState::Processing {
-        run.lease = None;
+    super::enter(&mut run.state, &mut run.due_at, &mut run.lease, to, due_at, now);
+}
+
+/// The fields of `run` a move changes.
+fn fields(run: &mut RunRecord) -> super::MoveFields<'_> {
+    super::MoveFields {
+        state: &mut run.state,
+        due_at: &mut run.due_at,
+        lease: &mut run.lease,
+        attempt: &mut run.attempt,
+        waiting_for: &mut run.waiting_for,
+        review_note: &mut run.review_note,
+        last_error: &mut run.last_error,
     }
 }
 
@@ -216,39 +221,14 @@ impl Store for MemoryStore {
                 return Ok(Err(Conflict::Fenced { run: id, token, current }));
             }
         }
-        let due_at = request.due_in.map(|d| now.after(d)).or(request.due_at);
-        moved(&mut run, request.to, due_at, now);
-        // An approval's note stays with the run until it next needs review or ends.
-        if request.review_note.is_some() {
-            run.review_note = request.review_note.clone();
-        } else if matches!(request.to, RunState::NeedsReview | RunState::Succeeded) {
-            run.review_note = None;
-        }
-        if request.refund_attempt {
-            run.attempt = run.attempt.saturating_sub(1);
-        }
-        if request.reset_attempts {
-            run.attempt = 0;
-        }
-        run.waiting_for = None;
+        request.apply(fields(&mut run), now);
         match request.to {
-            RunState::Succeeded => {
-                run.last_error = None;
-                if request.output.is_some() {
-                    run.output = request.output.clone();
-                }
-            }
-            RunState::WaitingExternal => {
-                run.waiting_for = request.waiting_for.clone();
-                run.signal = None;
-            }
+            RunState::Succeeded if request.output.is_some() => run.output = request.output.clone(),
+            RunState::WaitingExternal => run.signal = None,
             _ => {}
         }
         if let Some(signal) = &request.signal {
             run.signal = Some(signal.clone());
-        }
-        if let Some(error) = &request.error {
-            run.last_error = Some(error.clone());
         }
         state.record_move(
             Some(request.from),

@@ -27,6 +27,7 @@ pub use self::record::{
     Actor, Claim, Conflict, Created, DeadLetter, EffectRecord, ErrorInfo, FORMAT_VERSION,
     HistoryEntry, Lease, ListQuery, NewRun, Note, Page, RunRecord, StateCounts, Transition,
 };
+pub(crate) use self::record::{MoveFields, enter};
 pub use self::sled::{Durability, SledStore, SledStoreOptions};
 
 /// The result of an operation that may meet a [`Conflict`]: the outer `Result` is the store

@@ -479,6 +479,34 @@ impl Transition {
         self
     }
 
+    /// What the move does to the run's own fields, the same in every store: the new state with
+    /// its due time and lease (see [`enter`]), attempts refunded or reset, the signal awaited,
+    /// the approval's note kept until the run next needs review or ends, and the last error.
+    /// The payloads (output, signal) are the store's to write.
+    pub(crate) fn apply(&self, run: MoveFields<'_>, now: Timestamp) {
+        let due_at = self.due_in.map(|d| now.after(d)).or(self.due_at);
+        enter(run.state, run.due_at, run.lease, self.to, due_at, now);
+        if self.review_note.is_some() {
+            *run.review_note = self.review_note.clone();
+        } else if matches!(self.to, RunState::NeedsReview | RunState::Succeeded) {
+            *run.review_note = None;
+        }
+        if self.refund_attempt {
+            *run.attempt = run.attempt.saturating_sub(1);
+        }
+        if self.reset_attempts {
+            *run.attempt = 0;
+        }
+        *run.waiting_for =
+            if self.to == RunState::WaitingExternal { self.waiting_for.clone() } else { None };
+        if self.to == RunState::Succeeded {
+            *run.last_error = None;
+        }
+        if let Some(error) = &self.error {
+            *run.last_error = Some(error.clone());
+        }
+    }
+
     /// The checks every store makes before looking at the run: the lifecycle allows the move,
     /// only a claim enters `processing`, and a move out of it carries a fencing token.
     pub(crate) fn validate(&self) -> Result<(), super::StoreError> {
@@ -530,6 +558,38 @@ impl Claim {
     {
         self.agents = agents.into_iter().map(Into::into).collect();
         self
+    }
+}
+
+/// The fields of a run a move changes, borrowed from a store's own representation of it.
+pub(crate) struct MoveFields<'a> {
+    pub(crate) state: &'a mut RunState,
+    pub(crate) due_at: &'a mut Option<Timestamp>,
+    pub(crate) lease: &'a mut Option<Lease>,
+    pub(crate) attempt: &'a mut u32,
+    pub(crate) waiting_for: &'a mut Option<String>,
+    pub(crate) review_note: &'a mut Option<String>,
+    pub(crate) last_error: &'a mut Option<ErrorInfo>,
+}
+
+/// A run entering state `to`: `queued` and `failed_transient` are due at `due_at` or now, a
+/// wait has an optional timeout, other states no due time; only `processing` holds a lease.
+pub(crate) fn enter(
+    state: &mut RunState,
+    due: &mut Option<Timestamp>,
+    lease: &mut Option<Lease>,
+    to: RunState,
+    due_at: Option<Timestamp>,
+    now: Timestamp,
+) {
+    *state = to;
+    *due = match to {
+        RunState::Queued | RunState::FailedTransient => Some(due_at.unwrap_or(now)),
+        RunState::WaitingExternal => due_at,
+        _ => None,
+    };
+    if to != RunState::Processing {
+        *lease = None;
     }
 }
 

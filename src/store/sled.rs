@@ -436,39 +436,21 @@ impl Store for SledStore {
                         }));
                     }
                 }
-                let due_at = request.due_in.map(|d| now.after(d)).or(request.due_at);
-                let mut run = moved(&before, request.to, due_at, now);
-                // An approval's note stays with the run until it next needs review or ends.
-                if request.review_note.is_some() {
-                    run.review_note = request.review_note.clone();
-                } else if matches!(request.to, RunState::NeedsReview | RunState::Succeeded) {
-                    run.review_note = None;
-                }
-                if request.refund_attempt {
-                    run.attempt = run.attempt.saturating_sub(1);
-                }
-                if request.reset_attempts {
-                    run.attempt = 0;
-                }
-                run.waiting_for = None;
+                let mut run = before.clone();
+                request.apply(run.fields(), now);
                 match request.to {
                     RunState::Succeeded => {
-                        run.last_error = None;
                         if let Some(output) = &request.output {
                             Tx::put_payload(tx.outputs, id, output)?;
                         }
                     }
                     RunState::WaitingExternal => {
-                        run.waiting_for = request.waiting_for.clone();
                         tx.signals.remove(&id.to_bytes())?;
                     }
                     _ => {}
                 }
                 if let Some(signal) = &request.signal {
                     Tx::put_payload(tx.signals, id, signal)?;
-                }
-                if let Some(error) = &request.error {
-                    run.last_error = Some(error.clone());
                 }
                 let m = Move {
                     actor: request.actor.clone(),

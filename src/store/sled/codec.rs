@@ -37,6 +37,19 @@ pub(super) struct StoredRun {
 }
 
 impl StoredRun {
+    /// The fields a move changes.
+    pub(super) fn fields(&mut self) -> crate::store::MoveFields<'_> {
+        crate::store::MoveFields {
+            state: &mut self.state,
+            due_at: &mut self.due_at,
+            lease: &mut self.lease,
+            attempt: &mut self.attempt,
+            waiting_for: &mut self.waiting_for,
+            review_note: &mut self.review_note,
+            last_error: &mut self.last_error,
+        }
+    }
+
     /// The full record, with the payloads read from their trees.
     pub(super) fn into_record(
         self,

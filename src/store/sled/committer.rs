@@ -128,20 +128,7 @@ impl Committer {
     /// sled before this call (an effect's journal entry), is durable. Costs no transaction:
     /// barriers that meet in a batch share its sync.
     pub(super) async fn sync(&self) -> Result<(), StoreError> {
-        let (tell, answer) = oneshot::channel();
-        let request = Request {
-            apply: None,
-            reply: Box::new(move |result| {
-                let _ = tell.send(result);
-            }),
-            durable: true,
-        };
-        let stopped = || StoreError::Io {
-            context: "writing to the database".into(),
-            source: std::io::Error::other("the committer thread has stopped"),
-        };
-        self.sender.as_ref().ok_or_else(stopped)?.send(request).map_err(|_| stopped())?;
-        match answer.await.map_err(|_| stopped())? {
+        match self.send(None, true).await? {
             Ok(_) => Ok(()),
             Err(Failure::Store(error)) => Err(error),
             Err(Failure::Abort(abort)) => Err(abort.into_error()),
@@ -153,28 +140,33 @@ impl Committer {
         apply: Apply<T>,
         durable: bool,
     ) -> Result<Result<T, Abort>, StoreError> {
-        let (tell, answer) = oneshot::channel();
-        let request = Request {
-            apply: Some(Box::new(move |tx| {
-                apply(tx).map(|v| Box::new(v) as Box<dyn std::any::Any + Send>)
-            })),
-            reply: Box::new(move |result| {
-                let _ = tell.send(result);
-            }),
-            durable,
-        };
-        let stopped = || StoreError::Io {
-            context: "writing to the database".into(),
-            source: std::io::Error::other("the committer thread has stopped"),
-        };
-        self.sender.as_ref().ok_or_else(stopped)?.send(request).map_err(|_| stopped())?;
-        match answer.await.map_err(|_| stopped())? {
+        let erased: ErasedApply = Box::new(move |tx| apply(tx).map(|v| Box::new(v) as Value));
+        match self.send(Some(erased), durable).await? {
             Ok(value) => Ok(Ok(*value
                 .downcast::<T>()
                 .expect("the committer answers with the requested type"))),
             Err(Failure::Abort(abort)) => Ok(Err(abort)),
             Err(Failure::Store(error)) => Err(error),
         }
+    }
+
+    /// Hands a request to the committer thread and waits for its answer.
+    async fn send(
+        &self,
+        apply: Option<ErasedApply>,
+        durable: bool,
+    ) -> Result<Result<Value, Failure>, StoreError> {
+        let (tell, answer) = oneshot::channel();
+        let reply: Reply = Box::new(move |result| {
+            let _ = tell.send(result);
+        });
+        let stopped = || StoreError::Io {
+            context: "writing to the database".into(),
+            source: std::io::Error::other("the committer thread has stopped"),
+        };
+        let request = Request { apply, reply, durable };
+        self.sender.as_ref().ok_or_else(stopped)?.send(request).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())
     }
 }
 

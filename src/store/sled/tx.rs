@@ -160,9 +160,8 @@ impl Tx<'_> {
     }
 }
 
-/// Where a run stands after moving to `to`, as far as the move itself decides: its due time
-/// (`queued` and `failed_transient` are due now unless told otherwise; a wait has an optional
-/// timeout) and its lease (only `processing` holds one).
+/// Where a run stands after moving to `to`, as far as the move itself decides (see
+/// [`enter`](crate::store::enter)).
 pub(super) fn moved(
     before: &StoredRun,
     to: RunState,
@@ -170,14 +169,6 @@ pub(super) fn moved(
     now: Timestamp,
 ) -> StoredRun {
     let mut run = before.clone();
-    run.state = to;
-    run.due_at = match to {
-        RunState::Queued | RunState::FailedTransient => Some(due_at.unwrap_or(now)),
-        RunState::WaitingExternal => due_at,
-        _ => None,
-    };
-    if to != RunState::Processing {
-        run.lease = None;
-    }
+    crate::store::enter(&mut run.state, &mut run.due_at, &mut run.lease, to, due_at, now);
     run
 }
