@@ -84,6 +84,8 @@ pub(crate) async fn dispatch(shared: Arc<Shared>, until: Until) -> Result<(), Ru
 /// (→ `failed_transient`, retried like any transient fault).
 async fn fire_timers(shared: &Shared) -> Result<bool, RuntimeError> {
     let due = shared.store.due_timers(256).await?;
+    // Concurrently, so that the moves share the store's syncs instead of taking one each.
+    let mut moves = tokio::task::JoinSet::new();
     for run in &due {
         let transition = match run.state {
             RunState::FailedTransient => {
@@ -100,8 +102,17 @@ async fn fire_timers(shared: &Shared) -> Result<bool, RuntimeError> {
             }
             _ => continue,
         };
+        let store = shared.store.clone();
+        moves.spawn(async move { store.transition(transition.by(Actor::Timer)).await });
+    }
+    while let Some(moved) = moves.join_next().await {
         // A conflict means someone else moved it first (a signal, an operator): fine.
-        if let Ok(moved) = shared.store.transition(transition.by(Actor::Timer)).await? {
+        if let Ok(moved) = moved.map_err(|e| {
+            RuntimeError::Store(crate::store::StoreError::Io {
+                context: "firing a timer".into(),
+                source: std::io::Error::other(e),
+            })
+        })?? {
             tracing::debug!(run_id = %moved.id, state = %moved.state, "timer fired");
         }
     }
@@ -164,13 +175,12 @@ async fn claim_and_start(
             .clone()
             .map(|p| p.try_acquire_owned().expect("a counted free permit"));
         shared.in_flight.fetch_add(1, Ordering::SeqCst);
-        let task = tokio::spawn(attempt(shared.clone(), run.clone(), own));
         let token = run.lease.as_ref().map_or(0, |l| l.token);
-        shared
-            .attempts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(run.id, (token, task.abort_handle()));
+        // Held across the spawn, so that an attempt that finishes at once cannot remove its
+        // entry before it is inserted (and leave a stale one behind).
+        let mut attempts = shared.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        let task = tokio::spawn(attempt(shared.clone(), run.clone(), own));
+        attempts.insert(run.id, (token, task.abort_handle()));
     }
     Ok((!claimed.is_empty(), None))
 }
