@@ -98,6 +98,7 @@ pub mod lifecycle;
 #[cfg(feature = "cli")]
 pub mod logging;
 pub mod machine;
+pub mod pipeline;
 pub mod runtime;
 pub mod schema;
 pub mod store;

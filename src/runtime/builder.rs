@@ -73,7 +73,8 @@ pub struct RuntimeBuilder {
     workers: usize,
     lease: Duration,
     worker_id: Option<String>,
-    agents: Vec<(Arc<dyn ErasedAgent>, AgentOptions)>,
+    /// (registered name, agent, options, whether it is a pipeline's own agent)
+    agents: Vec<(String, Arc<dyn ErasedAgent>, AgentOptions, bool)>,
     on_review: Vec<Hook>,
     on_dead_letter: Vec<Hook>,
     on_success: Vec<Hook>,
@@ -87,7 +88,7 @@ impl std::fmt::Debug for RuntimeBuilder {
             .field("lease", &self.lease)
             .field(
                 "agents",
-                &self.agents.iter().map(|(a, _)| a.name().to_owned()).collect::<Vec<_>>(),
+                &self.agents.iter().map(|(name, ..)| name.as_str()).collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
     }
@@ -154,7 +155,42 @@ impl RuntimeBuilder {
 
     /// Registers an agent with options.
     pub fn register_with<A: Agent>(mut self, agent: A, options: AgentOptions) -> Self {
-        self.agents.push((Arc::new(Typed(agent)), options));
+        self.agents.push((agent.name().to_owned(), Arc::new(Typed(agent)), options, false));
+        self
+    }
+
+    /// Registers a pipeline under its name, and each of its stages as an agent named
+    /// `<pipeline>.<index>.<agent>` (a fan-out stage with its concurrency as its limit).
+    pub fn pipeline<I, O>(mut self, pipeline: crate::pipeline::Pipeline<I, O>) -> Self
+    where
+        I: serde::Serialize
+            + serde::de::DeserializeOwned
+            + schemars::JsonSchema
+            + Send
+            + Sync
+            + 'static,
+        O: serde::Serialize
+            + serde::de::DeserializeOwned
+            + schemars::JsonSchema
+            + Send
+            + Sync
+            + 'static,
+    {
+        let (parent, stages) = pipeline.into_parts();
+        // Waiting on stages is not a failure of the pipeline's own service: no breaker.
+        self.agents.push((
+            parent.name().to_owned(),
+            parent,
+            AgentOptions::new().no_breaker(),
+            true,
+        ));
+        for stage in stages {
+            let mut options = AgentOptions::new();
+            if let Some((concurrency, _)) = stage.fan_out {
+                options = options.concurrency(concurrency);
+            }
+            self.agents.push((stage.registered, stage.agent, options, false));
+        }
         self
     }
 
@@ -180,13 +216,13 @@ impl RuntimeBuilder {
     pub fn build(self) -> Result<Runtime, RuntimeError> {
         let store = self.store.ok_or(RuntimeError::NoStore)?;
         let mut agents = HashMap::new();
-        for (agent, options) in self.agents {
-            let name = agent.name().to_owned();
+        for (name, agent, options, pipeline) in self.agents {
             let registered = Registered {
                 agent,
                 permits: options.concurrency.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
                 breaker: options.breaker.map(Breaker::new),
                 bucket: options.rate.map(TokenBucket::new),
+                pipeline,
             };
             if agents.insert(name.clone(), registered).is_some() {
                 return Err(RuntimeError::DuplicateAgent(name));

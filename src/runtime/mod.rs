@@ -38,7 +38,7 @@
 
 mod breaker;
 mod builder;
-mod erased;
+pub(crate) mod erased;
 mod error;
 mod limit;
 mod worker;
@@ -69,6 +69,8 @@ pub(crate) struct Registered {
     pub(crate) permits: Option<Arc<Semaphore>>,
     pub(crate) breaker: Option<breaker::Breaker>,
     pub(crate) bucket: Option<limit::TokenBucket>,
+    /// Whether this is a pipeline run's agent (it waits on its stages).
+    pub(crate) pipeline: bool,
 }
 
 pub(crate) struct Shared {
@@ -309,6 +311,7 @@ impl Runtime {
         match self.shared.store.transition(transition).await? {
             Ok(record) => {
                 self.shared.notify_hooks(&record);
+                worker::after_move(&self.shared, &record, false).await;
                 if record.state == RunState::Queued {
                     self.shared.wake.notify_one();
                 }

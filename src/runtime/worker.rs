@@ -92,6 +92,13 @@ async fn fire_timers(shared: &Shared) -> Result<bool, RuntimeError> {
                 Transition::new(run.id, RunState::FailedTransient, RunState::Queued)
                     .reason("backoff elapsed")
             }
+            // A pipeline run looks at its stages again (a backstop for a lost wake-up).
+            RunState::WaitingExternal
+                if shared.agents.get(&run.agent).is_some_and(|r| r.pipeline) =>
+            {
+                Transition::new(run.id, RunState::WaitingExternal, RunState::Queued)
+                    .reason("re-checking its stages")
+            }
             RunState::WaitingExternal => {
                 let signal = run.waiting_for.as_deref().unwrap_or("?");
                 let error =
@@ -353,6 +360,11 @@ async fn route(
             let mut t = base(RunState::WaitingExternal)
                 .waiting_for(wait.signal.clone())
                 .reason(format!("waiting for signal `{}`", wait.signal));
+            if registered.pipeline {
+                // A pipeline run waits on its stages once per stage: that is progress, not a
+                // failed attempt, so it does not use up its retry budget.
+                t = t.refund_attempt();
+            }
             if let Some(timeout) = wait.timeout {
                 t = t.due_in(timeout);
             }
@@ -426,6 +438,7 @@ async fn route(
         Ok(Ok(moved)) => {
             tracing::info!(parent: span, state = %moved.state, reason = ?moved.last_error.as_ref().map(|e| &e.message), "attempt finished");
             shared.notify_hooks(&moved);
+            after_move(shared, &moved, registered.pipeline).await;
         }
         Ok(Err(conflict)) => {
             tracing::warn!(parent: span, %conflict, "the run moved under this attempt; its outcome is dropped")
@@ -447,5 +460,52 @@ async fn faults_in_history(shared: &Shared, run: RunId, fault: Fault) -> u32 {
             tracing::warn!(run_id = %run, %error, "could not read the history; counting no earlier faults");
             0
         }
+    }
+}
+
+/// What a move means for pipelines: a stage that finished wakes its pipeline run; a pipeline
+/// run that just started waiting wakes itself if its stage finished meanwhile (the stage's own
+/// wake-up found it still processing and was refused).
+pub(crate) async fn after_move(shared: &Shared, moved: &RunRecord, is_pipeline: bool) {
+    if let Some(parent) = moved.parent
+        && crate::pipeline::settled(moved.state)
+    {
+        wake(shared, parent).await;
+    }
+    if is_pipeline && moved.state == RunState::WaitingExternal {
+        let stage = moved
+            .waiting_for
+            .as_deref()
+            .and_then(|w| w.strip_prefix("stage:"))
+            .and_then(|k| k.parse::<u32>().ok());
+        let Some(stage) = stage else { return };
+        let mut all_settled = true;
+        let mut any = false;
+        let mut query = ListQuery::new().parent(moved.id).limit(1000);
+        loop {
+            let Ok(page) = shared.store.list(query.clone()).await else { return };
+            for child in page.runs.iter().filter(|c| c.stage == Some(stage)) {
+                any = true;
+                all_settled &= crate::pipeline::settled(child.state);
+            }
+            match page.next {
+                Some(next) => query = query.cursor(next),
+                None => break,
+            }
+        }
+        if any && all_settled {
+            wake(shared, moved.id).await;
+        }
+    }
+}
+
+/// Queues a waiting pipeline run to look at its stages.
+async fn wake(shared: &Shared, run: RunId) {
+    let transition = Transition::new(run, RunState::WaitingExternal, RunState::Queued)
+        .by(Actor::System)
+        .reason("a stage finished");
+    // A conflict means it is not waiting (processing, or already woken): it will look anyway.
+    if let Ok(Ok(_)) = shared.store.transition(transition).await {
+        shared.wake.notify_one();
     }
 }

@@ -1,0 +1,239 @@
+//! Typed pipelines from a user's side, on tokio's paused clock: stages run as child runs in
+//! order, fan-out respects its concurrency, fan-in policies decide on failures, a stage held
+//! for review holds the pipeline until approved, and a retried stage never redoes the ones
+//! before it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+use steadfast::pipeline::{FanIn, Pipeline};
+use steadfast::prelude::*;
+use steadfast::store::{Actor, ListQuery};
+use steadfast::testing::Harness;
+
+/// Counts its calls; `Fn` does the work.
+#[derive(Clone)]
+struct Step<I, O> {
+    name: &'static str,
+    calls: Arc<AtomicU32>,
+    f: fn(&Context, I) -> Result<Outcome<O>, AgentError>,
+}
+
+fn step<I, O>(
+    name: &'static str,
+    f: fn(&Context, I) -> Result<Outcome<O>, AgentError>,
+) -> Step<I, O> {
+    Step { name, calls: Arc::default(), f }
+}
+
+#[async_trait]
+impl<I, O> Agent for Step<I, O>
+where
+    I: serde::Serialize
+        + serde::de::DeserializeOwned
+        + schemars::JsonSchema
+        + Send
+        + Sync
+        + 'static,
+    O: serde::Serialize
+        + serde::de::DeserializeOwned
+        + schemars::JsonSchema
+        + Send
+        + Sync
+        + 'static,
+{
+    type Input = I;
+    type Output = O;
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::default().backoff(Duration::from_secs(1), Duration::from_secs(1))
+    }
+    async fn run(&self, ctx: &mut Context, input: I) -> Result<Outcome<O>, AgentError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        (self.f)(ctx, input)
+    }
+}
+
+fn four_stages() -> (Pipeline<u32, u64>, [Arc<AtomicU32>; 4]) {
+    let make =
+        step("make", |_, n: u32| Ok(Outcome::Done(format!("{n} apples and {} pears", n * 2))));
+    let split = step("split", |_, text: String| {
+        Ok(Outcome::Done(text.split(' ').map(str::to_owned).collect::<Vec<_>>()))
+    });
+    // Fails transiently on its first attempt for "and": a retried stage item.
+    let measure = step("measure", |ctx, word: String| {
+        if word == "and" && ctx.attempt() == 1 {
+            return Err(AgentError::transient("flaky"));
+        }
+        Ok(Outcome::Done(word.len() as u64))
+    });
+    let sum = step("sum", |_, lengths: Vec<u64>| Ok(Outcome::Done(lengths.iter().sum::<u64>())));
+    let calls = [make.calls.clone(), split.calls.clone(), measure.calls.clone(), sum.calls.clone()];
+    (Pipeline::new("count").then(make).then(split).fan_out(measure, 8).then(sum), calls)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_four_stage_pipeline_runs_end_to_end_as_child_runs() {
+    let (pipeline, calls) = four_stages();
+    let mermaid = pipeline.mermaid();
+    assert!(mermaid.starts_with("flowchart LR\n"));
+    assert!(mermaid.contains("s2[[\"count.2.measure ×8 (All)\"]]"), "{mermaid}");
+    let harness = Harness::new(|rt| rt.workers(4).pipeline(pipeline));
+    let report = harness.run("count", 3).await;
+    report.assert_state(RunState::Succeeded);
+    // "3 apples and 6 pears": 1 + 6 + 3 + 1 + 5 letters.
+    assert_eq!(report.output::<u64>(), 16);
+    let counts: Vec<u32> = calls.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    assert_eq!(counts, [1, 1, 6, 1], "no completed stage ran again; one item retried once");
+
+    let children = harness
+        .runtime()
+        .store()
+        .list(ListQuery::new().parent(report.run.id).oldest_first())
+        .await
+        .unwrap()
+        .runs;
+    assert_eq!(children.len(), 1 + 1 + 5 + 1);
+    assert!(children.iter().all(|c| c.state == RunState::Succeeded));
+    let stages: Vec<Option<u32>> = children.iter().map(|c| c.stage).collect();
+    assert_eq!(stages, [Some(0), Some(1), Some(2), Some(2), Some(2), Some(2), Some(2), Some(3)]);
+    assert_eq!(children[0].agent, "count.0.make");
+    assert_eq!(children[2].agent, "count.2.measure");
+
+    // Submitting the same input again is the same pipeline run.
+    let again = harness.runtime().submit("count", 3).await.unwrap();
+    assert_eq!((again.id, again.created), (report.run.id, false));
+}
+
+#[tokio::test(start_paused = true)]
+async fn fan_out_never_exceeds_its_concurrency() {
+    static NOW: AtomicU32 = AtomicU32::new(0);
+    static MAX: AtomicU32 = AtomicU32::new(0);
+    struct Slow;
+    #[async_trait]
+    impl Agent for Slow {
+        type Input = u32;
+        type Output = u32;
+        fn name(&self) -> &str {
+            "slow"
+        }
+        async fn run(&self, _ctx: &mut Context, n: u32) -> Result<Outcome<u32>, AgentError> {
+            let now = NOW.fetch_add(1, Ordering::SeqCst) + 1;
+            MAX.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            NOW.fetch_sub(1, Ordering::SeqCst);
+            Ok(Outcome::Done(n * 2))
+        }
+    }
+    let items = step("items", |_, n: u32| Ok(Outcome::Done((0..n).collect::<Vec<u32>>())));
+    let pipeline = Pipeline::new("many").then(items).fan_out(Slow, 8);
+    let harness = Harness::new(|rt| rt.workers(32).pipeline(pipeline));
+    let report = harness.run("many", 100).await;
+    report.assert_state(RunState::Succeeded);
+    let output: Vec<u32> = report.output();
+    assert_eq!(output, (0..100).map(|n| n * 2).collect::<Vec<_>>(), "outputs in item order");
+    assert_eq!(MAX.load(Ordering::SeqCst), 8, "never more than 8 items at once, and 8 were used");
+}
+
+#[tokio::test(start_paused = true)]
+async fn fan_in_policies_decide_on_failed_items() {
+    let items = || step("items", |_, n: u32| Ok(Outcome::Done((0..n).collect::<Vec<u32>>())));
+    // Items divisible by 4 fail permanently: 3 of 10 (0, 4, 8).
+    let check = || {
+        step("check", |_, n: u32| {
+            if n.is_multiple_of(4) {
+                Err(AgentError::permanent(format!("{n} is not allowed")))
+            } else {
+                Ok(Outcome::Done(n))
+            }
+        })
+    };
+    let lenient =
+        Pipeline::new("lenient").then(items()).fan_out_with(check(), 4, FanIn::AtLeast(7));
+    let strict = Pipeline::new("strict").then(items()).fan_out(check(), 4);
+    let fraction =
+        Pipeline::new("fraction").then(items()).fan_out_with(check(), 4, FanIn::Fraction(0.7));
+    let harness = Harness::new(|rt| rt.pipeline(lenient).pipeline(strict).pipeline(fraction));
+
+    let report = harness.run("lenient", 10).await;
+    report.assert_state(RunState::Succeeded);
+    assert_eq!(report.output::<Vec<u32>>(), [1, 2, 3, 5, 6, 7, 9]);
+    let notes = harness.runtime().store().notes(report.run.id).await.unwrap();
+    assert_eq!(notes.len(), 1);
+    assert!(
+        notes[0].text.starts_with("stage 1: 3 item(s) failed and were left out: "),
+        "{}",
+        notes[0].text
+    );
+
+    let report = harness.run("strict", 10).await;
+    report.assert_state(RunState::FailedPermanent);
+    assert_eq!(
+        report.run.last_error.unwrap().message,
+        "stage 1 (`strict.1.check`): 7 of 10 items succeeded, All required"
+    );
+
+    harness.run("fraction", 10).await.assert_state(RunState::Succeeded); // 7 of 10 ≥ 70%
+    harness.run("fraction", 5).await.assert_state(RunState::FailedPermanent); // 3 of 5 < 70%
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stage_held_for_review_holds_the_pipeline_until_approved() {
+    let draft = step("draft", |_, topic: String| Ok(Outcome::Done(format!("post about {topic}"))));
+    let approve = step("approve", |ctx, post: String| match ctx.review_note() {
+        Some(note) => Ok(Outcome::Done(format!("{post} ({note})"))),
+        None => Ok(Outcome::Review("a human must read it first".into())),
+    });
+    let publish = step("publish", |_, post: String| Ok(Outcome::Done(post.len() as u32)));
+    let publish_calls = publish.calls.clone();
+    let pipeline = Pipeline::new("blog").then(draft).then(approve).then(publish);
+    let harness = Harness::new(|rt| rt.pipeline(pipeline));
+
+    let report = harness.run("blog", "rust").await;
+    report.assert_state(RunState::WaitingExternal);
+    let children = harness
+        .runtime()
+        .store()
+        .list(ListQuery::new().parent(report.run.id).oldest_first())
+        .await
+        .unwrap()
+        .runs;
+    assert_eq!(
+        children.iter().map(|c| c.state).collect::<Vec<_>>(),
+        [RunState::Succeeded, RunState::NeedsReview]
+    );
+    assert_eq!(publish_calls.load(Ordering::SeqCst), 0, "nothing after the held stage ran");
+
+    harness
+        .runtime()
+        .approve(children[1].id, Actor::Operator("ada".into()), Some("ok by ada"))
+        .await
+        .unwrap();
+    let report = harness.settle(report.run.id).await;
+    report.assert_state(RunState::Succeeded);
+    assert_eq!(report.output::<u32>(), "post about rust (ok by ada)".len() as u32);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_stage_fails_the_pipeline_with_its_reason() {
+    let first = step("first", |_, n: u32| Ok(Outcome::Done(n)));
+    let broken = step("broken", |_, _: u32| -> Result<Outcome<u32>, AgentError> {
+        Err(AgentError::permanent("bad input"))
+    });
+    let never = step("never", |_, n: u32| Ok(Outcome::Done(n)));
+    let never_calls = never.calls.clone();
+    let harness =
+        Harness::new(|rt| rt.pipeline(Pipeline::new("p").then(first).then(broken).then(never)));
+    let report = harness.run("p", 1).await;
+    report.assert_state(RunState::FailedPermanent);
+    let message = report.run.last_error.clone().unwrap().message;
+    assert!(message.starts_with("stage 1 (`p.1.broken`, run "), "{message}");
+    assert!(message.ends_with("failed: permanent fault: bad input"), "{message}");
+    assert_eq!(never_calls.load(Ordering::SeqCst), 0);
+    assert_eq!(json!(report.path().last().unwrap()), json!("failed_permanent"));
+}
