@@ -193,6 +193,21 @@ impl fmt::Debug for Context {
 }
 
 impl Context {
+    /// A context for work done on behalf of `child` (a pipeline stage's compensation): its
+    /// run, agent, attempt and key, this context's store.
+    pub(crate) fn for_child(&self, child: &crate::store::RunRecord) -> Context {
+        Context {
+            run: child.id,
+            agent: child.agent.as_str().into(),
+            attempt: child.attempt,
+            key: child.idempotency_key.clone(),
+            signal: None,
+            review_note: None,
+            store: self.store.clone(),
+            span: self.span.clone(),
+        }
+    }
+
     /// The run this attempt belongs to.
     pub fn run_id(&self) -> RunId {
         self.run

@@ -285,7 +285,68 @@ pub(crate) fn settled(state: RunState) -> bool {
     matches!(state, RunState::Succeeded | RunState::FailedPermanent)
 }
 
+/// Whether a stage's move is one its pipeline run must see now: the stage finished, or it
+/// stopped on a logic fault (L3), which the pipeline answers with compensation.
+pub(crate) fn wakes_pipeline(run: &RunRecord) -> bool {
+    settled(run.state) || logic_fault(run)
+}
+
+fn logic_fault(run: &RunRecord) -> bool {
+    run.state == RunState::NeedsReview
+        && run.last_error.as_ref().is_some_and(|e| e.fault == crate::fault::Fault::Logic)
+}
+
 impl PipelineAgent {
+    /// The saga: after a logic fault in stage `k`, undo the completed stages k-1..0 in reverse
+    /// (the items of a fan-out stage in reverse too), each compensation journaled so that a
+    /// crash in the middle resumes without repeating one; then hold the pipeline for review. A
+    /// compensation that fails stops there and holds the pipeline with both errors.
+    async fn compensate(
+        &self,
+        ctx: &mut Context,
+        existing: &std::collections::HashMap<String, RunRecord>,
+        k: usize,
+        failed: &RunRecord,
+    ) -> Result<Outcome<Value>, AgentError> {
+        let fault = failed.last_error.as_ref().map(|e| e.to_string()).unwrap_or_default();
+        let mut done = Vec::new();
+        for j in (0..k).rev() {
+            let stage = &self.stages[j];
+            let mut completed: Vec<&RunRecord> = existing
+                .values()
+                .filter(|c| c.stage == Some(j as u32) && c.state == RunState::Succeeded)
+                .collect();
+            completed.sort_by(|a, b| b.idempotency_key.cmp(&a.idempotency_key)); // reverse item order
+            for child in completed {
+                let (agent, input, output) = (
+                    stage.agent.clone(),
+                    child.input.clone(),
+                    child.output.clone().unwrap_or(Value::Null),
+                );
+                let step = format!("compensate {}", child.idempotency_key);
+                let context = ctx.for_child(child);
+                let result =
+                    ctx.effect(&step, |_| async move {
+                        agent.compensate(&context, input, output).await
+                    })
+                    .await;
+                if let Err(error) = result {
+                    return Ok(Outcome::Review(format!(
+                        "logic fault in stage {k} (`{}`): {fault}; then compensating stage {j} (`{}`, run {}) failed: {error}",
+                        self.stages[k].registered, stage.registered, child.id
+                    )));
+                }
+                done.push(format!("{j}"));
+            }
+        }
+        done.dedup();
+        Ok(Outcome::Review(format!(
+            "logic fault in stage {k} (`{}`): {fault}; compensated stages {}",
+            self.stages[k].registered,
+            if done.is_empty() { "none".to_owned() } else { done.join(", ") }
+        )))
+    }
+
     /// The child of `key`, created with `input` if it does not exist yet.
     async fn ensure(
         &self,
@@ -379,6 +440,9 @@ impl ErasedAgent for PipelineAgent {
                                 stage.registered, child.id
                             )));
                         }
+                        _ if logic_fault(&child) => {
+                            return self.compensate(ctx, &existing, k, &child).await;
+                        }
                         _ => return wait(k),
                     }
                 }
@@ -402,6 +466,9 @@ impl ErasedAgent for PipelineAgent {
                             )
                             .await?,
                         );
+                    }
+                    if let Some(failed) = children.iter().find(|c| logic_fault(c)) {
+                        return self.compensate(ctx, &existing, k, failed).await;
                     }
                     if !children.iter().all(|c| settled(c.state)) {
                         return wait(k);
@@ -445,4 +512,14 @@ impl ErasedAgent for PipelineAgent {
     }
 
     async fn cleanup(&self, _ctx: &Context, _error: &AgentError) {}
+
+    /// A pipeline is not a stage of another pipeline: nothing to undo as a whole.
+    async fn compensate(
+        &self,
+        _ctx: &Context,
+        _input: Value,
+        _output: Value,
+    ) -> Result<(), AgentError> {
+        Ok(())
+    }
 }

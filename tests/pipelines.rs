@@ -237,3 +237,97 @@ async fn a_failed_stage_fails_the_pipeline_with_its_reason() {
     assert_eq!(never_calls.load(Ordering::SeqCst), 0);
     assert_eq!(json!(report.path().last().unwrap()), json!("failed_permanent"));
 }
+
+/// A booking step that can be undone; `charge` fails with a logic fault.
+#[derive(Clone)]
+struct Booking {
+    name: &'static str,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+    logic_fault: bool,
+    undo_fails: bool,
+}
+
+#[async_trait]
+impl Agent for Booking {
+    type Input = String;
+    type Output = String;
+    fn name(&self) -> &str {
+        self.name
+    }
+    async fn run(&self, _ctx: &mut Context, trip: String) -> Result<Outcome<String>, AgentError> {
+        if self.logic_fault {
+            return Err(AgentError::logic("card declined"));
+        }
+        self.log.lock().unwrap().push(format!("book {}", self.name));
+        Ok(Outcome::Done(format!("{trip}+{}", self.name)))
+    }
+    async fn compensate(
+        &self,
+        _ctx: &Context,
+        _input: &String,
+        output: &String,
+    ) -> Result<(), AgentError> {
+        if self.undo_fails {
+            return Err(AgentError::transient(format!(
+                "cannot cancel {}: its API is down",
+                self.name
+            )));
+        }
+        self.log.lock().unwrap().push(format!("cancel {} ({output})", self.name));
+        Ok(())
+    }
+}
+
+fn trip(undo_hotel_fails: bool) -> (Pipeline<String, String>, Arc<std::sync::Mutex<Vec<String>>>) {
+    let log: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let booking =
+        |name, logic_fault, undo_fails| Booking { name, log: log.clone(), logic_fault, undo_fails };
+    let pipeline = Pipeline::new("trip")
+        .then(booking("flight", false, false))
+        .then(booking("hotel", false, undo_hotel_fails))
+        .then(booking("charge", true, false));
+    (pipeline, log)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_logic_fault_compensates_earlier_stages_in_reverse_once() {
+    let (pipeline, log) = trip(false);
+    let harness = Harness::new(|rt| rt.pipeline(pipeline));
+    let report = harness.run("trip", "rome").await;
+    report.assert_state(RunState::NeedsReview);
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "book flight",
+            "book hotel",
+            "cancel hotel (rome+flight+hotel)",
+            "cancel flight (rome+flight)"
+        ]
+    );
+    let reason = report.history.last().unwrap().reason.clone();
+    assert_eq!(
+        reason,
+        "logic fault in stage 2 (`trip.2.charge`): logic fault: card declined; compensated stages 1, 0"
+    );
+
+    // Looking again (an operator approving the pipeline run) repeats no compensation.
+    harness.runtime().approve(report.run.id, Actor::Operator("ada".into()), None).await.unwrap();
+    harness.settle(report.run.id).await.assert_state(RunState::NeedsReview);
+    assert_eq!(log.lock().unwrap().len(), 4, "compensations are journaled");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_compensation_escalates_with_both_errors() {
+    let (pipeline, log) = trip(true);
+    let harness = Harness::new(|rt| rt.pipeline(pipeline));
+    let report = harness.run("trip", "oslo").await;
+    report.assert_state(RunState::NeedsReview);
+    let reason = report.history.last().unwrap().reason.clone();
+    assert!(reason.starts_with("logic fault in stage 2 (`trip.2.charge`): logic fault: card declined; then compensating stage 1 (`trip.1.hotel`, run "), "{reason}");
+    assert!(reason.ends_with("failed: cannot cancel hotel: its API is down"), "{reason}");
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["book flight", "book hotel"],
+        "the flight is not cancelled past the failure"
+    );
+}

@@ -20,6 +20,13 @@ pub(crate) trait ErasedAgent: Send + Sync + 'static {
     fn check_output(&self, output: &Value) -> Result<(), SchemaError>;
     async fn run(&self, ctx: &mut Context, input: Value) -> Result<Outcome<Value>, AgentError>;
     async fn cleanup(&self, ctx: &Context, error: &AgentError);
+    /// Undoes a completed run's effects (saga), given its stored input and output.
+    async fn compensate(
+        &self,
+        ctx: &Context,
+        input: Value,
+        output: Value,
+    ) -> Result<(), AgentError>;
 }
 
 pub(crate) struct Typed<A>(pub(crate) A);
@@ -77,5 +84,20 @@ impl<A: Agent> ErasedAgent for Typed<A> {
 
     async fn cleanup(&self, ctx: &Context, error: &AgentError) {
         self.0.cleanup(ctx, error).await;
+    }
+
+    async fn compensate(
+        &self,
+        ctx: &Context,
+        input: Value,
+        output: Value,
+    ) -> Result<(), AgentError> {
+        let input: A::Input = schema::from_value(input).map_err(|e| {
+            AgentError::from(e).context("the stored input no longer fits the agent's input type")
+        })?;
+        let output: A::Output = schema::from_value(output).map_err(|e| {
+            AgentError::from(e).context("the stored output no longer fits the agent's output type")
+        })?;
+        self.0.compensate(ctx, &input, &output).await
     }
 }

@@ -468,7 +468,7 @@ async fn faults_in_history(shared: &Shared, run: RunId, fault: Fault) -> u32 {
 /// wake-up found it still processing and was refused).
 pub(crate) async fn after_move(shared: &Shared, moved: &RunRecord, is_pipeline: bool) {
     if let Some(parent) = moved.parent
-        && crate::pipeline::settled(moved.state)
+        && crate::pipeline::wakes_pipeline(moved)
     {
         wake(shared, parent).await;
     }
