@@ -331,3 +331,176 @@ async fn a_failing_compensation_escalates_with_both_errors() {
         "the flight is not cancelled past the failure"
     );
 }
+
+mod crash {
+    //! SIGKILL a worker process running 30 four-stage pipelines (one a fan-out), 20 times;
+    //! after a last worker drains the queue, every pipeline succeeded with the right output,
+    //! and no stage run that had completed ever ran again (every call is appended, with its
+    //! run and attempt, to a file the parent owns).
+
+    use std::collections::HashMap;
+    use std::fs::OpenOptions;
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use async_trait::async_trait;
+    use steadfast::pipeline::Pipeline;
+    use steadfast::prelude::*;
+    use steadfast::store::{Durability, ListQuery, SledStoreOptions};
+
+    const CHILD_ENV: &str = "STEADFAST_PIPELINE_CHILD";
+    const RUNS: u32 = 30;
+    const KILLS: usize = 20;
+
+    /// Appends "<run> <attempt>" to the receiver, then does its work.
+    struct Logged<I, O> {
+        name: &'static str,
+        receiver: PathBuf,
+        f: fn(I) -> O,
+    }
+
+    #[async_trait]
+    impl<I, O> Agent for Logged<I, O>
+    where
+        I: serde::Serialize
+            + serde::de::DeserializeOwned
+            + schemars::JsonSchema
+            + Send
+            + Sync
+            + 'static,
+        O: serde::Serialize
+            + serde::de::DeserializeOwned
+            + schemars::JsonSchema
+            + Send
+            + Sync
+            + 'static,
+    {
+        type Input = I;
+        type Output = O;
+        fn name(&self) -> &str {
+            self.name
+        }
+        async fn run(&self, ctx: &mut Context, input: I) -> Result<Outcome<O>, AgentError> {
+            let mut file = OpenOptions::new().create(true).append(true).open(&self.receiver)?;
+            file.write_all(format!("{} {}\n", ctx.run_id(), ctx.attempt()).as_bytes())?;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            Ok(Outcome::Done((self.f)(input)))
+        }
+    }
+
+    fn pipeline(receiver: &Path) -> Pipeline<u32, u32> {
+        let r = receiver.to_owned();
+        Pipeline::new("crashy")
+            .then(Logged { name: "spread", receiver: r.clone(), f: |n: u32| vec![n, n + 1, n + 2] })
+            .fan_out(Logged { name: "square", receiver: r.clone(), f: |n: u32| n * n }, 4)
+            .then(Logged {
+                name: "sum",
+                receiver: r.clone(),
+                f: |v: Vec<u32>| v.iter().sum::<u32>(),
+            })
+            .then(Logged { name: "halve", receiver: r, f: |n: u32| n / 2 })
+    }
+
+    fn expected(n: u32) -> u32 {
+        (n * n + (n + 1) * (n + 1) + (n + 2) * (n + 2)) / 2
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pipeline_crash_child() {
+        let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+        let dir = PathBuf::from(dir);
+        let options = SledStoreOptions::default().durability(Durability::Flush);
+        let store = SledStore::open_with(dir.join("db"), options).unwrap();
+        let rt = Runtime::builder()
+            .store(store)
+            .workers(4)
+            .lease(Duration::from_millis(600))
+            .pipeline(pipeline(&dir.join("receiver.log")))
+            .build()
+            .unwrap();
+        for n in 0..RUNS {
+            rt.submit("crashy", n).await.unwrap();
+        }
+        rt.run_until_idle().await.unwrap();
+        println!("@@ idle");
+    }
+
+    fn spawn(dir: &Path) -> std::process::Child {
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "crash::pipeline_crash_child", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    #[test]
+    fn sigkilled_pipelines_resume_at_their_stage() {
+        if std::env::var(CHILD_ENV).is_ok() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = fastrand::Rng::with_seed(0x919e);
+        for _ in 0..KILLS {
+            let mut child = spawn(dir.path());
+            std::thread::sleep(Duration::from_millis(rng.u64(40..300)));
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        let mut child = spawn(dir.path());
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "the draining worker did not finish"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+        assert!(
+            status.success() && out.contains("@@ idle"),
+            "the draining worker failed: {status}\n{out}"
+        );
+
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let store = SledStore::open(dir.path().join("db")).unwrap();
+            let runs = store.list(ListQuery::new().limit(10_000)).await.unwrap().runs;
+            let pipelines: Vec<_> = runs.iter().filter(|r| r.agent == "crashy").collect();
+            assert_eq!(pipelines.len(), RUNS as usize);
+            for run in &pipelines {
+                assert_eq!(run.state, RunState::Succeeded, "pipeline {}", run.id);
+                let n: u32 = serde_json::from_value(run.input.clone()).unwrap();
+                assert_eq!(run.output, Some(serde_json::json!(expected(n))), "pipeline {}", run.id);
+            }
+            let stages: Vec<_> = runs.iter().filter(|r| r.parent.is_some()).collect();
+            assert_eq!(stages.len(), RUNS as usize * 6, "one child per stage, three for the fan-out");
+            let log = std::fs::read_to_string(dir.path().join("receiver.log")).unwrap();
+            let mut calls: HashMap<String, Vec<u32>> = HashMap::new();
+            for line in log.lines() {
+                let (run, attempt) = line.split_once(' ').expect("an untorn line");
+                calls.entry(run.to_owned()).or_default().push(attempt.parse().unwrap());
+            }
+            let mut reruns = 0;
+            for stage in &stages {
+                assert_eq!(stage.state, RunState::Succeeded);
+                let attempts = &calls[&stage.id.to_string()];
+                assert!(
+                    attempts.iter().all(|a| *a <= stage.attempt),
+                    "stage run {} ran again after it completed at attempt {}: {attempts:?}",
+                    stage.id,
+                    stage.attempt
+                );
+                reruns += attempts.len() - 1;
+            }
+            eprintln!("{KILLS} kills, {RUNS} pipelines x 6 stage runs: {reruns} stage re-runs of unfinished stages, 0 of finished ones");
+        });
+    }
+}

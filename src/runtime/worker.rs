@@ -36,6 +36,7 @@ const _: () = {
 
 pub(crate) async fn dispatch(shared: Arc<Shared>, until: Until) -> Result<(), RuntimeError> {
     let names: Vec<String> = shared.agents.keys().cloned().collect();
+    wake_stalled_pipelines(&shared, &names).await?;
     loop {
         if shared.stopping.load(Ordering::SeqCst) {
             return Ok(());
@@ -78,6 +79,25 @@ pub(crate) async fn dispatch(shared: Arc<Shared>, until: Until) -> Result<(), Ru
             () = tokio::time::sleep(sleep) => {}
         }
     }
+}
+
+/// Wakes pipeline runs whose stage finished while no process was there to wake them (a crash
+/// between a stage's end and its signal), instead of leaving them to the slow re-check timer.
+async fn wake_stalled_pipelines(shared: &Shared, names: &[String]) -> Result<(), RuntimeError> {
+    for name in names.iter().filter(|n| shared.agents[*n].pipeline) {
+        let mut query = ListQuery::new().state(RunState::WaitingExternal).agent(name).limit(500);
+        loop {
+            let page = shared.store.list(query.clone()).await?;
+            for run in &page.runs {
+                after_move(shared, run, true).await;
+            }
+            match page.next {
+                Some(next) => query = query.cursor(next),
+                None => break,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Moves the runs whose timer is due: a backoff elapsed (→ `queued`), a wait timed out
