@@ -45,10 +45,47 @@ impl Agent for ThreeEffects {
 
 type Waiters = Arc<Mutex<HashMap<RunId, oneshot::Sender<()>>>>;
 
+struct Pass;
+
+#[async_trait]
+impl Agent for Pass {
+    type Input = Vec<u64>;
+    type Output = Vec<u64>;
+    fn name(&self) -> &str {
+        "pass"
+    }
+    async fn run(&self, _ctx: &mut Context, v: Vec<u64>) -> Result<Outcome<Vec<u64>>, AgentError> {
+        Ok(Outcome::Done(v))
+    }
+}
+
+struct Spread;
+
+#[async_trait]
+impl Agent for Spread {
+    type Input = u64;
+    type Output = Vec<u64>;
+    fn name(&self) -> &str {
+        "spread"
+    }
+    async fn run(&self, _ctx: &mut Context, n: u64) -> Result<Outcome<Vec<u64>>, AgentError> {
+        Ok(Outcome::Done((0..8).map(|i| n + i).collect()))
+    }
+}
+
+/// The 4-stage no-op pipeline (`fan_out`: its second stage fans out over 8 items).
+fn pipelines(builder: steadfast::runtime::RuntimeBuilder) -> steadfast::runtime::RuntimeBuilder {
+    use steadfast::pipeline::Pipeline;
+    let four = Pipeline::new("four").then(Spread).then(Pass).then(Pass).then(Pass);
+    let fan = Pipeline::new("fan").then(Spread).fan_out(Noop, 8).then(Pass).then(Pass);
+    builder.pipeline(four).pipeline(fan)
+}
+
 fn runtime(path: &Path, waiters: Option<Waiters>) -> (Runtime, SledStore) {
     let store = SledStore::open(path).unwrap();
-    let mut builder =
-        Runtime::builder().store(store.clone()).workers(4).register(Noop).register(ThreeEffects);
+    let mut builder = pipelines(
+        Runtime::builder().store(store.clone()).workers(4).register(Noop).register(ThreeEffects),
+    );
     if let Some(waiters) = waiters {
         builder = builder.on_success(move |run| {
             if let Some(tell) = waiters.lock().unwrap().remove(&run.id) {
@@ -81,6 +118,17 @@ async fn throughput(path: &Path, agent: &str, runs: u64) -> (f64, f64, f64) {
 
 /// Submit-to-succeeded latencies with `in_flight` submitters, each submitting and waiting.
 async fn latency(path: &Path, in_flight: usize, per_submitter: usize) -> (f64, f64) {
+    let (p50, p99, _) = latency_of(path, "noop", in_flight, per_submitter).await;
+    (p50, p99)
+}
+
+/// Latencies of `agent` runs (p50, p99 in ms) and the rate they completed at.
+async fn latency_of(
+    path: &Path,
+    agent: &'static str,
+    in_flight: usize,
+    per_submitter: usize,
+) -> (f64, f64, f64) {
     let waiters: Waiters = Arc::default();
     let (rt, _) = runtime(path, Some(waiters.clone()));
     let worker = tokio::spawn({
@@ -98,7 +146,7 @@ async fn latency(path: &Path, in_flight: usize, per_submitter: usize) -> (f64, f
                     let start = Instant::now();
                     // Register before submitting would need the id: register right after; the
                     // hook fires only after a claim, which needs at least one more store write.
-                    let id = rt.submit("noop", n).await.unwrap().id;
+                    let id = rt.submit(agent, n).await.unwrap().id;
                     waiters.lock().unwrap().insert(id, tell);
                     if rt.store().get(id).await.unwrap().unwrap().state == RunState::Succeeded {
                         waiters.lock().unwrap().remove(&id);
@@ -111,15 +159,17 @@ async fn latency(path: &Path, in_flight: usize, per_submitter: usize) -> (f64, f
             })
         })
         .collect();
+    let started = Instant::now();
     let mut samples = Vec::new();
     for task in tasks {
         samples.extend(task.await.unwrap());
     }
+    let rate = samples.len() as f64 / started.elapsed().as_secs_f64();
     rt.shutdown().await.unwrap();
     worker.await.unwrap().unwrap();
     samples.sort_by(f64::total_cmp);
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
-    (at(0.5), at(0.99))
+    (at(0.5), at(0.99), rate)
 }
 
 fn main() {
@@ -142,6 +192,15 @@ fn main() {
         println!("no-op submit -> succeeded, 1 in flight:  p50 {p50:.3} ms, p99 {p99:.3} ms");
         let (p50, p99) = latency(&root.join("lat64"), 64, 80).await;
         println!("no-op submit -> succeeded, 64 in flight: p50 {p50:.3} ms, p99 {p99:.3} ms");
+        println!();
+        println!("| pipeline (4 stages, no-op) | runs/s, 64 in flight | p50, 64 in flight | lone p50 | lone p99 |");
+        println!("|---|---:|---:|---:|---:|");
+        for (agent, label) in [("four", "sequential"), ("fan", "stage 2 fans out over 8")] {
+            let (_, _, rate) = latency_of(&root.join(format!("{agent}64")), agent, 64, 10).await;
+            let (p50_64, _, _) = latency_of(&root.join(format!("{agent}64b")), agent, 64, 10).await;
+            let (p50, p99, _) = latency_of(&root.join(format!("{agent}1")), agent, 1, 200).await;
+            println!("| {label} | {rate:.0} | {p50_64:.1} ms | {p50:.2} ms | {p99:.2} ms |");
+        }
     });
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -60,6 +60,7 @@ where
         counts_and_notes,
         attempts_refund_and_reset,
         concurrency_keys_serialize_processing,
+        children_are_listed_by_parent,
     );
 }
 
@@ -585,4 +586,32 @@ async fn concurrency_keys_serialize_processing<S: Store>(store: Arc<S>, clock: A
     let last: Vec<RunId> =
         store.claim(Claim::new("w", 10, LEASE)).await.unwrap().into_iter().map(|r| r.id).collect();
     assert_eq!(last, [a]);
+}
+
+async fn children_are_listed_by_parent<S: Store>(store: Arc<S>, _: Arc<ManualClock>) {
+    let parent = queued(&*store, "pipeline", "p").await;
+    let other = queued(&*store, "pipeline", "q").await;
+    let mut children = Vec::new();
+    for i in 0..5 {
+        let new = NewRun::new("stage", format!("{parent}/{i}"), json!(i)).child_of(parent, i);
+        children.push(store.create(new).await.unwrap().run.id);
+    }
+    store
+        .create(NewRun::new("stage", format!("{other}/0"), json!(0)).child_of(other, 0))
+        .await
+        .unwrap();
+    let page = store.list(ListQuery::new().parent(parent).oldest_first().limit(3)).await.unwrap();
+    assert_eq!(page.runs.iter().map(|r| r.id).collect::<Vec<_>>(), children[..3]);
+    assert!(page.runs.iter().all(|r| r.parent == Some(parent)));
+    let rest = store
+        .list(ListQuery::new().parent(parent).oldest_first().cursor(page.next.unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(rest.runs.iter().map(|r| r.id).collect::<Vec<_>>(), children[3..]);
+    let newest = store.list(ListQuery::new().parent(parent).limit(1)).await.unwrap();
+    assert_eq!(newest.runs[0].id, children[4]);
+    let queued_children =
+        store.list(ListQuery::new().parent(parent).state(RunState::Queued)).await.unwrap();
+    assert_eq!(queued_children.runs.len(), 5);
+    assert!(store.list(ListQuery::new().parent(children[0])).await.unwrap().runs.is_empty());
 }

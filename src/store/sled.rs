@@ -140,6 +140,7 @@ struct Trees {
     ready: Tree,
     queue: Tree,
     locks: Tree,
+    children: Tree,
     leases: Tree,
     by_state: Tree,
     effects: Tree,
@@ -379,6 +380,9 @@ impl Store for SledStore {
                 };
                 tx.keys.insert(key.as_slice(), &id.to_bytes())?;
                 Tx::put_payload(tx.inputs, id, &new.input)?;
+                if let Some(parent) = new.parent {
+                    tx.children.insert([&parent.to_bytes()[..], &id.to_bytes()].concat(), &[])?;
+                }
                 let m =
                     Move { actor: new.actor.clone(), reason: "created".into(), error: None, now };
                 tx.write_move(id, None, &mut run, &m)?;
@@ -744,13 +748,23 @@ impl Store for SledStore {
     async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
         use std::ops::Bound::{Excluded, Included, Unbounded};
         let t = &self.inner.trees;
-        // `by_state` keys are state|id, `runs` keys are id: `prefix` is what precedes the id.
-        let (tree, prefix, lower, upper) = match query.state {
-            Some(state) => {
+        // `children` keys are parent|id, `by_state` keys are state|id, `runs` keys are id:
+        // `prefix` is what precedes the id. A parent is the narrowest index, then a state.
+        let (tree, prefix, lower, upper) = match (query.parent, query.state) {
+            (Some(parent), _) => {
+                let p = parent.to_bytes().to_vec();
+                (
+                    &t.children,
+                    p.clone(),
+                    Included(p),
+                    Excluded([&parent.to_bytes()[..], &[0xff; 17]].concat()),
+                )
+            }
+            (None, Some(state)) => {
                 let s = state_byte(state);
                 (&t.by_state, vec![s], Included(vec![s]), Excluded(vec![s + 1]))
             }
-            None => (&t.runs, Vec::new(), Unbounded, Unbounded),
+            (None, None) => (&t.runs, Vec::new(), Unbounded, Unbounded),
         };
         let at = |run: RunId| [&prefix[..], &run.to_bytes()].concat();
         let range = match (query.cursor, query.oldest_first) {

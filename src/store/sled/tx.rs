@@ -47,6 +47,7 @@ pub(super) struct Tx<'a> {
     pub(super) ready: &'a TransactionalTree,
     pub(super) queue: &'a TransactionalTree,
     pub(super) locks: &'a TransactionalTree,
+    pub(super) children: &'a TransactionalTree,
     pub(super) leases: &'a TransactionalTree,
     pub(super) history: &'a TransactionalTree,
     pub(super) dead_letter: &'a TransactionalTree,
