@@ -57,6 +57,13 @@
 //! does not repeat them. See [`runtime`] and, for tests, `steadfast::testing` (feature
 //! `testing`).
 //!
+//! # Pipelines
+//!
+//! [`pipeline::Pipeline`] chains agents so that each stage's input type is the previous
+//! stage's output type (checked at compile time), with `fan_out` over a list and a fan-in
+//! policy. Each stage runs as a child run of the pipeline run; a logic fault compensates the
+//! completed stages in reverse (saga). See [`pipeline`].
+//!
 //! # The store
 //!
 //! Every move of a run, every journaled effect, dead letter and note lives in a [`Store`]. The
