@@ -19,6 +19,12 @@ use crate::fault::{AgentError, Fault, RetryPolicy};
 use crate::lifecycle::RunId;
 use crate::store::Store;
 
+/// What agents take and produce: values with a JSON form and a JSON Schema (for the schema
+/// gate), that can cross threads. Every such type is `Data`; there is nothing to implement.
+pub trait Data: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static {}
+
+impl<T: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static> Data for T {}
+
 /// A unit of automated work: fetch a feed, classify a text, send a mail.
 ///
 /// ```
@@ -46,9 +52,9 @@ use crate::store::Store;
 #[async_trait]
 pub trait Agent: Send + Sync + 'static {
     /// What a run of this agent takes (validated against its JSON Schema at submission).
-    type Input: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static;
+    type Input: Data;
     /// What a run produces (validated before it is stored or handed on).
-    type Output: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static;
+    type Output: Data;
 
     /// The agent's name: runs are registered, claimed and shown under it.
     fn name(&self) -> &str;

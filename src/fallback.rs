@@ -8,6 +8,8 @@ use std::fmt;
 
 use async_trait::async_trait;
 
+use crate::agent::Data;
+
 use crate::agent::{Agent, Context, Outcome};
 use crate::fault::{AgentError, Fault, RetryPolicy};
 
@@ -62,19 +64,8 @@ impl<I, O> fmt::Debug for Fallback<I, O> {
 
 impl<I, O> Fallback<I, O>
 where
-    I: serde::Serialize
-        + serde::de::DeserializeOwned
-        + schemars::JsonSchema
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    O: serde::Serialize
-        + serde::de::DeserializeOwned
-        + schemars::JsonSchema
-        + Send
-        + Sync
-        + 'static,
+    I: Data + Clone,
+    O: Data,
 {
     /// A chain registered as `name`, starting with `primary`.
     pub fn new(name: impl Into<String>, primary: impl Agent<Input = I, Output = O>) -> Self {
@@ -102,19 +93,8 @@ where
 #[async_trait]
 impl<I, O> Agent for Fallback<I, O>
 where
-    I: serde::Serialize
-        + serde::de::DeserializeOwned
-        + schemars::JsonSchema
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    O: serde::Serialize
-        + serde::de::DeserializeOwned
-        + schemars::JsonSchema
-        + Send
-        + Sync
-        + 'static,
+    I: Data + Clone,
+    O: Data,
 {
     type Input = I;
     type Output = O;

@@ -123,7 +123,7 @@ pub use store::{SledStore, Store, StoreError};
 
 /// The items most programs need, for a glob import: `use steadfast::prelude::*;`.
 pub mod prelude {
-    pub use crate::agent::{Agent, Context, IdempotencyKey, Outcome, WaitFor};
+    pub use crate::agent::{Agent, Context, Data, IdempotencyKey, Outcome, WaitFor};
     pub use crate::fault::{AgentError, Classify, Fault, RetryPolicy};
     pub use crate::lifecycle::{RunId, RunState};
     pub use crate::machine::{StateMachine, TransitionError};

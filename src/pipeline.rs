@@ -54,7 +54,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::agent::{Agent, Context, IdempotencyKey, Outcome, WaitFor};
+use crate::agent::{Agent, Context, Data, IdempotencyKey, Outcome, WaitFor};
 use crate::fault::{AgentError, RetryPolicy};
 use crate::lifecycle::{RunId, RunState};
 use crate::runtime::erased::{ErasedAgent, Typed};
@@ -149,18 +149,8 @@ fn push<A: Agent>(
 
 impl<I, O> Pipeline<I, O>
 where
-    I: serde::Serialize
-        + serde::de::DeserializeOwned
-        + schemars::JsonSchema
-        + Send
-        + Sync
-        + 'static,
-    O: serde::Serialize
-        + serde::de::DeserializeOwned
-        + schemars::JsonSchema
-        + Send
-        + Sync
-        + 'static,
+    I: Data,
+    O: Data,
 {
     /// The next stage, which takes this stage's output: a stage of another input type does
     /// not compile.
@@ -220,18 +210,8 @@ where
 
 impl<I, T> Pipeline<I, Vec<T>>
 where
-    I: serde::Serialize
-        + serde::de::DeserializeOwned
-        + schemars::JsonSchema
-        + Send
-        + Sync
-        + 'static,
-    T: serde::Serialize
-        + serde::de::DeserializeOwned
-        + schemars::JsonSchema
-        + Send
-        + Sync
-        + 'static,
+    I: Data,
+    T: Data,
 {
     /// A stage that runs `agent` once per item of the previous stage's output, at most
     /// `concurrency` at a time, and goes on when every item succeeded.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::json;
+use steadfast::agent::Data;
 use steadfast::pipeline::{FanIn, Pipeline};
 use steadfast::prelude::*;
 use steadfast::store::{Actor, ListQuery};
@@ -32,18 +33,8 @@ fn step<I, O>(
 #[async_trait]
 impl<I, O> Agent for Step<I, O>
 where
-    I: serde::Serialize
-        + serde::de::DeserializeOwned
-        + schemars::JsonSchema
-        + Send
-        + Sync
-        + 'static,
-    O: serde::Serialize
-        + serde::de::DeserializeOwned
-        + schemars::JsonSchema
-        + Send
-        + Sync
-        + 'static,
+    I: Data,
+    O: Data,
 {
     type Input = I;
     type Output = O;
@@ -364,18 +355,8 @@ mod crash {
     #[async_trait]
     impl<I, O> Agent for Logged<I, O>
     where
-        I: serde::Serialize
-            + serde::de::DeserializeOwned
-            + schemars::JsonSchema
-            + Send
-            + Sync
-            + 'static,
-        O: serde::Serialize
-            + serde::de::DeserializeOwned
-            + schemars::JsonSchema
-            + Send
-            + Sync
-            + 'static,
+        I: Data,
+        O: Data,
     {
         type Input = I;
         type Output = O;

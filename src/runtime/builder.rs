@@ -8,7 +8,7 @@ use super::breaker::{Breaker, BreakerPolicy};
 use super::erased::{ErasedAgent, Typed};
 use super::limit::{RateLimit, TokenBucket};
 use super::{Hook, Registered, Runtime, RuntimeError, Shared};
-use crate::agent::Agent;
+use crate::agent::{Agent, Data};
 use crate::store::{RunRecord, Store};
 
 /// Per-agent options.
@@ -163,18 +163,8 @@ impl RuntimeBuilder {
     /// `<pipeline>.<index>.<agent>` (a fan-out stage with its concurrency as its limit).
     pub fn pipeline<I, O>(mut self, pipeline: crate::pipeline::Pipeline<I, O>) -> Self
     where
-        I: serde::Serialize
-            + serde::de::DeserializeOwned
-            + schemars::JsonSchema
-            + Send
-            + Sync
-            + 'static,
-        O: serde::Serialize
-            + serde::de::DeserializeOwned
-            + schemars::JsonSchema
-            + Send
-            + Sync
-            + 'static,
+        I: Data,
+        O: Data,
     {
         let (parent, stages) = pipeline.into_parts();
         // Waiting on stages is not a failure of the pipeline's own service: no breaker.
