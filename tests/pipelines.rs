@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+mod common;
+
 use async_trait::async_trait;
 use serde_json::json;
 use steadfast::agent::Data;
@@ -333,8 +335,7 @@ mod crash {
     use std::fs::OpenOptions;
     use std::io::Write;
     use std::path::{Path, PathBuf};
-    use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use async_trait::async_trait;
     use steadfast::pipeline::Pipeline;
@@ -408,16 +409,6 @@ mod crash {
         println!("@@ idle");
     }
 
-    fn spawn(dir: &Path) -> std::process::Child {
-        Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash::pipeline_crash_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    }
-
     #[test]
     fn sigkilled_pipelines_resume_at_their_stage() {
         if std::env::var(CHILD_ENV).is_ok() {
@@ -426,30 +417,10 @@ mod crash {
         let dir = tempfile::tempdir().unwrap();
         let mut rng = fastrand::Rng::with_seed(0x919e);
         for _ in 0..KILLS {
-            let mut child = spawn(dir.path());
-            std::thread::sleep(Duration::from_millis(rng.u64(40..300)));
-            child.kill().unwrap();
-            child.wait().unwrap();
+            let after = Duration::from_millis(rng.u64(40..300));
+            super::common::kill_after("crash::pipeline_crash_child", CHILD_ENV, dir.path(), after);
         }
-        let mut child = spawn(dir.path());
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(120),
-                "the draining worker did not finish"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut out = String::new();
-        std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
-        assert!(
-            status.success() && out.contains("@@ idle"),
-            "the draining worker failed: {status}\n{out}"
-        );
-
+        super::common::drain("crash::pipeline_crash_child", CHILD_ENV, dir.path());
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let store = SledStore::open(dir.path().join("db")).unwrap();

@@ -14,10 +14,11 @@
 use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
 
 use async_trait::async_trait;
 use steadfast::prelude::*;
@@ -87,16 +88,6 @@ async fn effects_child() {
     println!("@@ idle");
 }
 
-fn spawn_child(dir: &Path) -> std::process::Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "effects_child", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
 #[test]
 fn sigkilled_workers_never_repeat_a_journaled_effect() {
     if std::env::var(CHILD_ENV).is_ok() {
@@ -105,27 +96,15 @@ fn sigkilled_workers_never_repeat_a_journaled_effect() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = fastrand::Rng::with_seed(0xeffec7);
     for _ in 0..KILLS {
-        let mut child = spawn_child(dir.path());
-        std::thread::sleep(Duration::from_millis(rng.u64(40..400)));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        common::kill_after(
+            "effects_child",
+            CHILD_ENV,
+            dir.path(),
+            Duration::from_millis(rng.u64(40..400)),
+        );
     }
     // The last worker drains the queue (expired leases are recovered first).
-    let mut child = spawn_child(dir.path());
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(start.elapsed() < Duration::from_secs(120), "the draining worker did not finish");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
-    assert!(
-        status.success() && out.contains("@@ idle"),
-        "the draining worker failed: {status}\n{out}"
-    );
+    common::drain("effects_child", CHILD_ENV, dir.path());
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
