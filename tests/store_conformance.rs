@@ -89,3 +89,38 @@ mod opening {
         });
     }
 }
+
+mod formats {
+    use steadfast::store::{FORMAT_VERSION, SledStore, StoreError};
+
+    #[test]
+    fn a_newer_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SledStore::open(dir.path()).unwrap());
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let newer = FORMAT_VERSION + 1;
+            db.open_tree("meta").unwrap().insert("format", &newer.to_be_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        let err = SledStore::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, StoreError::NewerFormat { found, supported, .. } if found == FORMAT_VERSION + 1 && supported == FORMAT_VERSION),
+            "{err}"
+        );
+        assert!(err.to_string().ends_with("upgrade steadfast"), "{err}");
+    }
+
+    #[test]
+    fn a_foreign_sled_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.insert("someone", "else's data").unwrap();
+            db.flush().unwrap();
+        }
+        let err = SledStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::NotADatabase { .. }), "{err}");
+        assert!(err.to_string().contains("without steadfast's format marker"), "{err}");
+    }
+}
