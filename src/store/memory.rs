@@ -208,18 +208,10 @@ impl Store for MemoryStore {
         let mut state = self.lock();
         let id = request.run;
         let mut run = state.runs.get(&id).cloned().ok_or(StoreError::NotFound(id))?;
-        if run.state != request.from {
-            return Ok(Err(Conflict::State {
-                run: id,
-                expected: request.from,
-                current: run.state,
-            }));
-        }
-        if let (RunState::Processing, Some(token)) = (run.state, request.fence) {
-            let current = run.lease.as_ref().map_or(run.fence, |l| l.token);
-            if token != current {
-                return Ok(Err(Conflict::Fenced { run: id, token, current }));
-            }
+        if let Some(conflict) =
+            request.conflict(run.state, run.lease.as_ref().map_or(run.fence, |l| l.token))
+        {
+            return Ok(Err(conflict));
         }
         request.apply(fields(&mut run), now);
         match request.to {

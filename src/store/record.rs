@@ -507,6 +507,22 @@ impl Transition {
         }
     }
 
+    /// The compare-and-set every store makes against the run as it is: refused if the run is
+    /// not in `from`, or if it is processing under a lease whose token is not the caller's.
+    /// `lease_token` is the token of the run's current lease (its last fence if it has none).
+    pub(crate) fn conflict(&self, state: RunState, lease_token: u64) -> Option<Conflict> {
+        let run = self.run;
+        if state != self.from {
+            return Some(Conflict::State { run, expected: self.from, current: state });
+        }
+        match (state, self.fence) {
+            (RunState::Processing, Some(token)) if token != lease_token => {
+                Some(Conflict::Fenced { run, token, current: lease_token })
+            }
+            _ => None,
+        }
+    }
+
     /// The checks every store makes before looking at the run: the lifecycle allows the move,
     /// only a claim enters `processing`, and a move out of it carries a fencing token.
     pub(crate) fn validate(&self) -> Result<(), super::StoreError> {

@@ -423,22 +423,9 @@ impl Store for SledStore {
         let outcome = self
             .write(move |tx| {
                 let before = tx.run(id)?;
-                if before.state != request.from {
-                    return abort(Abort::Conflict(Conflict::State {
-                        run: id,
-                        expected: request.from,
-                        current: before.state,
-                    }));
-                }
-                if let (RunState::Processing, Some(token)) = (before.state, request.fence) {
-                    let current = before.lease.as_ref().map_or(before.fence, |l| l.token);
-                    if token != current {
-                        return abort(Abort::Conflict(Conflict::Fenced {
-                            run: id,
-                            token,
-                            current,
-                        }));
-                    }
+                let lease_token = before.lease.as_ref().map_or(before.fence, |l| l.token);
+                if let Some(conflict) = request.conflict(before.state, lease_token) {
+                    return abort(Abort::Conflict(conflict));
                 }
                 let mut run = before.clone();
                 request.apply(run.fields(), now);

@@ -169,6 +169,7 @@ pub(super) fn sync_blobs(path: &Path) -> io::Result<()> {
     };
     let mut synced = SYNCED.lock().unwrap_or_else(|p| p.into_inner());
     let synced = synced.get_or_insert_with(HashSet::new);
+    let mut present = HashSet::new();
     let mut any = false;
     for entry in entries {
         let blob = entry?.path();
@@ -178,10 +179,13 @@ pub(super) fn sync_blobs(path: &Path) -> io::Result<()> {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // garbage-collected
                 Err(e) => return Err(e),
             }
-            synced.insert(blob);
             any = true;
         }
+        present.insert(blob);
     }
+    // Forget blobs sled has deleted, so the set does not grow for the life of the process.
+    synced.retain(|blob| !blob.starts_with(&dir) || present.contains(blob));
+    synced.extend(present);
     if any {
         sync_dir(&dir)?;
     }
