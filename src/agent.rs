@@ -256,6 +256,20 @@ impl Context {
         format!("{}/{name}", self.run)
     }
 
+    /// Adds a note to this run (shown by `steadfast runs show` and the dashboard), once: a
+    /// later attempt that adds the same text does not add it again.
+    pub async fn note(&mut self, text: &str) -> Result<(), AgentError> {
+        let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let (store, run, text) = (self.store.clone(), self.run, text.to_owned());
+        self.effect(&format!("note {hash:016x}"), |_| async move {
+            store.add_note(run, crate::store::Actor::System, &text).await?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Runs a side effect at most once per run, once recorded: if effect `name` of this run
     /// has a journaled result, it is returned without calling `f`; otherwise `f` runs with the
     /// effect's key and its result is journaled (durably) before it is returned. An error is

@@ -96,6 +96,8 @@
 extern crate self as steadfast;
 
 pub mod agent;
+#[cfg(feature = "agents")]
+pub mod agents;
 pub mod clock;
 pub mod fallback;
 pub mod fault;

