@@ -123,4 +123,19 @@ mod formats {
         assert!(matches!(err, StoreError::NotADatabase { .. }), "{err}");
         assert!(err.to_string().contains("without steadfast's format marker"), "{err}");
     }
+
+    #[test]
+    fn a_creation_cut_off_before_the_marker_is_finished_on_open() {
+        // What a SIGKILL between sled creating its files and the marker being written leaves
+        // (found by the demo's crash test): a sled database with empty trees only.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("runs").unwrap();
+            db.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).expect("an empty database is taken as new");
+        drop(store);
+        SledStore::open(dir.path()).expect("and has its marker now");
+    }
 }

@@ -135,10 +135,9 @@ impl Agent for Collector {
                 Source::Folder(path) => read_folder(path).await,
                 Source::Feed(url) => match self.fetcher.get(url).await {
                     Ok((url, body)) => parse_feed(&url, &body),
-                    Err(e) if e.fault() == Fault::Permanent => {
-                        Err(AgentError::from(e).context("fetching a feed"))
-                    }
-                    Err(e) => return Err(AgentError::from(e).context("fetching a feed")),
+                    // The error names the feed's URL.
+                    Err(e) if e.fault() == Fault::Permanent => Err(AgentError::from(e)),
+                    Err(e) => return Err(AgentError::from(e)),
                 },
             };
             match harvest {

@@ -112,7 +112,12 @@ impl CliError {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _ = steadfast::logging::init_or("warn");
+    // The demo prints its own summary of what went wrong; other commands log warnings.
+    let _ = steadfast::logging::init_or(if matches!(cli.command, Command::Demo(_)) {
+        "error"
+    } else {
+        "warn"
+    });
     let paths = Paths { data: cli.data };
     let result = match cli.command {
         Command::Graph { format } => {

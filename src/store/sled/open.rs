@@ -59,7 +59,9 @@ pub(super) fn open(path: &Path, options: SledStoreOptions) -> Result<SledStore, 
                 });
             }
         }
-        None if fresh => {
+        // A new directory, or one whose creation was cut off (a crash between sled creating
+        // its files and the marker being written): nothing in it but empty trees.
+        None if fresh || holds_nothing(&db)? => {
             trees
                 .meta
                 .insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
@@ -97,6 +99,17 @@ pub(super) fn open(path: &Path, options: SledStoreOptions) -> Result<SledStore, 
             clock: options.clock,
         }),
     })
+}
+
+/// Whether every tree of `db` (its default tree included) is empty.
+fn holds_nothing(db: &sled::Db) -> Result<bool, StoreError> {
+    for name in db.tree_names() {
+        let tree = db.open_tree(&name).map_err(|e| backend("opening a tree", e))?;
+        if !tree.is_empty() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Refuses a path that cannot be a database; returns whether it is new (absent or empty).
