@@ -282,6 +282,13 @@ fn logic_fault(run: &RunRecord) -> bool {
         && run.last_error.as_ref().is_some_and(|e| e.fault == crate::fault::Fault::Logic)
 }
 
+/// Whether an item of a fan-out stage is done for its fan-in: settled, or (under a lenient
+/// fan-in) held for review, which leaves it out like a failed one while it stays in review
+/// for the operator; under `All` the pipeline waits for it.
+fn item_done(fan_in: FanIn, child: &RunRecord) -> bool {
+    settled(child.state) || (fan_in != FanIn::All && child.state == RunState::NeedsReview)
+}
+
 impl PipelineAgent {
     /// The saga: after a logic fault in stage `k`, undo the completed stages k-1..0 in reverse
     /// (the items of a fan-out stage in reverse too), each compensation journaled so that a
@@ -456,14 +463,7 @@ impl ErasedAgent for PipelineAgent {
                     if let Some(failed) = children.iter().find(|c| logic_fault(c)) {
                         return self.compensate(ctx, &existing, k, failed).await;
                     }
-                    // Under a lenient fan-in, an item held for review is left out like a
-                    // failed one (it stays in review for the operator); under `All` the
-                    // pipeline waits for it.
-                    let done = |c: &RunRecord| {
-                        settled(c.state)
-                            || (fan_in != FanIn::All && c.state == RunState::NeedsReview)
-                    };
-                    if !children.iter().all(done) {
+                    if !children.iter().all(|c| item_done(fan_in, c)) {
                         return wait(k);
                     }
                     let failed: Vec<&RunRecord> =
@@ -505,6 +505,23 @@ impl ErasedAgent for PipelineAgent {
     }
 
     async fn cleanup(&self, _ctx: &Context, _error: &AgentError) {}
+
+    /// The same test `run` makes before it waits: every child of the stage done (for a
+    /// fan-out, by its fan-in), or one stopped on a logic fault (compensation). Used when the
+    /// pipeline has just started waiting, to catch children that finished while it looked.
+    fn stage_ready(&self, stage: usize, children: &[&RunRecord]) -> bool {
+        let Some(declared) = self.stages.get(stage) else { return false };
+        if children.is_empty() {
+            return false;
+        }
+        if children.iter().any(|c| logic_fault(c)) {
+            return true;
+        }
+        match declared.fan_out {
+            None => children.iter().all(|c| settled(c.state)),
+            Some((_, fan_in)) => children.iter().all(|c| item_done(fan_in, c)),
+        }
+    }
 
     /// A pipeline is not a stage of another pipeline: nothing to undo as a whole.
     async fn compensate(

@@ -159,7 +159,9 @@ async fn fan_in_policies_decide_on_failed_items() {
     let notes = harness.runtime().store().notes(report.run.id).await.unwrap();
     assert_eq!(notes.len(), 1);
     assert!(
-        notes[0].text.starts_with("stage 1: 3 item(s) failed and were left out: "),
+        notes[0]
+            .text
+            .starts_with("stage 1: 3 item(s) failed or are held for review and were left out: "),
         "{}",
         notes[0].text
     );
@@ -173,6 +175,52 @@ async fn fan_in_policies_decide_on_failed_items() {
 
     harness.run("fraction", 10).await.assert_state(RunState::Succeeded); // 7 of 10 ≥ 70%
     harness.run("fraction", 5).await.assert_state(RunState::FailedPermanent); // 3 of 5 < 70%
+}
+
+/// Items held for review: a lenient fan-in leaves them out and goes on, `All` waits for them,
+/// on real time with concurrent workers (the wake-up of a pipeline whose last item went to
+/// review while it was looking at its stage must not be lost, nor loop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_held_for_review_are_left_out_by_a_lenient_fan_in_and_awaited_by_all() {
+    let items = || step("items", |_, n: u32| Ok(Outcome::Done((0..n).collect::<Vec<u32>>())));
+    let check = || {
+        step("check", |_, n: u32| match n {
+            0 => Ok(Outcome::Review(format!("{n} needs a person"))),
+            n => Ok(Outcome::Done(n)),
+        })
+    };
+    let lenient =
+        Pipeline::new("lenient").then(items()).fan_out_with(check(), 4, FanIn::Fraction(0.5));
+    let strict = Pipeline::new("strict").then(items()).fan_out(check(), 4);
+    let rt = Runtime::builder()
+        .store(steadfast::store::MemoryStore::new())
+        .workers(4)
+        .pipeline(lenient)
+        .pipeline(strict)
+        .build()
+        .unwrap();
+    let mut lenient_runs = Vec::new();
+    for n in 1..=20 {
+        lenient_runs.push(rt.submit("lenient", n + 1).await.unwrap().id);
+    }
+    let strict_run = rt.submit("strict", 5).await.unwrap().id;
+    tokio::time::timeout(Duration::from_secs(30), rt.run_until_idle())
+        .await
+        .expect("run_until_idle returns: no lost wake-up, no wake-up loop")
+        .unwrap();
+    for (n, id) in (2..).zip(lenient_runs) {
+        let run = rt.store().get(id).await.unwrap().unwrap();
+        assert_eq!(
+            run.state,
+            RunState::Succeeded,
+            "lenient run of {n} items: {:?}",
+            run.last_error
+        );
+        let output: Vec<u32> = serde_json::from_value(run.output.unwrap()).unwrap();
+        assert_eq!(output, (1..n).collect::<Vec<u32>>(), "item 0 was left out");
+    }
+    let strict = rt.store().get(strict_run).await.unwrap().unwrap();
+    assert_eq!(strict.state, RunState::WaitingExternal, "`All` waits for the held item");
 }
 
 #[tokio::test(start_paused = true)]

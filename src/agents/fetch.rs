@@ -270,7 +270,6 @@ impl Fetcher {
     }
 
     fn build(policy: Arc<Policy>, timeout: Duration) -> Fetcher {
-        crate::agents::install_crypto_provider();
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()

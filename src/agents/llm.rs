@@ -120,7 +120,6 @@ impl ChatClient {
     /// A client for `base_url` (`https://api.openai.com/v1`, `http://127.0.0.1:8080/v1`) and
     /// `model`, with a 60 s timeout and 256 answer tokens.
     pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Self {
-        super::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(5))

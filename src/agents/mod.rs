@@ -210,15 +210,6 @@ pub fn digest(
         .then(mailer)
 }
 
-/// Makes rustls use the ring provider (once per process; a provider the application
-/// installed first is kept).
-pub(crate) fn install_crypto_provider() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
 /// One line of untrusted text, safe for a header, a heading or a log: control characters
 /// (CR, LF, NUL, ...) become spaces, runs of whitespace one space, and the result is cut at
 /// `max` characters.

@@ -40,6 +40,17 @@ pub enum RuntimeError {
         #[source]
         source: SchemaError,
     },
+    /// An output for a run of an agent this process does not register, and the store kept
+    /// no schema to check it against; nothing was changed.
+    #[error(
+        "run {run} is a run of `{agent}`, which is not registered here, and the store kept no schema of its output to check against; resolve it from a program that registers `{agent}`"
+    )]
+    NoSchema {
+        /// The run.
+        run: RunId,
+        /// Its agent.
+        agent: String,
+    },
     /// The value could not be turned into JSON.
     #[error("the value is not representable as JSON: {0}")]
     NotJson(#[source] serde_json::Error),

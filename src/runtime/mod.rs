@@ -91,6 +91,8 @@ pub(crate) struct Shared {
     pub(crate) attempts: Mutex<HashMap<RunId, (u64, tokio::task::AbortHandle)>>,
     pub(crate) stopping: AtomicBool,
     pub(crate) rng: Mutex<fastrand::Rng>,
+    /// Set once the registered agents' schemas are kept in the store.
+    pub(crate) schemas_kept: tokio::sync::OnceCell<()>,
 }
 
 impl Shared {
@@ -122,7 +124,27 @@ impl Shared {
             attempts: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             rng: Mutex::new(fastrand::Rng::new()),
+            schemas_kept: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// Keeps the JSON Schemas of every registered agent's input and output in the store
+    /// (once per runtime), for tools that validate without the Rust types. A failure is
+    /// logged, not fatal: it only costs those tools their check.
+    pub(crate) async fn keep_schemas(&self) {
+        self.schemas_kept
+            .get_or_init(|| async {
+                for registered in self.agents.values() {
+                    let agent = &registered.agent;
+                    for hash in [agent.input_schema(), agent.output_schema()] {
+                        let Some(text) = crate::schema::text_by_hash(&hash) else { continue };
+                        if let Err(error) = self.store.put_schema(&hash, &text).await {
+                            tracing::warn!(%error, agent = agent.name(), "could not keep a schema");
+                        }
+                    }
+                }
+            })
+            .await;
     }
 
     /// Calls the hooks for a run that just moved.
@@ -214,6 +236,7 @@ impl Runtime {
         if let Some(ckey) = concurrency_key {
             new = new.concurrency_key(ckey);
         }
+        self.shared.keep_schemas().await;
         let created = self.shared.store.create(new).await?;
         if created.created {
             self.shared.wake.notify_one();
@@ -410,11 +433,19 @@ impl Runtime {
         if record.state != RunState::NeedsReview {
             return Err(refused(&record, "resolve", &[RunState::NeedsReview]));
         }
-        let agent = self.agent(&record.agent)?;
-        agent
-            .agent
-            .check_output(&output)
-            .map_err(|source| RuntimeError::InvalidOutput { run, source })?;
+        // With the agent registered here, its Rust type decides; otherwise the schema the
+        // store kept for the run's output (the CLI resolves runs of agents it has no types of).
+        match self.shared.agents.get(&record.agent) {
+            Some(agent) => agent.agent.check_output(&output),
+            None => {
+                let hash = record.output_schema.as_deref().unwrap_or_default();
+                let Some(schema) = self.shared.store.schema(hash).await? else {
+                    return Err(RuntimeError::NoSchema { run, agent: record.agent.clone() });
+                };
+                crate::schema::check_with(&schema, "the agent's output", &output)
+            }
+        }
+        .map_err(|source| RuntimeError::InvalidOutput { run, source })?;
         self.operate(
             Transition::new(run, RunState::NeedsReview, RunState::Succeeded)
                 .by(by)
@@ -441,21 +472,31 @@ impl Runtime {
                 &[RunState::FailedPermanent, RunState::NeedsReview],
             ));
         }
-        let agent = self.agent(&record.agent)?;
-        let current = agent.agent.input_schema();
-        if let Some(stored) = record.input_schema.as_ref().filter(|s| **s != current && !force) {
-            return Err(RuntimeError::SchemaChanged {
-                run,
-                agent: record.agent.clone(),
-                stored: stored.clone(),
-                current,
-            });
+        // The schema check needs the agent's current type: only a process that registers the
+        // agent has it. Elsewhere (the CLI) the run is replayed unchecked, and the worker that
+        // claims it refuses an input its type no longer takes.
+        let mut reason = if force { "replayed (forced)" } else { "replayed" }.to_owned();
+        match self.shared.agents.get(&record.agent) {
+            Some(agent) => {
+                let current = agent.agent.input_schema();
+                if let Some(stored) =
+                    record.input_schema.as_ref().filter(|s| **s != current && !force)
+                {
+                    return Err(RuntimeError::SchemaChanged {
+                        run,
+                        agent: record.agent.clone(),
+                        stored: stored.clone(),
+                        current,
+                    });
+                }
+            }
+            None => reason.push_str(" (input schema not checked: agent not registered here)"),
         }
         self.operate(
             Transition::new(run, record.state, RunState::Queued)
                 .by(by)
                 .reset_attempts()
-                .reason(if force { "replayed (forced)" } else { "replayed" }),
+                .reason(reason),
         )
         .await
     }

@@ -35,6 +35,7 @@ const _: () = {
 };
 
 pub(crate) async fn dispatch(shared: Arc<Shared>, until: Until) -> Result<(), RuntimeError> {
+    shared.keep_schemas().await;
     let names: Vec<String> = shared.agents.keys().cloned().collect();
     wake_stalled_pipelines(&shared, &names).await?;
     loop {
@@ -499,21 +500,19 @@ pub(crate) async fn after_move(shared: &Shared, moved: &RunRecord, is_pipeline: 
             .and_then(|w| w.strip_prefix("stage:"))
             .and_then(|k| k.parse::<u32>().ok());
         let Some(stage) = stage else { return };
-        let mut all_settled = true;
-        let mut any = false;
+        let Some(registered) = shared.agents.get(&moved.agent) else { return };
+        let mut children = Vec::new();
         let mut query = ListQuery::new().parent(moved.id).limit(1000);
         loop {
             let Ok(page) = shared.store.list(query.clone()).await else { return };
-            for child in page.runs.iter().filter(|c| c.stage == Some(stage)) {
-                any = true;
-                all_settled &= crate::pipeline::settled(child.state);
-            }
+            children.extend(page.runs.into_iter().filter(|c| c.stage == Some(stage)));
             match page.next {
                 Some(next) => query = query.cursor(next),
                 None => break,
             }
         }
-        if any && all_settled {
+        let children: Vec<&RunRecord> = children.iter().collect();
+        if registered.agent.stage_ready(stage as usize, &children) {
             wake(shared, moved.id).await;
         }
     }

@@ -45,6 +45,7 @@ use serde_json::Value;
 pub use self::error::{ErrorKind, SchemaError, Violation};
 pub use self::extract::Rule;
 pub use self::repair::{Ask, Attempt, Reask, Repair, RepairError, Repaired};
+pub(crate) use self::validate::text_by_hash;
 
 /// Parses `text` into a `T` through the gate: extract the JSON, validate it against `T`'s
 /// schema (every violation reported), then deserialize.
@@ -94,6 +95,23 @@ pub fn check<T: JsonSchema + 'static>(value: &Value) -> Result<(), SchemaError> 
     compiled
         .check(value)
         .map_err(|kind| SchemaError::new(kind, std::any::type_name::<T>(), compiled.text.clone()))
+}
+
+/// Checks a JSON value against a JSON Schema given as text (as [`Store::schema`] returns it),
+/// for tools that validate without the Rust type; `name` names the type in messages. A schema
+/// that does not compile is a [`SchemaError`] with a single violation saying so.
+///
+/// [`Store::schema`]: crate::store::Store::schema
+pub fn check_with(schema: &str, name: &'static str, value: &Value) -> Result<(), SchemaError> {
+    let compiled = validate::Compiled::from_text(schema).map_err(|message| {
+        let violation = Violation {
+            pointer: String::new(),
+            keyword: "$schema".into(),
+            message: format!("the stored schema does not compile: {message}"),
+        };
+        SchemaError::new(ErrorKind::Invalid(vec![violation]), name, schema.into())
+    })?;
+    compiled.check(value).map_err(|kind| SchemaError::new(kind, name, compiled.text.clone()))
 }
 
 /// `T`'s JSON Schema, as schemars generates it.

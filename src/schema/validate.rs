@@ -34,6 +34,15 @@ impl Compiled {
         Compiled { schema, text, hash, validator }
     }
 
+    /// Compiles a schema given as JSON text (one the store kept for an agent whose Rust types
+    /// this process does not have).
+    pub(crate) fn from_text(text: &str) -> Result<Self, String> {
+        let schema: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let validator = jsonschema::validator_for(&schema).map_err(|e| e.to_string())?;
+        let hash = format!("{:016x}", fnv1a(text.as_bytes()));
+        Ok(Compiled { schema, text: text.into(), hash, validator })
+    }
+
     /// Every violation of the schema by `value`, in the validator's order.
     pub(crate) fn violations(&self, value: &Value) -> Vec<Violation> {
         self.validator
@@ -82,7 +91,21 @@ pub(crate) fn compiled<T: JsonSchema + 'static>() -> Arc<Compiled> {
     }
     // Build outside the lock; if two threads race, the first insert wins and both use it.
     let built = Arc::new(Compiled::build::<T>());
+    by_hash()
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(built.hash.clone(), built.text.clone());
     cache.write().unwrap_or_else(|p| p.into_inner()).entry(id).or_insert(built).clone()
+}
+
+fn by_hash() -> &'static RwLock<HashMap<String, Arc<str>>> {
+    static BY_HASH: OnceLock<RwLock<HashMap<String, Arc<str>>>> = OnceLock::new();
+    BY_HASH.get_or_init(Default::default)
+}
+
+/// The text of a schema compiled in this process, by its hash.
+pub(crate) fn text_by_hash(hash: &str) -> Option<Arc<str>> {
+    by_hash().read().unwrap_or_else(|p| p.into_inner()).get(hash).cloned()
 }
 
 /// 64-bit FNV-1a: a hash that stays the same across Rust versions and machines (std's

@@ -61,6 +61,7 @@ where
         attempts_refund_and_reset,
         concurrency_keys_serialize_processing,
         children_are_listed_by_parent,
+        schemas_are_kept_by_hash,
     );
 }
 
@@ -614,4 +615,13 @@ async fn children_are_listed_by_parent<S: Store>(store: Arc<S>, _: Arc<ManualClo
         store.list(ListQuery::new().parent(parent).state(RunState::Queued)).await.unwrap();
     assert_eq!(queued_children.runs.len(), 5);
     assert!(store.list(ListQuery::new().parent(children[0])).await.unwrap().runs.is_empty());
+}
+
+async fn schemas_are_kept_by_hash<S: Store>(store: Arc<S>, _: Arc<ManualClock>) {
+    assert_eq!(store.schema("0123").await.unwrap(), None);
+    store.put_schema("0123", r#"{"type":"string"}"#).await.unwrap();
+    store.put_schema("0123", r#"{"type":"string"}"#).await.unwrap(); // idempotent
+    store.put_schema("4567", r#"{"type":"integer"}"#).await.unwrap();
+    assert_eq!(store.schema("0123").await.unwrap().as_deref(), Some(r#"{"type":"string"}"#));
+    assert_eq!(store.schema("4567").await.unwrap().as_deref(), Some(r#"{"type":"integer"}"#));
 }

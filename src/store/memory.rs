@@ -55,6 +55,7 @@ struct State {
     effects: BTreeMap<(RunId, String), EffectRecord>,
     dead: BTreeMap<RunId, DeadLetter>,
     notes: HashMap<RunId, Vec<Note>>,
+    schemas: HashMap<String, String>,
 }
 
 impl Default for MemoryStore {
@@ -456,5 +457,14 @@ impl Store for MemoryStore {
             counts.0[run.state.index()] += 1;
         }
         Ok(counts)
+    }
+
+    async fn put_schema(&self, hash: &str, schema: &str) -> Result<(), StoreError> {
+        self.lock().schemas.entry(hash.to_owned()).or_insert_with(|| schema.to_owned());
+        Ok(())
+    }
+
+    async fn schema(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.lock().schemas.get(hash).cloned())
     }
 }

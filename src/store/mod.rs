@@ -127,4 +127,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many runs are in each state.
     async fn counts(&self) -> Result<StateCounts, StoreError>;
+
+    /// Keeps the JSON Schema `schema` (its text) under `hash` (the hash runs store as their
+    /// `input_schema` / `output_schema`), so that tools without the agent's Rust types (the
+    /// CLI, the dashboard) can validate an operator's output or show the expected form. The
+    /// runtime calls it for every registered agent when it starts; idempotent. The default
+    /// keeps nothing.
+    async fn put_schema(&self, _hash: &str, _schema: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The JSON Schema kept under `hash`, if any.
+    async fn schema(&self, _hash: &str) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
 }

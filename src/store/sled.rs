@@ -779,6 +779,28 @@ impl Store for SledStore {
         }
         Ok(counts)
     }
+
+    /// Kept in the `meta` tree under `schema/<hash>`; flushed before it returns.
+    async fn put_schema(&self, hash: &str, schema: &str) -> Result<(), StoreError> {
+        let key = format!("schema/{hash}");
+        let meta = &self.inner.trees.meta;
+        if meta.get(&key).map_err(|e| backend("reading a schema", e))?.is_some() {
+            return Ok(());
+        }
+        meta.insert(key, schema.as_bytes()).map_err(|e| backend("keeping a schema", e))?;
+        meta.flush_async().await.map_err(|e| backend("flushing a schema", e))?;
+        Ok(())
+    }
+
+    async fn schema(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        let found = self
+            .inner
+            .trees
+            .meta
+            .get(format!("schema/{hash}"))
+            .map_err(|e| backend("reading a schema", e))?;
+        Ok(found.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+    }
 }
 
 /// Every entry of `run` in a tree keyed id|suffix, in key order.

@@ -113,11 +113,20 @@ pub(crate) async fn run(paths: &Paths, args: DemoArgs) -> Result<(), CliError> {
     let already = before.as_ref().is_some_and(|r| r.state.is_terminal());
     if already {
         println!(
-            "Edition `{}` was already run as {} ({}): nothing new to do, no mail sent.\n",
+            "Edition `{}` was already run as {} ({}): nothing new to do, no mail sent.",
             args.edition,
             submitted.id,
             before.as_ref().map(|r| r.state.to_string()).unwrap_or_default()
         );
+        // Runs an operator approved or replayed since (`steadfast review approve`, `replay`)
+        // are waiting for a worker: this is one.
+        let counts = rt.store().counts().await.map_err(CliError::from_store)?;
+        let waiting = counts.get(RunState::Queued) + counts.get(RunState::FailedTransient);
+        if waiting > 0 {
+            println!("Working off {waiting} run(s) queued by operators (approved or replayed).");
+            rt.run_until_idle().await.map_err(|e| CliError::store(e.to_string()))?;
+        }
+        println!();
     } else {
         if !submitted.created {
             println!("Resuming the digest run {} where it stopped.\n", submitted.id);
@@ -128,7 +137,17 @@ pub(crate) async fn run(paths: &Paths, args: DemoArgs) -> Result<(), CliError> {
         let _ = progress.await;
         result.map_err(|e| CliError::store(e.to_string()))?;
     }
-    summarize(&rt, submitted.id, if already { None } else { Some(started.elapsed()) }, paths).await
+    summarize(&rt, submitted.id, if already { None } else { Some(started.elapsed()) }, paths)
+        .await?;
+    let state = rt.store().get(submitted.id).await.map_err(CliError::from_store)?.map(|r| r.state);
+    match state {
+        Some(RunState::Succeeded) => Ok(()),
+        Some(state) => Err(CliError::refused(format!(
+            "the digest run {} ended `{state}`, not `succeeded` (see above)",
+            submitted.id
+        ))),
+        None => Err(CliError::store(format!("the digest run {} vanished", submitted.id))),
+    }
 }
 
 /// A progress bar (on a terminal) over the pipeline's stages.

@@ -1,19 +1,24 @@
 //! `steadfast`: the operator's command line.
 //!
 //! Exit codes: 0 done, 1 the operation was refused (nothing changed), 2 usage (bad arguments
-//! or environment), 3 the store is unavailable (missing, locked by another process, damaged).
+//! or environment; clap's own usage errors exit 2 too), 3 the store is unavailable (missing,
+//! locked by another process, damaged).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use steadfast::store::StoreError;
-use steadfast::{RunState, SledStore, StateMachine};
+use steadfast::{RunId, SledStore};
 
 mod demo;
+mod ops;
 mod samples;
 
 /// Typed, durable state machines for agents and automation pipelines.
+///
+/// Exit codes: 0 done; 1 the operation was refused (nothing changed); 2 usage; 3 the store is
+/// unavailable (missing, locked by another process, damaged).
 #[derive(Debug, Parser)]
 #[command(name = "steadfast", version, about, long_about = None, arg_required_else_help = true)]
 struct Cli {
@@ -26,6 +31,9 @@ struct Cli {
         default_value = "steadfast-data"
     )]
     data: PathBuf,
+    /// Print JSON instead of tables, for scripts.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -35,11 +43,59 @@ enum Command {
     /// Run the digest pipeline (collector → classifier → reporter → mailer) on bundled sample
     /// items, offline; a second run does nothing new.
     Demo(demo::DemoArgs),
-    /// Print the run lifecycle as a diagram.
+    /// List and show runs.
+    #[command(subcommand)]
+    Runs(ops::RunsCommand),
+    /// Queue a dead letter or a run held for review again, same input, fresh attempts.
+    Replay {
+        /// The run's id.
+        id: RunId,
+        /// Replay even if the agent's input type changed since the run was created.
+        #[arg(long)]
+        force: bool,
+    },
+    /// The runs held for review: list, approve, reject, resolve.
+    #[command(subcommand)]
+    Review(ops::ReviewCommand),
+    /// Cancel a run that is not being processed (it becomes a dead letter).
+    Cancel {
+        /// The run's id.
+        id: RunId,
+    },
+    /// Send a signal to a run waiting for it.
+    Signal {
+        /// The run's id.
+        id: RunId,
+        /// The signal's name (`runs show` says what the run waits for).
+        name: String,
+        /// A file with the signal's JSON payload, or `-` for standard input.
+        #[arg(long, value_name = "FILE|-")]
+        payload: Option<PathBuf>,
+    },
+    /// Add a note to a run.
+    Note {
+        /// The run's id.
+        id: RunId,
+        /// The note.
+        text: String,
+    },
+    /// The dead letter queue: list, replay.
+    #[command(subcommand)]
+    Dlq(ops::DlqCommand),
+    /// Runs per state, success, retry and dead-letter rates, p50/p95 latency, per agent.
+    Stats {
+        /// Over the runs created within this long (`90s`, `15m`, `2h`, `7d`).
+        #[arg(long, default_value = "24h", value_parser = ops::parse_duration)]
+        window: std::time::Duration,
+    },
+    /// Print the run lifecycle, or a pipeline's stages, as a diagram.
     Graph {
         /// The diagram language.
         #[arg(long, value_enum, default_value_t = Format::Mermaid)]
         format: Format,
+        /// `lifecycle`, or a pipeline this binary knows (`digest`).
+        #[arg(default_value = "lifecycle")]
+        target: String,
     },
 }
 
@@ -119,20 +175,30 @@ fn main() -> ExitCode {
         "warn"
     });
     let paths = Paths { data: cli.data };
+    let out = ops::Out::new(cli.json);
     let result = match cli.command {
-        Command::Graph { format } => {
-            let diagram = match format {
-                Format::Mermaid => RunState::mermaid(),
-                Format::Dot => RunState::dot(),
-            };
-            print!("{diagram}");
-            Ok(())
+        Command::Graph { format, target } => {
+            ops::graph(&paths, &target, matches!(format, Format::Dot))
         }
         Command::Demo(args) => block_on(demo::run(&paths, args)),
+        Command::Runs(command) => block_on(ops::runs(&paths, out, command)),
+        Command::Replay { id, force } => block_on(ops::replay(&paths, out, id, force)),
+        Command::Review(command) => block_on(ops::review(&paths, out, command)),
+        Command::Cancel { id } => block_on(ops::cancel(&paths, out, id)),
+        Command::Signal { id, name, payload } => {
+            block_on(ops::signal(&paths, out, id, &name, payload))
+        }
+        Command::Note { id, text } => block_on(ops::note(&paths, out, id, &text)),
+        Command::Dlq(command) => block_on(ops::dlq(&paths, out, command)),
+        Command::Stats { window } => block_on(ops::stats(&paths, out, window)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            if cli.json {
+                let report = serde_json::json!({"error": error.message, "code": error.code});
+                println!("{report}");
+            }
             eprintln!("error: {}", error.message);
             ExitCode::from(error.code)
         }
