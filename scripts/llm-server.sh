@@ -39,17 +39,27 @@ ready() {
     python3 - "$port" <<'PY'
 import sys, urllib.request
 try:
-    urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/v1/models", timeout=2).read()
+    urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/v1/models", timeout=30).read()
 except Exception:
     sys.exit(1)
 PY
 }
 
+# Whether something listens on the port (a busy model server answers HTTP slowly, so this
+# asks the kernel, not the server).
+listening() {
+    python3 -c "import socket,sys; s=socket.socket(); s.settimeout(1); sys.exit(0 if s.connect_ex(('127.0.0.1', $port)) == 0 else 1)"
+}
+
 start() {
     install
-    if ready; then
-        echo "a model server already answers on 127.0.0.1:$port" >&2
-        return 0
+    if listening; then
+        if ready; then
+            echo "a model server already answers on 127.0.0.1:$port" >&2
+            return 0
+        fi
+        echo "127.0.0.1:$port is taken by something that is not a model server" >&2
+        return 1
     fi
     nohup "$venv/bin/python" -m llama_cpp.server --model "$model" --model_alias gemma-3-270m \
         --chat_format gemma --host 127.0.0.1 --port "$port" --n_ctx 4096 \

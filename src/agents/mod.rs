@@ -203,9 +203,21 @@ pub fn digest(
     reporter: Reporter,
     mailer: Mailer,
 ) -> Pipeline<Edition, Receipt> {
+    digest_with(collector, classifier, reporter, mailer, 8)
+}
+
+/// [`digest`], classifying `concurrency` items at a time (a local model server that answers
+/// one request at a time is best asked by one or two).
+pub fn digest_with(
+    collector: Collector,
+    classifier: Classifier,
+    reporter: Reporter,
+    mailer: Mailer,
+    concurrency: usize,
+) -> Pipeline<Edition, Receipt> {
     Pipeline::new("digest")
         .then(collector)
-        .fan_out_with(classifier, 8, FanIn::Fraction(0.5))
+        .fan_out_with(classifier, concurrency.max(1), FanIn::Fraction(0.5))
         .then(reporter)
         .then(mailer)
 }

@@ -61,12 +61,14 @@ pub(crate) async fn run(paths: &Paths, args: DemoArgs) -> Result<(), CliError> {
             dir
         }
     };
-    let (classifier, labeller) = if args.llm {
-        let client = ChatClient::from_env().map_err(CliError::usage)?;
+    // A model is asked two items at a time (local servers answer one request at a time;
+    // more would only queue there and run into the client's timeout).
+    let (classifier, labeller, concurrency) = if args.llm {
+        let client = ChatClient::from_env().map_err(CliError::usage)?.max_tokens(160);
         let labeller = format!("model `{}` (rules as the fallback)", client.model());
-        (Classifier::llm(client), labeller)
+        (Classifier::llm(client), labeller, 2)
     } else {
-        (Classifier::rules(Rules::builtin()), "the bundled rules".to_owned())
+        (Classifier::rules(Rules::builtin()), "the bundled rules".to_owned(), 8)
     };
     let transport = if args.smtp {
         Transport::smtp_from_env().map_err(CliError::usage)?
@@ -81,11 +83,12 @@ pub(crate) async fn run(paths: &Paths, args: DemoArgs) -> Result<(), CliError> {
     let mailer =
         Mailer::new(transport, "steadfast-demo@example.com", args.to.iter().map(String::as_str))
             .map_err(|e| CliError::usage(e.to_string()))?;
-    let pipeline = agents::digest(
+    let pipeline = agents::digest_with(
         Collector::folder(&items),
         classifier,
         Reporter::new(paths.data.join("reports")).title(format!("Digest {}", args.edition)),
         mailer,
+        concurrency,
     );
 
     let store = paths.open_store()?;
