@@ -443,6 +443,28 @@ mod mailer {
     }
 
     #[tokio::test]
+    async fn starttls_is_required_and_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(smtp) = Smtp::start_tls(dir.path()) else { return };
+        let ca = dir.path().join("cert.pem");
+        let transport = Transport::smtp("localhost", smtp.port, SmtpSecurity::StartTls).ca(&ca);
+        let mailer = Mailer::new(transport, "digest@example.com", ["team@example.com"]).unwrap();
+        let (_, run) = run_one(mailer, report("Over TLS").await).await;
+        assert_eq!(run.state, RunState::Succeeded, "{:?}", run.last_error);
+        assert_eq!(smtp.messages().len(), 1);
+
+        // Without trusting the test CA, the certificate is refused: a permanent fault (a
+        // retry will not make it trusted), and nothing is sent.
+        let transport = Transport::smtp("localhost", smtp.port, SmtpSecurity::StartTls);
+        let mailer = Mailer::new(transport, "digest@example.com", ["team@example.com"]).unwrap();
+        let (_, run) = run_one(mailer, report("Untrusted").await).await;
+        assert_eq!(run.state, RunState::FailedPermanent, "{:?}", run.last_error);
+        let error = run.last_error.unwrap().to_string();
+        assert!(error.contains("sending through localhost"), "{error}");
+        assert_eq!(smtp.messages().len(), 1);
+    }
+
+    #[tokio::test]
     async fn the_outbox_holds_one_file_named_by_the_effect_key() {
         let dir = tempfile::tempdir().unwrap();
         let mailer =

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -45,6 +45,9 @@ pub enum Transport {
         security: SmtpSecurity,
         /// User name and password, if the server wants them.
         credentials: Option<(String, Secret)>,
+        /// A PEM file of extra root certificates to trust (a private CA), besides the
+        /// platform's.
+        ca: Option<PathBuf>,
     },
 }
 
@@ -56,12 +59,13 @@ impl Transport {
 
     /// An SMTP server without credentials.
     pub fn smtp(host: impl Into<String>, port: u16, security: SmtpSecurity) -> Self {
-        Transport::Smtp { host: host.into(), port, security, credentials: None }
+        Transport::Smtp { host: host.into(), port, security, credentials: None, ca: None }
     }
 
     /// SMTP from the environment: `STEADFAST_SMTP_HOST`, `STEADFAST_SMTP_PORT` (587),
     /// `STEADFAST_SMTP_SECURITY` (`starttls`, `tls` or `none`; `starttls` by default) and,
-    /// optionally, `STEADFAST_SMTP_USER` and `STEADFAST_SMTP_PASSWORD`.
+    /// optionally, `STEADFAST_SMTP_USER` and `STEADFAST_SMTP_PASSWORD`, and
+    /// `STEADFAST_SMTP_CA` (a PEM file of extra root certificates).
     pub fn smtp_from_env() -> Result<Self, String> {
         let host = std::env::var("STEADFAST_SMTP_HOST")
             .map_err(|_| "set STEADFAST_SMTP_HOST to the SMTP server".to_owned())?;
@@ -91,15 +95,31 @@ impl Transport {
                 );
             }
         };
-        Ok(Transport::Smtp { host, port, security, credentials })
+        let ca = std::env::var_os("STEADFAST_SMTP_CA").map(PathBuf::from);
+        Ok(Transport::Smtp { host, port, security, credentials, ca })
     }
 
     /// Logs in with `user` and `password`.
     #[must_use]
     pub fn credentials(self, user: impl Into<String>, password: Secret) -> Self {
         match self {
-            Transport::Smtp { host, port, security, .. } => {
-                Transport::Smtp { host, port, security, credentials: Some((user.into(), password)) }
+            Transport::Smtp { host, port, security, ca, .. } => Transport::Smtp {
+                host,
+                port,
+                security,
+                credentials: Some((user.into(), password)),
+                ca,
+            },
+            outbox => outbox,
+        }
+    }
+
+    /// Also trusts the root certificates in the PEM file `path` (a private CA).
+    #[must_use]
+    pub fn ca(self, path: impl Into<PathBuf>) -> Self {
+        match self {
+            Transport::Smtp { host, port, security, credentials, .. } => {
+                Transport::Smtp { host, port, security, credentials, ca: Some(path.into()) }
             }
             outbox => outbox,
         }
@@ -198,11 +218,19 @@ impl Mailer {
                 tokio::fs::rename(&tmp, &path).await?;
                 Ok(Some(path.display().to_string()))
             }
-            Transport::Smtp { host, port, security, credentials } => {
+            Transport::Smtp { host, port, security, credentials, ca } => {
                 let tls = |host: &str| {
-                    TlsParameters::new(host.to_owned()).map_err(|e| {
-                        AgentError::from_source(Fault::Permanent, e).context("setting up TLS")
-                    })
+                    let tls_error =
+                        |e| AgentError::from_source(Fault::Permanent, e).context("setting up TLS");
+                    let mut builder = TlsParameters::builder(host.to_owned());
+                    if let Some(ca) = ca {
+                        let pem = std::fs::read(ca).map_err(|e| {
+                            AgentError::from(e).context(format!("reading {}", ca.display()))
+                        })?;
+                        builder = builder
+                            .add_root_certificate(Certificate::from_pem(&pem).map_err(tls_error)?);
+                    }
+                    builder.build().map_err(tls_error)
                 };
                 let tls = match security {
                     SmtpSecurity::None => Tls::None,
@@ -230,13 +258,34 @@ impl Mailer {
 }
 
 /// 4xx replies, timeouts and connection failures are transient; 5xx replies and TLS
-/// failures permanent.
+/// failures permanent, a refused certificate included (lettre reports it as a connection
+/// error; a retry will not make the certificate trusted).
 fn smtp_fault(error: &lettre::transport::smtp::Error) -> Fault {
-    if error.is_permanent() || error.is_tls() || error.is_client() {
+    if error.is_permanent() || error.is_tls() || error.is_client() || refused_certificate(error) {
         Fault::Permanent
     } else {
         Fault::Transient
     }
+}
+
+/// Whether a rustls error about the peer's certificate is among `error`'s sources.
+fn refused_certificate(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if matches!(
+            tls,
+            Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+        ) {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 #[async_trait]

@@ -217,6 +217,16 @@ impl Smtp {
     /// Starts aiosmtpd on a free port of 127.0.0.1, or `None` if it is not installed (and
     /// peers are not required).
     pub(crate) fn start(dir: &Path) -> Option<Smtp> {
+        Smtp::launch(dir, false)
+    }
+
+    /// aiosmtpd offering STARTTLS with a self-signed certificate for `localhost`, written to
+    /// `dir/cert.pem` (the CA to trust).
+    pub(crate) fn start_tls(dir: &Path) -> Option<Smtp> {
+        Smtp::launch(dir, true)
+    }
+
+    fn launch(dir: &Path, tls: bool) -> Option<Smtp> {
         let python = ["/usr/bin/python3", "python3"].into_iter().find(|p| {
             Command::new(p)
                 .args(["-c", "import aiosmtpd"])
@@ -229,8 +239,33 @@ impl Smtp {
         };
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let maildir = dir.join("maildir");
-        let child = Command::new(python)
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+        let mut command = Command::new(python);
+        command.args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")]);
+        if tls {
+            // A test CA (`cert.pem`, to trust) and a server certificate for `localhost`
+            // signed by it.
+            let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+            let script = format!(
+                "set -e; cd '{}'
+                openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=steadfast-test-ca \
+                    -keyout ca.key -out cert.pem
+                openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr
+                printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n' > ext.cnf
+                openssl x509 -req -in server.csr -CA cert.pem -CAkey ca.key -CAcreateserial \
+                    -days 1 -extfile ext.cnf -out server.pem",
+                dir.display()
+            );
+            let made = Command::new("sh")
+                .args(["-c", &script])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if !made.is_ok_and(|s| s.success()) {
+                return missing_peer("openssl (to make test certificates)");
+            }
+            command.arg("--tlscert").arg(&cert).arg("--tlskey").arg(&key);
+        }
+        let child = command
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(&maildir)
             .stdout(Stdio::null())
