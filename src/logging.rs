@@ -63,6 +63,37 @@ pub fn init_or(default: &str) -> Result<(), tracing_subscriber::util::TryInitErr
     }
 }
 
+/// Log output kept in memory, for tests that check what was (or was not) logged: give it to
+/// [`json`] or to `tracing_subscriber::fmt().with_writer(..)`, then read [`Capture::text`].
+#[derive(Clone, Debug, Default)]
+pub struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Capture {
+    /// Everything written so far (invalid UTF-8 replaced).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+}
+
+impl io::Write for Capture {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'w> MakeWriter<'w> for Capture {
+    type Writer = Capture;
+
+    fn make_writer(&'w self) -> Capture {
+        self.clone()
+    }
+}
+
 /// The JSON subscriber, writing to `writer` (public for programs and tests that capture logs).
 pub fn json<W>(writer: W) -> impl tracing::Subscriber + Send + Sync
 where
@@ -79,33 +110,12 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
 
     use async_trait::async_trait;
     use serde_json::Value;
 
     use crate::prelude::*;
     use crate::store::MemoryStore;
-
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Buffer {
-        type Writer = Buffer;
-        fn make_writer(&'w self) -> Buffer {
-            self.clone()
-        }
-    }
 
     struct Echo;
 
@@ -123,7 +133,7 @@ mod tests {
 
     #[test]
     fn attempts_log_json_lines_with_their_span_fields() {
-        let buffer = Buffer::default();
+        let buffer = super::Capture::default();
         let subscriber = super::json(buffer.clone());
         tracing::subscriber::with_default(subscriber, || {
             let runtime =
@@ -135,7 +145,7 @@ mod tests {
                 rt.run_until_idle().await.unwrap();
             });
         });
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let text = buffer.text();
         let lines: Vec<Value> =
             text.lines().map(|l| serde_json::from_str(l).expect("every line is JSON")).collect();
         let finished = lines

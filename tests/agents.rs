@@ -500,24 +500,7 @@ mod mailer {
 /// Secrets never reach logs, `Debug` output or the store, even when the peer refuses them.
 #[tokio::test]
 async fn secrets_do_not_leak() {
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Buffer {
-        type Writer = Buffer;
-        fn make_writer(&'w self) -> Buffer {
-            self.clone()
-        }
-    }
-    let logs = Buffer::default();
+    let logs = steadfast::logging::Capture::default();
     let _guard = tracing::subscriber::set_default(
         tracing_subscriber::fmt()
             .with_writer(logs.clone())
@@ -542,7 +525,7 @@ async fn secrets_do_not_leak() {
         rt.store().history(run.id).await.unwrap(),
         rt.store().effects(run.id).await.unwrap()
     );
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(logs.contains("401"), "the failure is logged: {logs}");
     for text in [&stored, &logs] {
         assert!(!text.contains(KEY) && !text.contains(PASSWORD));

@@ -251,6 +251,24 @@ fn clip(text: &str, max: usize) -> String {
     }
 }
 
+/// Prints a listing: `items` as JSON with `--json`; else `empty` when there are none, or the
+/// rows `rows` makes as a table under `header`.
+fn listing<T: serde::Serialize>(
+    out: Out,
+    items: &[T],
+    empty: &str,
+    header: &[&str],
+    rows: impl FnOnce(&[T]) -> Vec<Vec<String>>,
+) {
+    if out.json {
+        out.print_json(&items);
+    } else if items.is_empty() {
+        println!("{empty}");
+    } else {
+        table(header, &rows(items));
+    }
+}
+
 /// Prints rows as aligned columns under `header`.
 fn table(header: &[&str], rows: &[Vec<String>]) {
     let width = |s: &str| s.chars().filter(|c| !c.is_control()).count() - visible_escape_len(s);
@@ -308,29 +326,30 @@ pub(crate) async fn runs(paths: &Paths, out: Out, command: RunsCommand) -> Resul
                 ));
             }
             let runs = store.list(query).await.map_err(store_error)?.runs;
-            if out.json {
-                out.print_json(&runs);
-                return Ok(());
-            }
-            if runs.is_empty() {
-                println!("no runs");
-                return Ok(());
-            }
             let now = store.now();
-            let rows: Vec<Vec<String>> = runs
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.id.to_string(),
-                        out.state(r.state),
-                        r.agent.clone(),
-                        r.attempt.to_string(),
-                        age(now, r.updated_at),
-                        r.last_error.as_ref().map(|e| clip(&e.to_string(), 70)).unwrap_or_default(),
-                    ]
-                })
-                .collect();
-            table(&["RUN", "STATE", "AGENT", "ATTEMPT", "UPDATED", "LAST ERROR"], &rows);
+            listing(
+                out,
+                &runs,
+                "no runs",
+                &["RUN", "STATE", "AGENT", "ATTEMPT", "UPDATED", "LAST ERROR"],
+                |runs| {
+                    runs.iter()
+                        .map(|r| {
+                            vec![
+                                r.id.to_string(),
+                                out.state(r.state),
+                                r.agent.clone(),
+                                r.attempt.to_string(),
+                                age(now, r.updated_at),
+                                r.last_error
+                                    .as_ref()
+                                    .map(|e| clip(&e.to_string(), 70))
+                                    .unwrap_or_default(),
+                            ]
+                        })
+                        .collect()
+                },
+            );
             Ok(())
         }
         RunsCommand::Show { id } => show(&store, out, id).await,
@@ -478,25 +497,33 @@ pub(crate) async fn review(
                 .await
                 .map_err(store_error)?
                 .runs;
-            let mut rows = Vec::new();
             let mut items = Vec::new();
             for r in &runs {
                 let reason = last_reason(&*store, r).await;
-                rows.push(vec![
-                    r.id.to_string(),
-                    r.agent.clone(),
-                    age(store.now(), r.updated_at),
-                    clip(&reason, 110),
-                ]);
                 items.push(json!({"id": r.id, "agent": r.agent, "updated_at": r.updated_at, "reason": reason}));
             }
-            if out.json {
-                out.print_json(&items);
-            } else if rows.is_empty() {
-                println!("nothing waits for review");
-            } else {
-                table(&["RUN", "AGENT", "HELD", "WHY"], &rows);
-            }
+            let now = store.now();
+            listing(
+                out,
+                &items,
+                "nothing waits for review",
+                &["RUN", "AGENT", "HELD", "WHY"],
+                |items| {
+                    items
+                        .iter()
+                        .zip(&runs)
+                        .map(|(item, r)| {
+                            let reason = item["reason"].as_str().unwrap_or_default();
+                            vec![
+                                r.id.to_string(),
+                                r.agent.clone(),
+                                age(now, r.updated_at),
+                                clip(reason, 110),
+                            ]
+                        })
+                        .collect()
+                },
+            );
             Ok(())
         }
         ReviewCommand::Approve { id, note } => {
@@ -562,30 +589,31 @@ pub(crate) async fn dlq(paths: &Paths, out: Out, command: DlqCommand) -> Result<
             let store = existing_store(paths)?;
             let dead =
                 store.dead_letters(None, limit.clamp(1, 10_000)).await.map_err(store_error)?;
-            if out.json {
-                out.print_json(&dead);
-                return Ok(());
-            }
-            if dead.is_empty() {
-                println!("the dead letter queue is empty");
-                return Ok(());
-            }
             let now = store.now();
-            let rows: Vec<Vec<String>> = dead
-                .iter()
-                .map(|d| {
-                    let why =
-                        d.error.as_ref().map(|e| e.to_string()).unwrap_or_else(|| d.reason.clone());
-                    vec![
-                        d.run.to_string(),
-                        d.agent.clone(),
-                        d.attempt.to_string(),
-                        age(now, d.at),
-                        clip(&why, 100),
-                    ]
-                })
-                .collect();
-            table(&["RUN", "AGENT", "ATTEMPTS", "DEAD", "WHY"], &rows);
+            listing(
+                out,
+                &dead,
+                "the dead letter queue is empty",
+                &["RUN", "AGENT", "ATTEMPTS", "DEAD", "WHY"],
+                |dead| {
+                    dead.iter()
+                        .map(|d| {
+                            let why = d
+                                .error
+                                .as_ref()
+                                .map(|e| e.to_string())
+                                .unwrap_or_else(|| d.reason.clone());
+                            vec![
+                                d.run.to_string(),
+                                d.agent.clone(),
+                                d.attempt.to_string(),
+                                age(now, d.at),
+                                clip(&why, 100),
+                            ]
+                        })
+                        .collect()
+                },
+            );
             Ok(())
         }
         DlqCommand::Replay { all: _, agent, force } => {
