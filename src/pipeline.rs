@@ -446,20 +446,16 @@ impl ErasedAgent for PipelineAgent {
                             stage.registered
                         )));
                     };
-                    let mut children = Vec::with_capacity(items.len());
-                    for (i, item) in items.iter().enumerate() {
-                        children.push(
-                            self.ensure(
-                                &store,
-                                &existing,
-                                parent,
-                                k,
-                                child_key(parent, k, Some(i)),
-                                item,
-                            )
-                            .await?,
-                        );
-                    }
+                    // Created concurrently: the store commits them together (one sync for
+                    // the whole fan-out instead of one per item).
+                    let children: Vec<RunRecord> =
+                        futures_util::future::try_join_all(items.iter().enumerate().map(
+                            |(i, item)| {
+                                let key = child_key(parent, k, Some(i));
+                                self.ensure(&store, &existing, parent, k, key, item)
+                            },
+                        ))
+                        .await?;
                     if let Some(failed) = children.iter().find(|c| logic_fault(c)) {
                         return self.compensate(ctx, &existing, k, failed).await;
                     }
