@@ -448,14 +448,13 @@ impl ErasedAgent for PipelineAgent {
                     };
                     // Created concurrently: the store commits them together (one sync for
                     // the whole fan-out instead of one per item).
-                    let children: Vec<RunRecord> =
-                        futures_util::future::try_join_all(items.iter().enumerate().map(
-                            |(i, item)| {
-                                let key = child_key(parent, k, Some(i));
-                                self.ensure(&store, &existing, parent, k, key, item)
-                            },
-                        ))
-                        .await?;
+                    let children: Vec<RunRecord> = futures_util::future::try_join_all(
+                        items.iter().enumerate().map(|(i, item)| {
+                            let key = child_key(parent, k, Some(i));
+                            self.ensure(&store, &existing, parent, k, key, item)
+                        }),
+                    )
+                    .await?;
                     if let Some(failed) = children.iter().find(|c| logic_fault(c)) {
                         return self.compensate(ctx, &existing, k, failed).await;
                     }

@@ -458,6 +458,32 @@ mod tests {
         assert!(Net::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
     }
 
+    proptest::proptest! {
+        /// An IPv4 address is judged the same however it is written: plain, IPv4-mapped IPv6
+        /// or NAT64.
+        #[test]
+        fn ipv4_in_ipv6_forms_is_judged_as_ipv4(bits: u32) {
+            let v4 = Ipv4Addr::from(bits);
+            let mapped = IpAddr::V6(v4.to_ipv6_mapped());
+            let [a, b, c, d] = v4.octets();
+            let nat64 = IpAddr::V6(Ipv6Addr::new(
+                0x64, 0xff9b, 0, 0, 0, 0,
+                u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]),
+            ));
+            let expected = forbidden_kind(IpAddr::V4(v4));
+            proptest::prop_assert_eq!(forbidden_kind(mapped), expected);
+            proptest::prop_assert_eq!(forbidden_kind(nat64), expected);
+        }
+
+        /// `Net::contains` agrees with comparing the first `prefix` bits.
+        #[test]
+        fn networks_contain_exactly_their_prefix(net: u32, addr: u32, prefix in 0u8..=32) {
+            let n = Net::parse(&format!("{}/{prefix}", Ipv4Addr::from(net))).unwrap();
+            let same = prefix == 0 || (net ^ addr) >> (32 - u32::from(prefix)) == 0;
+            proptest::prop_assert_eq!(n.contains(IpAddr::V4(Ipv4Addr::from(addr))), same);
+        }
+    }
+
     #[tokio::test]
     async fn refuses_before_connecting() {
         let fetcher = Fetcher::new();

@@ -254,6 +254,18 @@ mod tests {
         assert_eq!(one_line("abcdef", 3), "abc…");
     }
 
+    proptest::proptest! {
+        /// Whatever the text, a line made of it has no control characters (no CR, LF or NUL to
+        /// end a header), no doubled or edge spaces, and at most `max` characters plus `…`.
+        #[test]
+        fn one_line_is_one_clean_line(text in "\\PC*|[\\x00-\\x20a\\r\\n]*", max in 0usize..50) {
+            let line = one_line(&text, max);
+            proptest::prop_assert!(!line.chars().any(char::is_control), "{line:?}");
+            proptest::prop_assert!(!line.contains("  ") && line.trim() == line, "{line:?}");
+            proptest::prop_assert!(line.trim_end_matches('…').chars().count() <= max);
+        }
+    }
+
     #[test]
     fn labels_parse_and_print() {
         for label in Label::ALL {

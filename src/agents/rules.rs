@@ -243,6 +243,21 @@ mod tests {
         assert!(matches!(err, RulesError::Empty(_)));
     }
 
+    proptest::proptest! {
+        /// The bundled rules label any text or decline, with a bounded confidence and a
+        /// summary that fits the schema.
+        #[test]
+        fn any_text_gets_a_valid_verdict_or_none(title in "\\PC{0,80}", body in "\\PC{0,400}") {
+            static RULES: std::sync::LazyLock<Rules> = std::sync::LazyLock::new(Rules::builtin);
+            if let Some((verdict, rule)) = RULES.classify(&item(&title, &body)) {
+                proptest::prop_assert!((0.3..=0.95).contains(&verdict.confidence));
+                proptest::prop_assert!(!rule.is_empty());
+                let value = serde_json::to_value(&verdict).unwrap();
+                crate::schema::check::<Verdict>(&value).unwrap();
+            }
+        }
+    }
+
     #[test]
     fn keywords_match_whole_words_in_any_case() {
         let rules = Rules::from_toml(

@@ -153,8 +153,12 @@ pub(crate) async fn run(paths: &Paths, args: DemoArgs) -> Result<(), CliError> {
     }
 }
 
-/// A progress bar (on a terminal) over the pipeline's stages.
+/// A progress bar over the pipeline's stages on a terminal; elsewhere (a log, CI) a line
+/// every 10 s, so a slow run (a model) is not silent.
 async fn show_progress(store: std::sync::Arc<dyn Store>, run: RunId) {
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
+    let mut last_line = std::time::Instant::now();
     let bar = indicatif::ProgressBar::new(1);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} {msg:<12} [{bar:30}] {pos}/{len}")
@@ -180,6 +184,10 @@ async fn show_progress(store: std::sync::Arc<dyn Store>, run: RunId) {
             bar.set_message(message);
             bar.set_length(items.len().max(1) as u64);
             bar.set_position(done as u64);
+            if !terminal && last_line.elapsed() >= Duration::from_secs(10) {
+                eprintln!("… {message}: {done} of {} items classified", items.len());
+                last_line = std::time::Instant::now();
+            }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -280,7 +288,7 @@ async fn summarize(
         if !notes.is_empty() {
             println!("\nSkipped while collecting ({}):", notes.len());
             for note in notes {
-                println!("  {}", note.text);
+                println!("  {}", note.text.strip_prefix("skipped ").unwrap_or(&note.text));
             }
         }
     }
