@@ -80,10 +80,21 @@
 //! JSON Schema of the type: every violation is reported with its JSON pointer, and
 //! [`SchemaError::repair_prompt`] renders them for a re-ask. See [`schema`].
 //!
+//! # The flagship agents and the CLI
+//!
+//! `steadfast::agents` (feature `agents`) holds the four stages of the digest pipeline that
+//! `steadfast demo` runs: a collector of folders and feeds (with SSRF-safe fetching), a
+//! classifier that asks an OpenAI-compatible model through the schema gate and falls back to
+//! rules, a reporter (Markdown and HTML) and a mailer (SMTP or a file outbox). The `steadfast`
+//! binary also operates any store: `runs list|show`, `review`, `replay`, `dlq`, `signal`,
+//! `cancel`, `note`, `stats`, `graph`.
+//!
 //! # Feature flags
 //!
 //! - `cli` (default): the `steadfast` binary and `logging` (text or JSON log lines); implies
-//!   `http`.
+//!   `agents`.
+//! - `agents`: the flagship agents (`steadfast::agents`); implies `http` and `tls`.
+//! - `tls`: HTTPS for `reqwest` (rustls with reqwest's default provider).
 //! - `http`: `Classify` for `reqwest` errors and `steadfast::http` (HTTP status and
 //!   `Retry-After` to faults).
 //! - `testing`: `steadfast::testing` (a harness to test agents in-process on tokio's paused

@@ -172,6 +172,27 @@ mod collector {
     }
 
     #[tokio::test]
+    async fn https_feeds_are_fetched_through_the_checked_resolver_and_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let www = dir.path().join("www");
+        std::fs::create_dir(&www).unwrap();
+        std::fs::write(www.join("rss.xml"), RSS).unwrap();
+        let Some(server) = peers::HttpsServer::start(dir.path(), &www) else { return };
+        // `localhost`: the name goes through the fetcher's resolver, which checks (and here
+        // allows) both of its addresses.
+        let url = format!("https://localhost:{}/rss.xml", server.port);
+        let ca = std::fs::read(dir.path().join("cert.pem")).unwrap();
+        let trusting = local().allow("::1").ca_pem(&ca).unwrap();
+        let (_, body) = trusting.get(&url).await.unwrap();
+        assert_eq!(body, RSS.as_bytes());
+
+        let err = local().allow("::1").get(&url).await.unwrap_err();
+        assert_eq!(err.fault(), Fault::Permanent, "an untrusted certificate: {err}");
+        let err = Fetcher::new().ca_pem(&ca).unwrap().get(&url).await.unwrap_err();
+        assert!(matches!(err, FetchError::Refused { kind: "loopback", .. }), "{err}");
+    }
+
+    #[tokio::test]
     async fn folders_skip_what_they_cannot_read_and_say_so() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.md"), "# Alpha released\n\nVersion 1.0.").unwrap();

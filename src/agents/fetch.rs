@@ -91,6 +91,10 @@ impl Classify for FetchError {
             FetchError::Status { status, .. } => {
                 crate::http::status_fault(*status).unwrap_or(Fault::Unknown)
             }
+            // A refused certificate will be refused next time too.
+            FetchError::Http { source, .. } if super::refused_certificate(source) => {
+                Fault::Permanent
+            }
             FetchError::Http { source, .. } => source.fault(),
             FetchError::Resolve { source, .. } => match source.fault() {
                 Fault::Permanent => Fault::Transient, // a name that does not resolve may, soon
@@ -239,6 +243,26 @@ impl reqwest::dns::Resolve for CheckedResolver {
     }
 }
 
+/// The client for these settings: the checking resolver, redirects not followed by reqwest
+/// (they are followed by hand, each checked), no proxies.
+fn client(
+    policy: &Arc<Policy>,
+    timeout: Duration,
+    roots: &[reqwest::Certificate],
+) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .user_agent(concat!("steadfast/", env!("CARGO_PKG_VERSION")))
+        .dns_resolver(Arc::new(CheckedResolver(policy.clone())));
+    for root in roots {
+        builder = builder.add_root_certificate(root.clone());
+    }
+    builder.build().expect("a client with a resolver and root certificates builds")
+}
+
 /// An HTTP client for untrusted URLs.
 ///
 /// Only `http` and `https`; the host's addresses are checked before connecting (loopback,
@@ -254,6 +278,7 @@ pub struct Fetcher {
     max_bytes: usize,
     max_redirects: usize,
     timeout: Duration,
+    roots: Vec<reqwest::Certificate>,
 }
 
 impl Default for Fetcher {
@@ -265,26 +290,19 @@ impl Default for Fetcher {
 impl Fetcher {
     /// A fetcher with the defaults: 10 s timeout, 2 MiB cap, 5 redirects, nothing allow-listed.
     pub fn new() -> Self {
-        Fetcher::build(Arc::new(Policy::default()), Duration::from_secs(10))
-            .with_limits(2 * 1024 * 1024, 5)
+        let (policy, timeout) = (Arc::new(Policy::default()), Duration::from_secs(10));
+        Fetcher {
+            client: client(&policy, timeout, &[]),
+            policy,
+            max_bytes: 2 * 1024 * 1024,
+            max_redirects: 5,
+            timeout,
+            roots: Vec::new(),
+        }
     }
 
-    fn build(policy: Arc<Policy>, timeout: Duration) -> Fetcher {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("steadfast/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(Arc::new(CheckedResolver(policy.clone())))
-            .build()
-            .expect("a client with a resolver and no TLS options builds");
-        Fetcher { client, policy, max_bytes: 0, max_redirects: 0, timeout }
-    }
-
-    fn with_limits(mut self, max_bytes: usize, max_redirects: usize) -> Self {
-        self.max_bytes = max_bytes;
-        self.max_redirects = max_redirects;
+    fn rebuilt(mut self) -> Self {
+        self.client = client(&self.policy, self.timeout, &self.roots);
         self
     }
 
@@ -294,12 +312,19 @@ impl Fetcher {
     /// # Panics
     /// If `net` is not an address or `address/prefix`.
     #[must_use]
-    pub fn allow(self, net: &str) -> Self {
+    pub fn allow(mut self, net: &str) -> Self {
         let net = Net::parse(net).unwrap_or_else(|| panic!("`{net}` is not an address/prefix"));
         let mut allow = self.policy.allow.clone();
         allow.push(net);
-        let (bytes, redirects) = (self.max_bytes, self.max_redirects);
-        Fetcher::build(Arc::new(Policy { allow }), self.timeout).with_limits(bytes, redirects)
+        self.policy = Arc::new(Policy { allow });
+        self.rebuilt()
+    }
+
+    /// Also trusts the root certificates in `pem` (a private CA) for HTTPS, besides the
+    /// platform's.
+    pub fn ca_pem(mut self, pem: &[u8]) -> Result<Self, reqwest::Error> {
+        self.roots.extend(reqwest::Certificate::from_pem_bundle(pem)?);
+        Ok(self.rebuilt())
     }
 
     /// Allow-lists each comma-separated network of environment variable `name` (as
@@ -319,9 +344,9 @@ impl Fetcher {
 
     /// Times requests out after `timeout` (connecting, and the whole request).
     #[must_use]
-    pub fn timeout(self, timeout: Duration) -> Self {
-        let (bytes, redirects) = (self.max_bytes, self.max_redirects);
-        Fetcher::build(self.policy, timeout).with_limits(bytes, redirects)
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self.rebuilt()
     }
 
     /// Refuses bodies larger than `bytes`.

@@ -261,31 +261,15 @@ impl Mailer {
 /// failures permanent, a refused certificate included (lettre reports it as a connection
 /// error; a retry will not make the certificate trusted).
 fn smtp_fault(error: &lettre::transport::smtp::Error) -> Fault {
-    if error.is_permanent() || error.is_tls() || error.is_client() || refused_certificate(error) {
+    if error.is_permanent()
+        || error.is_tls()
+        || error.is_client()
+        || super::refused_certificate(error)
+    {
         Fault::Permanent
     } else {
         Fault::Transient
     }
-}
-
-/// Whether a rustls error about the peer's certificate is among `error`'s sources.
-fn refused_certificate(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
-            e.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if matches!(
-            tls,
-            Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
-        ) {
-            return true;
-        }
-        source = e.source();
-    }
-    false
 }
 
 #[async_trait]

@@ -222,6 +222,27 @@ pub fn digest_with(
         .then(mailer)
 }
 
+/// Whether a rustls error about the peer's certificate is among `error`'s sources, looking
+/// inside `io::Error`s too (whose `source` skips the error they wrap).
+pub(crate) fn refused_certificate(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            );
+        }
+        if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())
+            && refused_certificate(inner)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// One line of untrusted text, safe for a header, a heading or a log: control characters
 /// (CR, LF, NUL, ...) become spaces, runs of whitespace one space, and the result is cut at
 /// `max` characters.

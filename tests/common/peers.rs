@@ -199,18 +199,35 @@ pub(crate) fn missing_peer<T>(what: &str) -> Option<T> {
     None
 }
 
+/// A peer's process, killed and reaped when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Process {
+    /// Takes `child` once it listens on 127.0.0.1:`port` (5 s at most; then it is killed).
+    fn listening(child: Child, port: u16, what: &str) -> Process {
+        let process = Process(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return process;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("{what} did not listen on 127.0.0.1:{port} within 5 s");
+    }
+}
+
 /// aiosmtpd, writing every message it receives into a Maildir.
 pub(crate) struct Smtp {
     pub(crate) port: u16,
     pub(crate) maildir: PathBuf,
-    child: Child,
-}
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    _process: Process,
 }
 
 impl Smtp {
@@ -242,27 +259,7 @@ impl Smtp {
         let mut command = Command::new(python);
         command.args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")]);
         if tls {
-            // A test CA (`cert.pem`, to trust) and a server certificate for `localhost`
-            // signed by it.
-            let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
-            let script = format!(
-                "set -e; cd '{}'
-                openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=steadfast-test-ca \
-                    -keyout ca.key -out cert.pem
-                openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr
-                printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n' > ext.cnf
-                openssl x509 -req -in server.csr -CA cert.pem -CAkey ca.key -CAcreateserial \
-                    -days 1 -extfile ext.cnf -out server.pem",
-                dir.display()
-            );
-            let made = Command::new("sh")
-                .args(["-c", &script])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            if !made.is_ok_and(|s| s.success()) {
-                return missing_peer("openssl (to make test certificates)");
-            }
+            let (cert, key) = test_certificates(dir)?;
             command.arg("--tlscert").arg(&cert).arg("--tlskey").arg(&key);
         }
         let child = command
@@ -272,15 +269,7 @@ impl Smtp {
             .stderr(Stdio::null())
             .spawn()
             .expect("start aiosmtpd");
-        // From here the child is owned by `Smtp`, whose `Drop` kills and waits for it.
-        let smtp = Smtp { port, maildir, child };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(smtp);
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("aiosmtpd did not listen on 127.0.0.1:{port} within 5 s");
+        Some(Smtp { port, maildir, _process: Process::listening(child, port, "aiosmtpd") })
     }
 
     /// Every message delivered so far, as text.
@@ -293,6 +282,62 @@ impl Smtp {
             }
         }
         messages
+    }
+}
+
+/// A test CA (`dir/cert.pem`, the certificate to trust) and a server certificate for
+/// `localhost` signed by it; returns the server's certificate and key files, or `None` (having
+/// said why) if openssl is missing and peers are not required.
+pub(crate) fn test_certificates(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let script = format!(
+        "set -e; cd '{}'
+        openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=steadfast-test-ca \
+            -keyout ca.key -out cert.pem
+        openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr
+        printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n' > ext.cnf
+        openssl x509 -req -in server.csr -CA cert.pem -CAkey ca.key -CAcreateserial \
+            -days 1 -extfile ext.cnf -out server.pem",
+        dir.display()
+    );
+    let made = Command::new("sh")
+        .args(["-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        return missing_peer("openssl (to make test certificates)");
+    }
+    Some((dir.join("server.pem"), dir.join("server.key")))
+}
+
+/// Python's HTTP server behind TLS (a certificate for `localhost` from [`test_certificates`]),
+/// serving the files of a folder on 127.0.0.1.
+pub(crate) struct HttpsServer {
+    pub(crate) port: u16,
+    _process: Process,
+}
+
+impl HttpsServer {
+    pub(crate) fn start(dir: &Path, root: &Path) -> Option<HttpsServer> {
+        let (cert, key) = test_certificates(dir)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let script = "import functools, http.server, ssl, sys
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[2])
+server = http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(sys.argv[3], sys.argv[4])
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()";
+        let child = Command::new("python3")
+            .args(["-c", script, &port.to_string()])
+            .arg(root)
+            .arg(&cert)
+            .arg(&key)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start python3");
+        Some(HttpsServer { port, _process: Process::listening(child, port, "the HTTPS server") })
     }
 }
 
