@@ -503,6 +503,23 @@ mod mailer {
     }
 
     #[tokio::test]
+    async fn an_empty_digest_is_not_mailed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, run) = run_one(Reporter::new(dir.path().join("reports")), Vec::new()).await;
+        let empty: Report = output(&run);
+        assert_eq!((empty.total, empty.headline.as_deref()), (0, None));
+        let outbox = dir.path().join("outbox");
+        let mailer =
+            Mailer::new(Transport::outbox(&outbox), "a@example.com", ["b@example.com"]).unwrap();
+        let (rt, run) = run_one(mailer, empty).await;
+        assert_eq!(run.state, RunState::Succeeded);
+        let receipt: Receipt = output(&run);
+        assert!(!receipt.sent && receipt.path.is_none());
+        assert!(!outbox.exists(), "nothing was written");
+        assert!(rt.store().effects(run.id).await.unwrap().is_empty(), "no send was journaled");
+    }
+
+    #[tokio::test]
     async fn an_unreachable_server_is_transient() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let transport = Transport::smtp("127.0.0.1", port, SmtpSecurity::None);

@@ -149,8 +149,12 @@ impl Agent for Collector {
                     all.extend(harvest.items);
                 }
                 Err(error) => {
-                    tracing::warn!(parent: ctx.span(), error = %error, "source skipped");
-                    ctx.note(&format!("source skipped: {error}")).await?;
+                    // With its causes ("reading the folder x: No such file or directory").
+                    let why = error.to_info();
+                    let why =
+                        why.chain.iter().fold(why.message.clone(), |m, c| format!("{m}: {c}"));
+                    tracing::warn!(parent: ctx.span(), error = %why, "source skipped");
+                    ctx.note(&format!("source skipped: {why}")).await?;
                     failures.push(error);
                 }
             }

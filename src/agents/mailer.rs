@@ -155,9 +155,16 @@ pub struct Receipt {
     /// The `.eml` file, for the outbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Whether a message went out: an empty digest is not mailed.
+    #[serde(default = "sent_by_default")]
+    pub sent: bool,
 }
 
-/// Mails the digest: a `multipart/alternative` message with the Markdown as text and the
+fn sent_by_default() -> bool {
+    true
+}
+
+/// Mails the digest (unless it is empty): a `multipart/alternative` message with the Markdown as text and the
 /// HTML, its subject the digest's title (and top headline, stripped of control characters so
 /// an item title cannot add a header). The `Message-ID` is made from the effect key, the same
 /// for every attempt of the run: sending is journaled, so a retry does not send again, and a
@@ -297,13 +304,20 @@ impl Agent for Mailer {
         let message_id = format!("<{}@steadfast>", key.replace('/', "."));
         let message = self.message(&report, &message_id)?;
         let subject = message.headers().get_raw("Subject").map(str::to_owned).unwrap_or_default();
-        let path = ctx.effect("send", |key| async move { self.send(message, &key).await }).await?;
+        let sent = report.total > 0;
+        let path = if sent {
+            ctx.effect("send", |key| async move { self.send(message, &key).await }).await?
+        } else {
+            tracing::info!(parent: ctx.span(), "the digest is empty: nothing to mail");
+            None
+        };
         Ok(Outcome::Done(Receipt {
             message_id,
             subject,
             recipients: self.to.iter().map(|m| m.to_string()).collect(),
             transport: self.transport.describe(),
             path,
+            sent,
         }))
     }
 }

@@ -240,10 +240,14 @@ async fn summarize(
         println!("  report   {}", report.markdown_path);
         println!("           {}", report.html_path);
         let counts: Vec<String> = report.counts.iter().map(|(l, n)| format!("{l} {n}")).collect();
-        println!("  labels   {} ({} items)", counts.join(" · "), report.total);
+        match report.total {
+            0 => println!("  labels   none: no item was labelled"),
+            n => println!("  labels   {} ({n} items)", counts.join(" · ")),
+        }
     }
     if let Some(receipt) = output(3).and_then(|v| serde_json::from_value::<Receipt>(v).ok()) {
         match &receipt.path {
+            _ if !receipt.sent => println!("  mail     not sent: the digest is empty"),
             Some(path) => println!("  mail     {path}"),
             None => println!(
                 "  mail     sent via {} to {}",
@@ -251,8 +255,10 @@ async fn summarize(
                 receipt.recipients.join(", ")
             ),
         }
-        println!("           Subject: {}", receipt.subject);
-        println!("           Message-ID: {}", receipt.message_id);
+        if receipt.sent {
+            println!("           Subject: {}", receipt.subject);
+            println!("           Message-ID: {}", receipt.message_id);
+        }
     }
     if let Some(error) = &record.last_error
         && record.state != RunState::Succeeded
