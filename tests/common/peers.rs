@@ -335,8 +335,8 @@ server.serve_forever()";
             .arg(&key)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
-            .expect("start python3");
+            .spawn();
+        let Ok(child) = child else { return missing_peer("python3 (for a local HTTPS server)") };
         Some(HttpsServer { port, _process: Process::listening(child, port, "the HTTPS server") })
     }
 }
