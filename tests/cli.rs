@@ -83,6 +83,28 @@ mod demo {
     }
 
     #[test]
+    fn rules_come_from_a_toml_file_and_bad_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules.toml");
+        std::fs::write(&rules, "[[rule]]\nname = \"lunch\"\nlabel = \"community\"\nkeywords = [\"menu\", \"plants\"]\n").unwrap();
+        // Only two items match the one rule: below the digest's fan-in of a half, so the
+        // digest fails (exit 1) and says why; the other items wait in review.
+        let output = steadfast(dir.path(), &["demo", "--rules", rules.to_str().unwrap()]);
+        let out = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{out}");
+        assert!(out.contains("labels by the rules in"), "{out}");
+        assert!(out.contains("2 of 35 items succeeded, Fraction(0.5) required"), "{out}");
+        assert!(out.contains("Held for review (32)"), "{out}");
+
+        std::fs::write(&rules, "[[rule]]\nname = \"x\"\nlabel = \"weather\"\nkeywords = [\"a\"]\n")
+            .unwrap();
+        let output =
+            steadfast(&dir.path().join("other"), &["demo", "--rules", rules.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(2));
+        assert!(text(&output).contains("unknown variant `weather`"), "{}", text(&output));
+    }
+
+    #[test]
     fn a_locked_store_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let _held = steadfast::SledStore::open(dir.path().join("db")).unwrap();

@@ -30,6 +30,10 @@ pub(crate) struct DemoArgs {
     /// Read items from this folder instead of the bundled samples.
     #[arg(long, value_name = "DIR")]
     items: Option<PathBuf>,
+    /// Label with the rules in this TOML file instead of the bundled ones (see
+    /// `src/agents/rules.toml` for the format).
+    #[arg(long, value_name = "FILE")]
+    rules: Option<PathBuf>,
     /// Send the digest to this address (repeatable).
     #[arg(long = "to", value_name = "ADDRESS", default_value = "team@example.com")]
     to: Vec<String>,
@@ -63,12 +67,19 @@ pub(crate) async fn run(paths: &Paths, args: DemoArgs) -> Result<(), CliError> {
     };
     // A model is asked two items at a time (local servers answer one request at a time;
     // more would only queue there and run into the client's timeout).
+    let (rules, rules_name) = match &args.rules {
+        Some(path) => (
+            Rules::load(path).map_err(|e| CliError::usage(e.to_string()))?,
+            format!("the rules in {}", path.display()),
+        ),
+        None => (Rules::builtin(), "the bundled rules".to_owned()),
+    };
     let (classifier, labeller, concurrency) = if args.llm {
         let client = ChatClient::from_env().map_err(CliError::usage)?.max_tokens(160);
-        let labeller = format!("model `{}` (rules as the fallback)", client.model());
-        (Classifier::llm(client), labeller, 2)
+        let labeller = format!("model `{}` ({rules_name} as the fallback)", client.model());
+        (Classifier::llm(client).fallback(Some(rules)), labeller, 2)
     } else {
-        (Classifier::rules(Rules::builtin()), "the bundled rules".to_owned(), 8)
+        (Classifier::rules(rules), rules_name, 8)
     };
     let transport = if args.smtp {
         Transport::smtp_from_env().map_err(CliError::usage)?
