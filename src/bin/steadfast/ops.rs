@@ -168,25 +168,30 @@ fn existing_store(paths: &Paths) -> Result<SledStore, CliError> {
     paths.open_store()
 }
 
-/// A runtime over the store for the operator calls, with the flagship digest registered so
-/// its runs get their full checks; it never runs an attempt.
-fn operator_runtime(paths: &Paths) -> Result<Runtime, CliError> {
-    let store = existing_store(paths)?;
+/// The flagship digest as this binary knows it (the demo's stages and names), for its
+/// schemas and its diagram; the CLI never runs it.
+fn known_digest(paths: &Paths) -> steadfast::pipeline::Pipeline<agents::Edition, agents::Receipt> {
     let mailer = Mailer::new(
         Transport::outbox(paths.data.join("outbox")),
         "steadfast@example.com",
         ["team@example.com"],
     )
     .expect("valid built-in addresses");
-    let digest = agents::digest(
+    agents::digest(
         Collector::folder(paths.data.join("sample-items")),
         Classifier::rules(Rules::builtin()),
         Reporter::new(paths.data.join("reports")),
         mailer,
-    );
+    )
+}
+
+/// A runtime over the store for the operator calls, with the flagship digest registered so
+/// its runs get their full checks; it never runs an attempt.
+fn operator_runtime(paths: &Paths) -> Result<Runtime, CliError> {
+    let store = existing_store(paths)?;
     Runtime::builder()
         .store(store)
-        .pipeline(digest)
+        .pipeline(known_digest(paths))
         .build()
         .map_err(|e| CliError::store(e.to_string()))
 }
@@ -772,19 +777,7 @@ pub(crate) fn graph(paths: &Paths, target: &str, dot: bool) -> Result<(), CliErr
         if dot {
             return Err(CliError::usage("pipelines are drawn in Mermaid only; drop --format dot"));
         }
-        let mailer = Mailer::new(
-            Transport::outbox(paths.data.join("outbox")),
-            "a@example.com",
-            ["b@example.com"],
-        )
-        .expect("valid built-in addresses");
-        let digest = agents::digest(
-            Collector::folder(paths.data.join("sample-items")),
-            Classifier::rules(Rules::builtin()),
-            Reporter::new(paths.data.join("reports")),
-            mailer,
-        );
-        print!("{}", digest.mermaid());
+        print!("{}", known_digest(paths).mermaid());
         return Ok(());
     }
     Err(CliError::usage(format!(
