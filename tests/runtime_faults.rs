@@ -369,6 +369,55 @@ struct Verdict {
     score: u8,
 }
 
+/// An operator's process that does not register the agent (the CLI) resolves against the
+/// schema the workers' runtime kept in the store, and replays unchecked, saying so.
+#[tokio::test(start_paused = true)]
+async fn operators_without_the_agent_use_the_schema_the_store_kept() {
+    let store: Arc<dyn steadfast::store::Store> =
+        Arc::new(MemoryStore::with_clock(Arc::new(TokioClock::new())));
+    let workers =
+        Runtime::builder().shared_store(store.clone()).register(Reviewed).build().unwrap();
+    let (a, b) = (
+        workers.submit("reviewed", 1).await.unwrap().id,
+        workers.submit("reviewed", 2).await.unwrap().id,
+    );
+    workers.run_until_idle().await.unwrap();
+    let operator = Runtime::builder().shared_store(store.clone()).build().unwrap();
+
+    let bad = operator.resolve(a, ada(), json!({"note": "x", "score": 99})).await.unwrap_err();
+    assert!(matches!(bad, RuntimeError::InvalidOutput { .. }), "{bad}");
+    assert!(bad.to_string().contains("/score"), "{bad}");
+    operator.resolve(a, ada(), json!({"note": "x", "score": 9})).await.unwrap();
+    assert_eq!(state_of(&operator, a).await.state, RunState::Succeeded);
+
+    let replayed = operator.replay(b, ada(), false).await.unwrap();
+    assert_eq!(replayed.state, RunState::Queued);
+    let reason = store.history(b).await.unwrap().last().unwrap().reason.clone();
+    assert_eq!(reason, "replayed (input schema not checked: agent not registered here)");
+
+    // A run whose output schema was never kept cannot be resolved blind.
+    let orphan = store
+        .create(steadfast::store::NewRun::new("gone", "k", json!(1)).schemas("00", "11"))
+        .await
+        .unwrap()
+        .run
+        .id;
+    let claim = steadfast::store::Claim::new("w", 1, Duration::from_secs(30)).agents(["gone"]);
+    let token = store.claim(claim).await.unwrap()[0].lease.as_ref().unwrap().token;
+    store
+        .transition(
+            steadfast::store::Transition::new(orphan, RunState::Processing, RunState::NeedsReview)
+                .fenced(token)
+                .reason("test"),
+        )
+        .await
+        .unwrap()
+        .unwrap_or_else(|c| panic!("{c}"));
+    let err = operator.resolve(orphan, ada(), json!(1)).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::NoSchema { .. }), "{err}");
+    assert_eq!(state_of(&operator, orphan).await.state, RunState::NeedsReview);
+}
+
 #[tokio::test(start_paused = true)]
 async fn approve_reject_resolve_and_their_refusals() {
     let rt = builder().register(Reviewed).build().unwrap();
