@@ -334,7 +334,7 @@ impl Runtime {
         match self.shared.store.transition(transition).await? {
             Ok(record) => {
                 self.shared.notify_hooks(&record);
-                worker::after_move(&self.shared, &record, false).await;
+                worker::after_move(&self.shared, &record, false, false).await;
                 if record.state == RunState::Queued {
                     self.shared.wake.notify_one();
                 }

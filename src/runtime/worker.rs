@@ -90,7 +90,7 @@ async fn wake_stalled_pipelines(shared: &Shared, names: &[String]) -> Result<(),
         loop {
             let page = shared.store.list(query.clone()).await?;
             for run in &page.runs {
-                after_move(shared, run, true).await;
+                after_move(shared, run, true, false).await;
             }
             match page.next {
                 Some(next) => query = query.cursor(next),
@@ -455,11 +455,21 @@ async fn route(
     };
     let to = transition.to;
     span.record("outcome", to.to_string());
-    match shared.store.transition(transition).await {
+    // A stage's move that its pipeline must see wakes the pipeline in the same group commit
+    // instead of one sync later. Should the wake land first, the pipeline finds the stage still
+    // processing and waits again; the check after its move to waiting (`after_move`) then sees
+    // the stage's move, which was sent to the store before that wait, and wakes it.
+    let wake_parent = run.parent.filter(|_| crate::pipeline::wakes_pipeline_in(to));
+    let (moved, ()) = tokio::join!(shared.store.transition(transition), async {
+        if let Some(parent) = wake_parent {
+            wake(shared, parent).await;
+        }
+    });
+    match moved {
         Ok(Ok(moved)) => {
             tracing::info!(parent: span, state = %moved.state, reason = ?moved.last_error.as_ref().map(|e| &e.message), "attempt finished");
             shared.notify_hooks(&moved);
-            after_move(shared, &moved, registered.pipeline).await;
+            after_move(shared, &moved, registered.pipeline, wake_parent.is_some()).await;
         }
         Ok(Err(conflict)) => {
             tracing::warn!(parent: span, %conflict, "the run moved under this attempt; its outcome is dropped")
@@ -487,8 +497,14 @@ async fn faults_in_history(shared: &Shared, run: RunId, fault: Fault) -> u32 {
 /// What a move means for pipelines: a stage that finished wakes its pipeline run; a pipeline
 /// run that just started waiting wakes itself if its stage finished meanwhile (the stage's own
 /// wake-up found it still processing and was refused).
-pub(crate) async fn after_move(shared: &Shared, moved: &RunRecord, is_pipeline: bool) {
+pub(crate) async fn after_move(
+    shared: &Shared,
+    moved: &RunRecord,
+    is_pipeline: bool,
+    parent_woken: bool,
+) {
     if let Some(parent) = moved.parent
+        && !parent_woken
         && crate::pipeline::wakes_pipeline(moved)
     {
         wake(shared, parent).await;
