@@ -219,10 +219,7 @@ impl Mailer {
                     AgentError::from(e).context(format!("creating the outbox {}", dir.display()))
                 })?;
                 let path = dir.join(format!("{}.eml", key.replace(['/', '\\', ':'], "-")));
-                let tmp = path.with_extension("tmp");
-                tokio::fs::write(&tmp, message.formatted()).await?;
-                tokio::fs::File::open(&tmp).await?.sync_all().await?;
-                tokio::fs::rename(&tmp, &path).await?;
+                super::write_atomically(&[(&path, &message.formatted())]).await?;
                 Ok(Some(path.display().to_string()))
             }
             Transport::Smtp { host, port, security, credentials, ca } => {

@@ -243,6 +243,30 @@ pub(crate) fn refused_certificate(error: &(dyn std::error::Error + 'static)) -> 
     false
 }
 
+/// Writes each `(path, bytes)` atomically and durably: every file to a temporary beside it,
+/// synced, renamed over the path; then each folder synced once, so the renames themselves
+/// survive a crash before the effect that wrote them is journaled.
+pub(crate) async fn write_atomically(files: &[(&std::path::Path, &[u8])]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut dirs: Vec<&std::path::Path> = Vec::new();
+    for (path, bytes) in files {
+        let tmp = path.with_extension("tmp");
+        let mut file = tokio::fs::File::create(&tmp).await?;
+        file.write_all(bytes).await?;
+        file.sync_all().await?;
+        drop(file);
+        tokio::fs::rename(&tmp, path).await?;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(".".as_ref());
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    for dir in dirs {
+        tokio::fs::File::open(dir).await?.sync_all().await?;
+    }
+    Ok(())
+}
+
 /// One line of untrusted text, safe for a header, a heading or a log: control characters
 /// (CR, LF, NUL, ...) become spaces, runs of whitespace one space, and the result is cut at
 /// `max` characters.

@@ -1,7 +1,7 @@
 //! The reporter: a Markdown and an HTML digest of the labelled items.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use async_trait::async_trait;
 use schemars::JsonSchema;
@@ -160,17 +160,6 @@ pub(crate) fn render(
     Ok((markdown, html, headline))
 }
 
-/// Writes `text` to `path` atomically (a temporary file, synced, then renamed).
-async fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    use tokio::io::AsyncWriteExt;
-    let tmp = path.with_extension("tmp");
-    let mut file = tokio::fs::File::create(&tmp).await?;
-    file.write_all(text.as_bytes()).await?;
-    file.sync_all().await?;
-    drop(file);
-    tokio::fs::rename(&tmp, path).await
-}
-
 #[async_trait]
 impl Agent for Reporter {
     type Input = Vec<Labeled>;
@@ -207,8 +196,7 @@ impl Agent for Reporter {
             tokio::fs::create_dir_all(dir).await.map_err(|e| {
                 AgentError::from(e).context(format!("creating the report folder {}", dir.display()))
             })?;
-            write_atomic(mp, md).await?;
-            write_atomic(hp, ht).await?;
+            super::write_atomically(&[(mp, md.as_bytes()), (hp, ht.as_bytes())]).await?;
             Ok(())
         })
         .await?;

@@ -328,6 +328,21 @@ impl Runtime {
         self.shared.store.get(run).await?.ok_or(RuntimeError::NotFound(run))
     }
 
+    /// The run, if it is in one of the states `action` is `allowed` from; otherwise the
+    /// refusal naming its state and those states.
+    async fn get_in(
+        &self,
+        run: RunId,
+        action: &'static str,
+        allowed: &[RunState],
+    ) -> Result<RunRecord, RuntimeError> {
+        let record = self.get(run).await?;
+        if !allowed.contains(&record.state) {
+            return Err(refused(&record, action, allowed));
+        }
+        Ok(record)
+    }
+
     /// Moves `run` from `state` for an operator, mapping a race to [`RuntimeError::Raced`].
     async fn operate(&self, transition: Transition) -> Result<RunRecord, RuntimeError> {
         let run = transition.run;
@@ -356,10 +371,7 @@ impl Runtime {
         payload: Value,
         by: Actor,
     ) -> Result<RunRecord, RuntimeError> {
-        let record = self.get(run).await?;
-        if record.state != RunState::WaitingExternal {
-            return Err(refused(&record, "signal", &[RunState::WaitingExternal]));
-        }
+        let record = self.get_in(run, "signal", &[RunState::WaitingExternal]).await?;
         if let Some(waiting) = record.waiting_for.as_deref().filter(|w| *w != name) {
             return Err(RuntimeError::WrongSignal {
                 run,
@@ -384,10 +396,7 @@ impl Runtime {
         by: Actor,
         note: Option<&str>,
     ) -> Result<RunRecord, RuntimeError> {
-        let record = self.get(run).await?;
-        if record.state != RunState::NeedsReview {
-            return Err(refused(&record, "approve", &[RunState::NeedsReview]));
-        }
+        self.get_in(run, "approve", &[RunState::NeedsReview]).await?;
         let mut t = Transition::new(run, RunState::NeedsReview, RunState::Queued)
             .by(by.clone())
             .reset_attempts()
@@ -406,10 +415,7 @@ impl Runtime {
         by: Actor,
         note: Option<&str>,
     ) -> Result<RunRecord, RuntimeError> {
-        let record = self.get(run).await?;
-        if record.state != RunState::NeedsReview {
-            return Err(refused(&record, "reject", &[RunState::NeedsReview]));
-        }
+        self.get_in(run, "reject", &[RunState::NeedsReview]).await?;
         if let Some(note) = note {
             self.shared.store.add_note(run, by.clone(), note).await?;
         }
@@ -429,10 +435,7 @@ impl Runtime {
         by: Actor,
         output: Value,
     ) -> Result<RunRecord, RuntimeError> {
-        let record = self.get(run).await?;
-        if record.state != RunState::NeedsReview {
-            return Err(refused(&record, "resolve", &[RunState::NeedsReview]));
-        }
+        let record = self.get_in(run, "resolve", &[RunState::NeedsReview]).await?;
         // With the agent registered here, its Rust type decides; otherwise the schema the
         // store kept for the run's output (the CLI resolves runs of agents it has no types of).
         match self.shared.agents.get(&record.agent) {
@@ -464,14 +467,8 @@ impl Runtime {
         by: Actor,
         force: bool,
     ) -> Result<RunRecord, RuntimeError> {
-        let record = self.get(run).await?;
-        if !matches!(record.state, RunState::FailedPermanent | RunState::NeedsReview) {
-            return Err(refused(
-                &record,
-                "replay",
-                &[RunState::FailedPermanent, RunState::NeedsReview],
-            ));
-        }
+        let allowed = [RunState::FailedPermanent, RunState::NeedsReview];
+        let record = self.get_in(run, "replay", &allowed).await?;
         // The schema check needs the agent's current type: only a process that registers the
         // agent has it. Elsewhere (the CLI) the run is replayed unchecked, and the worker that
         // claims it refuses an input its type no longer takes.
@@ -503,16 +500,13 @@ impl Runtime {
 
     /// Cancels a run that is not being processed: it goes to the dead letter queue.
     pub async fn cancel(&self, run: RunId, by: Actor) -> Result<RunRecord, RuntimeError> {
-        let record = self.get(run).await?;
         let allowed = [
             RunState::Queued,
             RunState::WaitingExternal,
             RunState::FailedTransient,
             RunState::NeedsReview,
         ];
-        if !allowed.contains(&record.state) {
-            return Err(refused(&record, "cancel", &allowed));
-        }
+        let record = self.get_in(run, "cancel", &allowed).await?;
         self.operate(
             Transition::new(run, record.state, RunState::FailedPermanent)
                 .by(by)

@@ -343,8 +343,8 @@ server.serve_forever()";
 
 /// The value of header `name` in a message's header block (unfolded).
 pub(crate) fn header(message: &str, name: &str) -> Option<String> {
-    let head = message.split("\n\n").next().unwrap_or(message).replace("\r\n", "\n");
-    let head = head.split("\n\n").next().unwrap_or("").replace("\n ", " ").replace("\n\t", " ");
+    let message = message.replace("\r\n", "\n");
+    let head = message.split("\n\n").next().unwrap_or("").replace("\n ", " ").replace("\n\t", " ");
     head.lines()
         .find_map(|l| l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case(name)))
         .map(|(_, v)| v.trim().to_owned())

@@ -102,14 +102,16 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let n: u64 = number
         .parse()
         .map_err(|_| format!("`{text}` is not a duration like 90s, 15m, 2h or 7d"))?;
-    let seconds = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" | "" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(format!("`{text}`: the unit must be s, m, h or d")),
+    let unit_secs: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}`: give a unit: s, m, h or d (like 90s, 15m, 2h, 7d)")),
     };
-    Ok(Duration::from_secs(seconds))
+    n.checked_mul(unit_secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("`{text}` is too long a duration"))
 }
 
 /// Who the operator is: `$STEADFAST_OPERATOR`, else `$USER`, else `cli`.
@@ -202,10 +204,6 @@ fn runtime_error(error: RuntimeError) -> CliError {
         RuntimeError::Store(store) => CliError::from_store(store),
         other => CliError::refused(other.to_string()),
     }
-}
-
-fn store_error(error: steadfast::store::StoreError) -> CliError {
-    CliError::from_store(error)
 }
 
 /// Reads JSON from a file or standard input (`-`).
@@ -330,7 +328,7 @@ pub(crate) async fn runs(paths: &Paths, out: Out, command: RunsCommand) -> Resul
                     store.now().as_millis().saturating_sub(since.as_millis() as u64),
                 ));
             }
-            let runs = store.list(query).await.map_err(store_error)?.runs;
+            let runs = store.list(query).await.map_err(CliError::from_store)?.runs;
             let now = store.now();
             listing(
                 out,
@@ -365,15 +363,15 @@ async fn show(store: &SledStore, out: Out, id: RunId) -> Result<(), CliError> {
     let run = store
         .get(id)
         .await
-        .map_err(store_error)?
+        .map_err(CliError::from_store)?
         .ok_or_else(|| CliError::refused(format!("no run {id}")))?;
-    let history = store.history(id).await.map_err(store_error)?;
-    let effects = store.effects(id).await.map_err(store_error)?;
-    let notes = store.notes(id).await.map_err(store_error)?;
+    let history = store.history(id).await.map_err(CliError::from_store)?;
+    let effects = store.effects(id).await.map_err(CliError::from_store)?;
+    let notes = store.notes(id).await.map_err(CliError::from_store)?;
     let stages = store
         .list(ListQuery::new().parent(id).oldest_first().limit(10_000))
         .await
-        .map_err(store_error)?
+        .map_err(CliError::from_store)?
         .runs;
     if out.json {
         out.print_json(&json!({
@@ -500,7 +498,7 @@ pub(crate) async fn review(
             let runs = store
                 .list(ListQuery::new().state(RunState::NeedsReview).limit(10_000))
                 .await
-                .map_err(store_error)?
+                .map_err(CliError::from_store)?
                 .runs;
             let mut items = Vec::new();
             for r in &runs {
@@ -576,7 +574,7 @@ pub(crate) async fn signal(
 
 pub(crate) async fn note(paths: &Paths, out: Out, id: RunId, text: &str) -> Result<(), CliError> {
     let rt = operator_runtime(paths)?;
-    if rt.store().get(id).await.map_err(store_error)?.is_none() {
+    if rt.store().get(id).await.map_err(CliError::from_store)?.is_none() {
         return Err(CliError::refused(format!("no run {id}")));
     }
     let note = rt.note(id, operator(), text).await.map_err(runtime_error)?;
@@ -592,8 +590,10 @@ pub(crate) async fn dlq(paths: &Paths, out: Out, command: DlqCommand) -> Result<
     match command {
         DlqCommand::List { limit } => {
             let store = existing_store(paths)?;
-            let dead =
-                store.dead_letters(None, limit.clamp(1, 10_000)).await.map_err(store_error)?;
+            let dead = store
+                .dead_letters(None, limit.clamp(1, 10_000))
+                .await
+                .map_err(CliError::from_store)?;
             let now = store.now();
             listing(
                 out,
@@ -626,7 +626,8 @@ pub(crate) async fn dlq(paths: &Paths, out: Out, command: DlqCommand) -> Result<
             let mut dead = Vec::new();
             let mut cursor = None;
             loop {
-                let page = rt.store().dead_letters(cursor, 1000).await.map_err(store_error)?;
+                let page =
+                    rt.store().dead_letters(cursor, 1000).await.map_err(CliError::from_store)?;
                 let Some(last) = page.last() else { break };
                 cursor = Some(last.run);
                 dead.extend(
@@ -689,7 +690,7 @@ pub(crate) async fn stats(paths: &Paths, out: Out, window: Duration) -> Result<(
     let mut per_agent: BTreeMap<String, Agg> = BTreeMap::new();
     let mut query = ListQuery::new().since(since).limit(1000);
     loop {
-        let page = store.list(query.clone()).await.map_err(store_error)?;
+        let page = store.list(query.clone()).await.map_err(CliError::from_store)?;
         for r in &page.runs {
             for key in [r.agent.clone(), "(all)".to_owned()] {
                 let agg = per_agent.entry(key).or_default();
@@ -783,4 +784,20 @@ pub(crate) fn graph(paths: &Paths, target: &str, dot: bool) -> Result<(), CliErr
     Err(CliError::usage(format!(
         "no pipeline named `{target}` is known to this binary; try `lifecycle` or `digest`"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_need_a_unit_and_a_sane_size() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration(" 2h "), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_duration("24").unwrap_err().contains("give a unit"));
+        assert!(parse_duration("2w").unwrap_err().contains("give a unit"));
+        assert!(parse_duration("h").unwrap_err().contains("is not a duration"));
+        assert!(parse_duration("99999999999999999d").unwrap_err().contains("too long"));
+    }
 }
