@@ -1,7 +1,10 @@
 //! Runtime throughput and latency on sled in `Fsync` mode (`cargo bench --bench runtime`):
 //! - runs/s of a no-op agent and of an agent with three journaled effects, 4 workers, 5,000
 //!   runs submitted first and then worked off;
-//! - p50/p99 from submit to succeeded of a no-op run, one at a time and with 64 in flight.
+//! - p50/p99 from submit to succeeded of a no-op run, one at a time and with 64 in flight;
+//! - the same for 4-stage pipelines.
+//!
+//! Sections: `throughput`, `latency`, `pipelines` (`cargo bench --bench runtime -- latency`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -180,26 +183,40 @@ fn main() {
     std::fs::create_dir_all(&root).unwrap();
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // `cargo bench --bench runtime -- SECTION...` runs only the named sections.
+    let chosen: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let wants = |section: &str| chosen.is_empty() || chosen.iter().any(|c| c == section);
     rt.block_on(async {
-        println!("| agent | submitted/s | worked off, runs/s | runs per sync |");
-        println!("|---|---:|---:|---:|");
-        let (s, w, r) = throughput(&root.join("noop"), "noop", 5_000).await;
-        println!("| no-op | {s:.0} | {w:.0} | {r:.2} |");
-        let (s, w, r) = throughput(&root.join("three"), "three", 5_000).await;
-        println!("| 3 journaled effects | {s:.0} | {w:.0} | {r:.2} |");
-        println!();
-        let (p50, p99) = latency(&root.join("lat1"), 1, 2_000).await;
-        println!("no-op submit -> succeeded, 1 in flight:  p50 {p50:.3} ms, p99 {p99:.3} ms");
-        let (p50, p99) = latency(&root.join("lat64"), 64, 80).await;
-        println!("no-op submit -> succeeded, 64 in flight: p50 {p50:.3} ms, p99 {p99:.3} ms");
-        println!();
-        println!("| pipeline (4 stages, no-op) | runs/s, 64 in flight | p50, 64 in flight | lone p50 | lone p99 |");
-        println!("|---|---:|---:|---:|---:|");
-        for (agent, label) in [("four", "sequential"), ("fan", "stage 2 fans out over 8")] {
-            let (_, _, rate) = latency_of(&root.join(format!("{agent}64")), agent, 64, 10).await;
-            let (p50_64, _, _) = latency_of(&root.join(format!("{agent}64b")), agent, 64, 10).await;
-            let (p50, p99, _) = latency_of(&root.join(format!("{agent}1")), agent, 1, 200).await;
-            println!("| {label} | {rate:.0} | {p50_64:.1} ms | {p50:.2} ms | {p99:.2} ms |");
+        if wants("throughput") {
+            println!("| agent | submitted/s | worked off, runs/s | runs per sync |");
+            println!("|---|---:|---:|---:|");
+            let (s, w, r) = throughput(&root.join("noop"), "noop", 5_000).await;
+            println!("| no-op | {s:.0} | {w:.0} | {r:.2} |");
+            let (s, w, r) = throughput(&root.join("three"), "three", 5_000).await;
+            println!("| 3 journaled effects | {s:.0} | {w:.0} | {r:.2} |");
+            println!();
+        }
+        if wants("latency") {
+            let (p50, p99) = latency(&root.join("lat1"), 1, 2_000).await;
+            println!("no-op submit -> succeeded, 1 in flight:  p50 {p50:.3} ms, p99 {p99:.3} ms");
+            let (p50, p99) = latency(&root.join("lat64"), 64, 80).await;
+            println!("no-op submit -> succeeded, 64 in flight: p50 {p50:.3} ms, p99 {p99:.3} ms");
+            println!();
+        }
+        if wants("pipelines") {
+            println!(
+                "| pipeline (4 stages, no-op) | runs/s, 64 in flight | p50, 64 in flight | lone p50 | lone p99 |"
+            );
+            println!("|---|---:|---:|---:|---:|");
+            for (agent, label) in [("four", "sequential"), ("fan", "stage 2 fans out over 8")] {
+                let (_, _, rate) =
+                    latency_of(&root.join(format!("{agent}64")), agent, 64, 10).await;
+                let (p50_64, _, _) =
+                    latency_of(&root.join(format!("{agent}64b")), agent, 64, 10).await;
+                let (p50, p99, _) =
+                    latency_of(&root.join(format!("{agent}1")), agent, 1, 200).await;
+                println!("| {label} | {rate:.0} | {p50_64:.1} ms | {p50:.2} ms | {p99:.2} ms |");
+            }
         }
     });
     let _ = std::fs::remove_dir_all(&root);

@@ -87,6 +87,9 @@ pub(crate) struct Shared {
     /// Wakes the dispatcher: new work, a signal, an attempt finished.
     pub(crate) wake: Notify,
     pub(crate) in_flight: AtomicUsize,
+    /// Of `in_flight`, the attempts whose agent has returned and whose outcome is being
+    /// recorded: they hold no worker slot, so they do not count against claiming ahead.
+    pub(crate) recording: AtomicUsize,
     /// Attempts in flight: run → (fencing token, abort handle), for a graceful release.
     pub(crate) attempts: Mutex<HashMap<RunId, (u64, tokio::task::AbortHandle)>>,
     pub(crate) stopping: AtomicBool,
@@ -121,6 +124,7 @@ impl Shared {
             grace,
             wake: Notify::new(),
             in_flight: AtomicUsize::new(0),
+            recording: AtomicUsize::new(0),
             attempts: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             rng: Mutex::new(fastrand::Rng::new()),

@@ -13,6 +13,9 @@ use crate::fault::{AgentError, Fault};
 use crate::lifecycle::{RunId, RunState};
 use crate::store::{Actor, Claim, ListQuery, RunRecord, Transition};
 
+/// How many runs per worker slot the dispatcher keeps claimed (running or about to run).
+const CLAIM_AHEAD: usize = 4;
+
 /// When the dispatcher returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Until {
@@ -158,7 +161,11 @@ async fn claim_and_start(
     // Claim up to one batch ahead of the workers: the next runs are leased and waiting for a
     // slot while the current ones finish, so claims overlap with attempts instead of
     // alternating with them. An agent with its own limit is claimed exactly.
-    let mut free = (2 * shared.workers).saturating_sub(shared.in_flight.load(Ordering::SeqCst));
+    let holding_or_waiting = shared
+        .in_flight
+        .load(Ordering::SeqCst)
+        .saturating_sub(shared.recording.load(Ordering::SeqCst));
+    let mut free = (CLAIM_AHEAD * shared.workers).saturating_sub(holding_or_waiting);
     if let Some(own) = &registered.permits {
         free = free.min(own.available_permits());
     }
@@ -238,7 +245,7 @@ async fn attempt(
     let token = run.lease.as_ref().map_or(0, |l| l.token);
     // The lease is kept alive while the run waits for a worker slot.
     let heartbeat = tokio::spawn(heartbeat(shared.clone(), run.id, token));
-    let _slot =
+    let slot =
         shared.slots.clone().acquire_owned().await.expect("the slots semaphore is never closed");
     // Claimed ahead, but the breaker opened meanwhile: defer the run, uncharged.
     if let Some(wait) = registered.breaker.as_ref().and_then(|b| b.open_for()) {
@@ -308,7 +315,15 @@ async fn attempt(
     };
     let elapsed = started.elapsed();
     span.record("duration_ms", elapsed.as_millis() as u64);
-    route(&shared, registered, &run, token, &ctx, result, &span).await;
+    let transition = route(&shared, registered, &run, token, &ctx, result).await;
+    // The agent is done: its slot goes to the next run while the outcome is made durable, so
+    // the outcomes of consecutive runs share the store's syncs instead of each worker waiting
+    // out one sync per run. The agent's own permit is kept until the outcome is recorded.
+    drop(slot);
+    shared.recording.fetch_add(1, Ordering::SeqCst);
+    shared.wake.notify_one();
+    record(&shared, registered, &run, transition, &span).await;
+    shared.recording.fetch_sub(1, Ordering::SeqCst);
     finish(&shared, run.id);
 }
 
@@ -356,7 +371,8 @@ async fn heartbeat(shared: Arc<Shared>, run: RunId, token: u64) {
     }
 }
 
-/// Moves the run according to the attempt's outcome and the fault table.
+/// The move the attempt's outcome calls for, by the fault table (a resource fault's
+/// `cleanup` runs here, in the attempt's slot).
 async fn route(
     shared: &Shared,
     registered: &Registered,
@@ -364,8 +380,7 @@ async fn route(
     token: u64,
     ctx: &Context,
     result: Result<Outcome<serde_json::Value>, AgentError>,
-    span: &tracing::Span,
-) {
+) -> Transition {
     let policy = registered.agent.retry_policy();
     if let Some(breaker) = &registered.breaker {
         breaker.record(result.as_ref().err().map(AgentError::fault));
@@ -375,7 +390,7 @@ async fn route(
             .fenced(token)
             .by(Actor::Worker(shared.worker_id.clone()))
     };
-    let transition = match result {
+    match result {
         Ok(Outcome::Done(output)) => base(RunState::Succeeded).output(output).reason("done"),
         Ok(Outcome::Wait(wait)) => {
             let mut t = base(RunState::WaitingExternal)
@@ -452,7 +467,18 @@ async fn route(
                 }
             }
         }
-    };
+    }
+}
+
+/// Records the attempt's move, then tells whoever waits on it: the hooks, and the pipeline
+/// the run is a stage of.
+async fn record(
+    shared: &Shared,
+    registered: &Registered,
+    run: &RunRecord,
+    transition: Transition,
+    span: &tracing::Span,
+) {
     let to = transition.to;
     span.record("outcome", to.to_string());
     // A stage's move that its pipeline must see wakes the pipeline in the same group commit
