@@ -186,6 +186,9 @@ pub struct Context {
     pub(crate) review_note: Option<String>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) span: tracing::Span,
+    /// The runtime running this attempt (a pipeline run uses it to run a stage itself);
+    /// `None` for work done on a stage's behalf (its compensation).
+    pub(crate) runtime: Option<Arc<crate::runtime::Shared>>,
 }
 
 impl fmt::Debug for Context {
@@ -211,6 +214,34 @@ impl Context {
             review_note: None,
             store: self.store.clone(),
             span: self.span.clone(),
+            runtime: None,
+        }
+    }
+
+    /// Whether this attempt may run a pipeline stage of `agent` itself, now; if so, the
+    /// owner and lease to claim the stage's run with. See `runtime::worker::admit_stage`.
+    pub(crate) fn admit_stage(&self, agent: &str) -> Option<(String, std::time::Duration)> {
+        let rt = self.runtime.as_ref()?;
+        crate::runtime::worker::admit_stage(rt, agent).then(|| (rt.worker_id.clone(), rt.lease))
+    }
+
+    /// Gives back an admission that ran nothing.
+    pub(crate) fn unadmit_stage(&self, agent: &str) {
+        if let Some(rt) = &self.runtime {
+            crate::runtime::worker::unadmit_stage(rt, agent);
+        }
+    }
+
+    /// Runs admitted pipeline stage `child` inside this attempt (`claimed`: its creation
+    /// claimed it already); see `runtime::worker::run_stage`.
+    pub(crate) async fn run_stage(
+        &self,
+        child: &crate::store::RunRecord,
+        claimed: bool,
+    ) -> Result<Option<crate::store::RunRecord>, crate::store::StoreError> {
+        match &self.runtime {
+            Some(rt) => crate::runtime::worker::run_stage(rt, child, claimed).await,
+            None => Ok(None),
         }
     }
 

@@ -345,7 +345,11 @@ impl PipelineAgent {
         )))
     }
 
-    /// The child of `key`, created with `input` if it does not exist yet.
+    /// The child of `key`, created with `input` if it does not exist yet, and whether its
+    /// creation claimed it for `claim_for` (owner, lease: a stage this attempt runs itself at
+    /// once; such a creation does not wait for the store's sync, any durable write after it
+    /// makes it durable and a lost one is created again).
+    #[allow(clippy::too_many_arguments)]
     async fn ensure(
         &self,
         store: &Arc<dyn Store>,
@@ -354,9 +358,10 @@ impl PipelineAgent {
         k: usize,
         key: String,
         input: &Value,
-    ) -> Result<RunRecord, AgentError> {
+        claim_for: Option<(String, Duration)>,
+    ) -> Result<(RunRecord, bool), AgentError> {
         if let Some(run) = existing.get(&key) {
-            return Ok(run.clone());
+            return Ok((run.clone(), false));
         }
         let stage = &self.stages[k];
         let (_, concurrency_key) = stage.agent.admit(input).map_err(|e| {
@@ -369,7 +374,10 @@ impl PipelineAgent {
         if let Some(ckey) = concurrency_key {
             new = new.concurrency_key(ckey);
         }
-        Ok(store.create(new).await?.run)
+        new.claim_for = claim_for;
+        let created = store.create(new).await?;
+        let claimed = created.created && created.run.state == RunState::Processing;
+        Ok((created.run, claimed))
     }
 }
 
@@ -379,9 +387,10 @@ impl ErasedAgent for PipelineAgent {
         &self.name
     }
 
-    /// A pipeline run never fails by itself for long: waiting on stages is not a fault.
+    /// A pipeline run never fails by itself for long: waiting on stages is not a fault. No
+    /// attempt timeout of its own: the stages it runs itself have theirs.
     fn retry_policy(&self) -> RetryPolicy {
-        RetryPolicy::default()
+        RetryPolicy::default().attempt_timeout(None)
     }
 
     fn admit(&self, input: &Value) -> Result<(String, Option<String>), SchemaError> {
@@ -423,9 +432,24 @@ impl ErasedAgent for PipelineAgent {
             ctx.span().record("step", stage.registered.as_str());
             match stage.fan_out {
                 None => {
-                    let child = self
-                        .ensure(&store, &existing, parent, k, child_key(parent, k, None), &value)
-                        .await?;
+                    // A stage whose agent needs no limit the dispatcher enforces runs right
+                    // here, in this attempt: no trip through the queue, no wait and wake-up.
+                    let admitted = ctx.admit_stage(&stage.registered);
+                    let inline = admitted.is_some();
+                    let key = child_key(parent, k, None);
+                    let (mut child, claimed) =
+                        self.ensure(&store, &existing, parent, k, key, &value, admitted).await?;
+                    if inline {
+                        if claimed || child.state == RunState::Queued {
+                            if let Some(moved) = ctx.run_stage(&child, claimed).await? {
+                                child = moved;
+                            }
+                        } else {
+                            ctx.unadmit_stage(&stage.registered);
+                        }
+                    }
+                    // Seen by a compensation later in this attempt.
+                    existing.insert(child.idempotency_key.clone(), child.clone());
                     match child.state {
                         RunState::Succeeded => value = child.output.unwrap_or(Value::Null),
                         RunState::FailedPermanent => {
@@ -453,13 +477,17 @@ impl ErasedAgent for PipelineAgent {
                     };
                     // Created concurrently: the store commits them together (one sync for
                     // the whole fan-out instead of one per item).
-                    let children: Vec<RunRecord> = futures_util::future::try_join_all(
+                    let children: Vec<(RunRecord, bool)> = futures_util::future::try_join_all(
                         items.iter().enumerate().map(|(i, item)| {
                             let key = child_key(parent, k, Some(i));
-                            self.ensure(&store, &existing, parent, k, key, item)
+                            self.ensure(&store, &existing, parent, k, key, item, None)
                         }),
                     )
                     .await?;
+                    let children: Vec<RunRecord> = children.into_iter().map(|(c, _)| c).collect();
+                    for child in &children {
+                        existing.insert(child.idempotency_key.clone(), child.clone());
+                    }
                     if let Some(failed) = children.iter().find(|c| logic_fault(c)) {
                         return self.compensate(ctx, &existing, k, failed).await;
                     }

@@ -14,7 +14,7 @@ use serde_json::json;
 use steadfast::agent::Data;
 use steadfast::pipeline::{FanIn, Pipeline};
 use steadfast::prelude::*;
-use steadfast::store::{Actor, ListQuery};
+use steadfast::store::{Actor, ListQuery, SledStore, Store};
 use steadfast::testing::Harness;
 
 /// Counts its calls; `Fn` does the work.
@@ -101,6 +101,80 @@ async fn a_four_stage_pipeline_runs_end_to_end_as_child_runs() {
     // Submitting the same input again is the same pipeline run.
     let again = harness.runtime().submit("count", 3).await.unwrap();
     assert_eq!((again.id, again.created), (report.run.id, false));
+}
+
+/// What a pipeline run whose stages it ran itself leaves behind, on `store`: each sequential
+/// stage a run of its own (created, claimed, done: one attempt), the fan-out's items worked
+/// by the queue (the pipeline waited for them once), and the stage that failed transiently
+/// on its first attempt retried by the queue (the pipeline waited for it too).
+async fn stages_run_in_the_pipeline_run_keep_their_own_history(store: impl Store) {
+    let make = step("make", |_, n: u32| Ok(Outcome::Done(vec![n, n + 1])));
+    let double = step("double", |_, n: u32| Ok(Outcome::Done(n * 2)));
+    let flaky = step("flaky", |ctx, v: Vec<u32>| {
+        if ctx.attempt() == 1 {
+            return Err(AgentError::transient("flaky"));
+        }
+        Ok(Outcome::Done(v.iter().sum::<u32>()))
+    });
+    let last = step("last", |_, n: u32| Ok(Outcome::Done(n + 1)));
+    let pipeline = Pipeline::new("inline").then(make).fan_out(double, 2).then(flaky).then(last);
+    let rt = Runtime::builder().store(store).workers(2).pipeline(pipeline).build().unwrap();
+    let run = rt.submit("inline", 5).await.unwrap();
+    rt.run_until_idle().await.unwrap();
+    let done = rt.store().get(run.id).await.unwrap().unwrap();
+    assert_eq!((done.state, done.output), (RunState::Succeeded, Some(json!(5 * 2 + 6 * 2 + 1))));
+
+    let children =
+        rt.store().list(ListQuery::new().parent(run.id).oldest_first()).await.unwrap().runs;
+    let path = async |id| -> Vec<(RunState, String)> {
+        let history = rt.store().history(id).await.unwrap();
+        history.into_iter().map(|h| (h.to, h.reason)).collect()
+    };
+    let by_agent = |name: &str| children.iter().find(|c| c.agent == name).unwrap().id;
+    let ran_here = [
+        (RunState::Queued, "created".to_owned()),
+        (RunState::Processing, "claimed".to_owned()),
+        (RunState::Succeeded, "done".to_owned()),
+    ];
+    assert_eq!(path(by_agent("inline.0.make")).await, ran_here);
+    assert_eq!(path(by_agent("inline.3.last")).await, ran_here);
+    let flaky = path(by_agent("inline.2.flaky")).await;
+    let states: Vec<RunState> = flaky.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        states,
+        [
+            RunState::Queued,
+            RunState::Processing,
+            RunState::FailedTransient,
+            RunState::Queued,
+            RunState::Processing,
+            RunState::Succeeded
+        ]
+    );
+    // The pipeline run waited for the fan-out and for the retried stage, and for nothing else.
+    let waits: Vec<String> = rt
+        .store()
+        .history(run.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|h| h.to == RunState::WaitingExternal)
+        .map(|h| h.reason)
+        .collect();
+    assert_eq!(waits, ["waiting for signal `stage:1`", "waiting for signal `stage:2`"]);
+}
+
+#[tokio::test]
+async fn stages_run_in_the_pipeline_run_keep_their_own_history_on_sled() {
+    let dir = tempfile::tempdir().unwrap();
+    stages_run_in_the_pipeline_run_keep_their_own_history(SledStore::open(dir.path()).unwrap())
+        .await;
+}
+
+#[tokio::test]
+async fn stages_run_in_the_pipeline_run_keep_their_own_history_in_memory() {
+    stages_run_in_the_pipeline_run_keep_their_own_history(steadfast::store::MemoryStore::new())
+        .await;
 }
 
 #[tokio::test(start_paused = true)]

@@ -41,7 +41,7 @@ mod builder;
 pub(crate) mod erased;
 mod error;
 mod limit;
-mod worker;
+pub(crate) mod worker;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -244,12 +244,12 @@ async fn attempt(
     let registered = &shared.agents[&run.agent];
     let token = run.lease.as_ref().map_or(0, |l| l.token);
     // The lease is kept alive while the run waits for a worker slot.
-    let heartbeat = tokio::spawn(heartbeat(shared.clone(), run.id, token));
+    let beat = AbortOnDrop(tokio::spawn(heartbeat(shared.clone(), run.id, token)));
     let slot =
         shared.slots.clone().acquire_owned().await.expect("the slots semaphore is never closed");
     // Claimed ahead, but the breaker opened meanwhile: defer the run, uncharged.
     if let Some(wait) = registered.breaker.as_ref().and_then(|b| b.open_for()) {
-        heartbeat.abort();
+        drop(beat);
         let defer = Transition::new(run.id, RunState::Processing, RunState::FailedTransient)
             .fenced(token)
             .refund_attempt()
@@ -262,6 +262,28 @@ async fn attempt(
         finish(&shared, run.id);
         return;
     }
+    let (transition, span) = execute(&shared, registered, &run, token).await;
+    drop(beat);
+    // The agent is done: its slot goes to the next run while the outcome is made durable, so
+    // the outcomes of consecutive runs share the store's syncs instead of each worker waiting
+    // out one sync per run. The agent's own permit is kept until the outcome is recorded.
+    drop(slot);
+    shared.recording.fetch_add(1, Ordering::SeqCst);
+    shared.wake.notify_one();
+    record(&shared, registered, &run, transition, &span, false).await;
+    shared.recording.fetch_sub(1, Ordering::SeqCst);
+    finish(&shared, run.id);
+}
+
+/// Runs the agent of claimed `run` (in its own task, under its attempt timeout, a panic
+/// caught) and returns the move its outcome calls for, with the attempt's span. The caller
+/// keeps the lease alive meanwhile.
+async fn execute(
+    shared: &Arc<Shared>,
+    registered: &Registered,
+    run: &RunRecord,
+    token: u64,
+) -> (Transition, tracing::Span) {
     let span = tracing::info_span!(
         "attempt",
         run_id = %run.id,
@@ -272,33 +294,32 @@ async fn attempt(
         duration_ms = tracing::field::Empty,
         outcome = tracing::field::Empty,
     );
-    let ctx = context_for(&shared, &run, &span);
+    let ctx = context_for(shared, run, &span);
     let started = Instant::now();
     let agent = registered.agent.clone();
     let input = run.input.clone();
-    let mut task = tokio::spawn(
+    let mut task = AbortOnDrop(tokio::spawn(
         async move {
             let mut ctx = ctx;
             let result = agent.run(&mut ctx, input).await;
             (ctx, result)
         }
         .instrument(span.clone()),
-    );
+    ));
     let policy = registered.agent.retry_policy();
     let joined = match policy.attempt_timeout {
-        Some(limit) => match tokio::time::timeout(limit, &mut task).await {
+        Some(limit) => match tokio::time::timeout(limit, &mut task.0).await {
             Ok(joined) => joined,
             Err(_) => {
-                task.abort();
+                task.0.abort();
                 Ok((
-                    context_for(&shared, &run, &span),
+                    context_for(shared, run, &span),
                     Err(AgentError::transient(format!("the attempt timed out after {limit:?}"))),
                 ))
             }
         },
-        None => (&mut task).await,
+        None => (&mut task.0).await,
     };
-    heartbeat.abort();
     let (ctx, result) = match joined {
         Ok(done) => done,
         Err(join) => {
@@ -308,23 +329,98 @@ async fn attempt(
                 "the attempt was cancelled".into()
             };
             (
-                context_for(&shared, &run, &span),
+                context_for(shared, run, &span),
                 Err(AgentError::unknown(format!("the agent panicked: {what}"))),
             )
         }
     };
-    let elapsed = started.elapsed();
-    span.record("duration_ms", elapsed.as_millis() as u64);
-    let transition = route(&shared, registered, &run, token, &ctx, result).await;
-    // The agent is done: its slot goes to the next run while the outcome is made durable, so
-    // the outcomes of consecutive runs share the store's syncs instead of each worker waiting
-    // out one sync per run. The agent's own permit is kept until the outcome is recorded.
-    drop(slot);
-    shared.recording.fetch_add(1, Ordering::SeqCst);
-    shared.wake.notify_one();
-    record(&shared, registered, &run, transition, &span).await;
-    shared.recording.fetch_sub(1, Ordering::SeqCst);
-    finish(&shared, run.id);
+    span.record("duration_ms", started.elapsed().as_millis() as u64);
+    (route(shared, registered, run, token, &ctx, result).await, span)
+}
+
+/// Asks whether the pipeline run whose attempt calls this may run a stage of `agent` itself,
+/// now: the agent has no concurrency limit (the dispatcher counts its permits before it
+/// claims), the runtime is not stopping, and the agent's circuit breaker and rate limit let
+/// one run through, as the dispatcher asks them before it claims. A `true` must be followed
+/// by [`run_stage`] or given back with [`unadmit_stage`].
+pub(crate) fn admit_stage(shared: &Shared, agent: &str) -> bool {
+    let Some(registered) = shared.agents.get(agent) else { return false };
+    if !runs_inline(registered) || shared.stopping.load(Ordering::SeqCst) {
+        return false;
+    }
+    if let Some(breaker) = &registered.breaker
+        && breaker.admit(1).0 == 0
+    {
+        return false; // open (or probing): the dispatcher defers it
+    }
+    if let Some(bucket) = &registered.bucket
+        && bucket.take(1).0 == 0
+    {
+        if let Some(breaker) = &registered.breaker {
+            breaker.unused(1);
+        }
+        return false;
+    }
+    true
+}
+
+/// Gives back an admission of [`admit_stage`] that ran nothing.
+pub(crate) fn unadmit_stage(shared: &Shared, agent: &str) {
+    let Some(registered) = shared.agents.get(agent) else { return };
+    if let Some(breaker) = &registered.breaker {
+        breaker.unused(1);
+    }
+    if let Some(bucket) = &registered.bucket {
+        bucket.give_back(1);
+    }
+}
+
+/// Runs stage `child` of the pipeline run whose attempt calls this (admitted by
+/// [`admit_stage`]), inside that attempt: no second worker slot, no trip through the queue, no
+/// wait and wake-up of the pipeline run, while the stage stays a run of its own (claimed, its
+/// attempt and outcome in its history, its hooks called). `child` is claimed here unless
+/// `claimed` says its creation claimed it already. Returns the stage's run after the move its
+/// attempt made, or `None` if someone else claimed it first (the pipeline run then waits for
+/// it as usual).
+pub(crate) async fn run_stage(
+    shared: &Arc<Shared>,
+    child: &RunRecord,
+    claimed: bool,
+) -> Result<Option<RunRecord>, crate::store::StoreError> {
+    let Some(registered) = shared.agents.get(&child.agent) else { return Ok(None) };
+    let run = if claimed {
+        child.clone()
+    } else {
+        let claim = Claim::new(shared.worker_id.clone(), 1, shared.lease).runs([child.id]);
+        match shared.store.claim(claim).await {
+            Ok(mut runs) if !runs.is_empty() => runs.remove(0),
+            other => {
+                unadmit_stage(shared, &child.agent);
+                return other.map(|_| None);
+            }
+        }
+    };
+    let token = run.lease.as_ref().map_or(0, |l| l.token);
+    let beat = AbortOnDrop(tokio::spawn(heartbeat(shared.clone(), run.id, token)));
+    let (transition, span) = execute(shared, registered, &run, token).await;
+    drop(beat);
+    Ok(record(shared, registered, &run, transition, &span, true).await)
+}
+
+/// Whether a pipeline run may run a stage of this agent itself (see [`run_stage`]): not if
+/// the agent has a concurrency limit (the dispatcher counts its permits before it claims).
+pub(crate) fn runs_inline(registered: &Registered) -> bool {
+    registered.permits.is_none() && !registered.pipeline
+}
+
+/// A task aborted when its handle is dropped: an attempt cut short (its pipeline run's
+/// attempt timed out or was cancelled) does not leave its agent or heartbeat running.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Bookkeeping when an attempt is over, whatever happened.
@@ -334,7 +430,7 @@ fn finish(shared: &Shared, run: RunId) {
     shared.wake.notify_one();
 }
 
-fn context_for(shared: &Shared, run: &RunRecord, span: &tracing::Span) -> Context {
+fn context_for(shared: &Arc<Shared>, run: &RunRecord, span: &tracing::Span) -> Context {
     Context {
         run: run.id,
         agent: run.agent.as_str().into(),
@@ -344,6 +440,7 @@ fn context_for(shared: &Shared, run: &RunRecord, span: &tracing::Span) -> Contex
         review_note: run.review_note.clone(),
         store: shared.store.clone(),
         span: span.clone(),
+        runtime: Some(shared.clone()),
     }
 }
 
@@ -478,14 +575,16 @@ async fn record(
     run: &RunRecord,
     transition: Transition,
     span: &tracing::Span,
-) {
+    inline: bool,
+) -> Option<RunRecord> {
     let to = transition.to;
     span.record("outcome", to.to_string());
     // A stage's move that its pipeline must see wakes the pipeline in the same group commit
     // instead of one sync later. Should the wake land first, the pipeline finds the stage still
     // processing and waits again; the check after its move to waiting (`after_move`) then sees
     // the stage's move, which was sent to the store before that wait, and wakes it.
-    let wake_parent = run.parent.filter(|_| crate::pipeline::wakes_pipeline_in(to));
+    // A stage run inline is seen by its pipeline run at once: nobody to wake.
+    let wake_parent = run.parent.filter(|_| !inline && crate::pipeline::wakes_pipeline_in(to));
     let (moved, ()) = tokio::join!(shared.store.transition(transition), async {
         if let Some(parent) = wake_parent {
             wake(shared, parent).await;
@@ -495,13 +594,16 @@ async fn record(
         Ok(Ok(moved)) => {
             tracing::info!(parent: span, state = %moved.state, reason = ?moved.last_error.as_ref().map(|e| &e.message), "attempt finished");
             shared.notify_hooks(&moved);
-            after_move(shared, &moved, registered.pipeline, wake_parent.is_some()).await;
+            after_move(shared, &moved, registered.pipeline, inline || wake_parent.is_some()).await;
+            Some(moved)
         }
         Ok(Err(conflict)) => {
-            tracing::warn!(parent: span, %conflict, "the run moved under this attempt; its outcome is dropped")
+            tracing::warn!(parent: span, %conflict, "the run moved under this attempt; its outcome is dropped");
+            None
         }
         Err(error) => {
-            tracing::error!(parent: span, %error, "could not record the attempt's outcome")
+            tracing::error!(parent: span, %error, "could not record the attempt's outcome");
+            None
         }
     }
 }

@@ -50,6 +50,7 @@ where
         illegal_moves_change_nothing,
         claims_are_exclusive_under_concurrency,
         claims_respect_due_time_and_agents,
+        claims_can_name_their_runs,
         expired_leases_are_recovered_and_fenced,
         heartbeat_keeps_a_lease,
         timers_come_due,
@@ -218,6 +219,31 @@ async fn claims_respect_due_time_and_agents<S: Store>(store: Arc<S>, clock: Arc<
     let got = store.claim(Claim::new("w", 10, LEASE)).await.unwrap();
     assert_eq!(got.iter().map(|r| r.id).collect::<Vec<_>>(), [scheduled]);
     assert!(store.claim(Claim::new("w", 0, LEASE)).await.unwrap().is_empty());
+}
+
+async fn claims_can_name_their_runs<S: Store>(store: Arc<S>, clock: Arc<ManualClock>) {
+    let first = queued(&*store, "a", "first").await;
+    let second = queued(&*store, "a", "second").await;
+    let other = queued(&*store, "b", "other").await;
+    let later = clock.now_plus(Duration::from_secs(60));
+    let scheduled =
+        store.create(NewRun::new("a", "later", json!(1)).due_at(later)).await.unwrap().run.id;
+    let ids = |runs: Vec<super::RunRecord>| runs.iter().map(|r| r.id).collect::<Vec<_>>();
+
+    // Only the named run, though an older one of the same agent is due too.
+    let got = store.claim(Claim::new("w", 10, LEASE).runs([second])).await.unwrap();
+    assert_eq!(ids(got), [second]);
+    assert_eq!(store.get(second).await.unwrap().unwrap().state, RunState::Processing);
+    assert_eq!(store.get(first).await.unwrap().unwrap().state, RunState::Queued);
+    // Not again (processing), not before it is due, not outside the named agents.
+    assert!(store.claim(Claim::new("w", 10, LEASE).runs([second])).await.unwrap().is_empty());
+    assert!(store.claim(Claim::new("w", 10, LEASE).runs([scheduled])).await.unwrap().is_empty());
+    let got = store.claim(Claim::new("w", 10, LEASE).runs([other, first]).agents(["a"])).await;
+    assert_eq!(ids(got.unwrap()), [first]);
+    assert_eq!(store.get(other).await.unwrap().unwrap().state, RunState::Queued);
+    // An unknown run is not an error: nothing to claim.
+    let unknown = RunId::new();
+    assert!(store.claim(Claim::new("w", 10, LEASE).runs([unknown])).await.unwrap().is_empty());
 }
 
 async fn expired_leases_are_recovered_and_fenced<S: Store>(store: Arc<S>, clock: Arc<ManualClock>) {

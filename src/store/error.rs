@@ -30,11 +30,11 @@ pub enum StoreError {
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     /// Another process has the database open.
-    #[error("{} is locked by {}; stop it, or talk to it over HTTP (`steadfast serve`)", .path.display(), .holder.as_deref().unwrap_or("another process"))]
+    #[error("{} is locked by {}: sled lets one process at a time open a database; stop it first", .path.display(), .holder.as_deref().unwrap_or("another process"))]
     Locked {
         /// The database directory.
         path: PathBuf,
-        /// The process holding it, as far as it could be told (`pid 1234 (steadfast serve)`).
+        /// The process holding it, as far as it could be told (`pid 1234 (steadfast demo)`).
         holder: Option<String>,
     },
     /// The path exists but is not a steadfast database.

@@ -242,6 +242,7 @@ impl Store for MemoryStore {
             .values()
             .filter(|r| r.state == RunState::Queued && r.due_at.is_some_and(|d| d <= now))
             .filter(|r| claim.agents.is_empty() || claim.agents.contains(&r.agent))
+            .filter(|r| claim.runs.is_empty() || claim.runs.contains(&r.id))
             .map(|r| (r.due_at.unwrap_or(now), r.id))
             .collect();
         due.sort_unstable();

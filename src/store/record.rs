@@ -269,6 +269,13 @@ pub struct NewRun {
     pub concurrency_key: Option<String>,
     /// Who asked for it.
     pub actor: Actor,
+    /// A hint from the runtime, for a pipeline stage the pipeline run is about to run itself:
+    /// claim the new run for this owner and lease in the same write if it is due and its
+    /// concurrency key is free, and answer before the write is durable, like a claim (any
+    /// durable write after it, the stage's effects or outcome, makes it durable; a creation
+    /// lost in a crash is made again by the pipeline run). Stores may ignore it: the run is
+    /// then claimed separately.
+    pub(crate) claim_for: Option<(String, Duration)>,
 }
 
 impl NewRun {
@@ -285,6 +292,7 @@ impl NewRun {
             output_schema: None,
             concurrency_key: None,
             actor: Actor::System,
+            claim_for: None,
         }
     }
 
@@ -553,6 +561,8 @@ pub struct Claim {
     pub owner: String,
     /// Claim only runs of these agents; empty means any agent.
     pub agents: Vec<String>,
+    /// Claim only these runs (each if it is queued and due); empty means any run.
+    pub runs: Vec<RunId>,
     /// At most this many runs.
     pub limit: usize,
     /// How long the lease lasts unless heartbeated.
@@ -562,7 +572,15 @@ pub struct Claim {
 impl Claim {
     /// Up to `limit` due runs of any agent for worker `owner`, leased for `lease`.
     pub fn new(owner: impl Into<String>, limit: usize, lease: Duration) -> Self {
-        Claim { owner: owner.into(), agents: Vec::new(), limit, lease }
+        Claim { owner: owner.into(), agents: Vec::new(), runs: Vec::new(), limit, lease }
+    }
+
+    /// Only these runs, each if it is queued and due (a pipeline run claims the stage it is
+    /// about to run itself).
+    #[must_use]
+    pub fn runs(mut self, runs: impl IntoIterator<Item = RunId>) -> Self {
+        self.runs = runs.into_iter().collect();
+        self
     }
 
     /// Only runs of these agents.

@@ -127,6 +127,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// Every write goes through it (see `committer`).
     committer: Committer,
+    /// Counts the database as open in this process until the store is dropped.
+    _registration: open::Registration,
 }
 
 #[derive(Clone)]
@@ -352,47 +354,71 @@ impl Store for SledStore {
         let id = RunId::new();
         let key = idempotency_key(&new.agent, &new.idempotency_key);
         let input = new.input.clone();
-        let outcome = self
-            .write(move |tx| {
-                if let Some(existing) = tx.keys.get(&key)? {
-                    return abort(Abort::Exists(run_from_value(&existing)));
-                }
-                let mut run = StoredRun {
-                    agent: new.agent.clone(),
-                    state: RunState::INITIAL,
-                    idempotency_key: new.idempotency_key.clone(),
-                    attempt: 0,
-                    due_at: Some(new.due_at.unwrap_or(now)),
-                    lease: None,
-                    fence: 0,
-                    parent: new.parent.map(RunId::to_bytes),
-                    stage: new.stage,
-                    input_schema: new.input_schema.clone(),
-                    output_schema: new.output_schema.clone(),
-                    concurrency_key: new.concurrency_key.clone(),
-                    waiting_for: None,
-                    review_note: None,
-                    last_error: None,
-                    moves: 0,
-                    format: FORMAT_VERSION,
-                    created_at: now,
-                    updated_at: now,
+        let lazy = new.claim_for.is_some();
+        let create = move |tx: &Tx<'_>| {
+            if let Some(existing) = tx.keys.get(&key)? {
+                return abort(Abort::Exists(run_from_value(&existing)));
+            }
+            let mut run = StoredRun {
+                agent: new.agent.clone(),
+                state: RunState::INITIAL,
+                idempotency_key: new.idempotency_key.clone(),
+                attempt: 0,
+                due_at: Some(new.due_at.unwrap_or(now)),
+                lease: None,
+                fence: 0,
+                parent: new.parent.map(RunId::to_bytes),
+                stage: new.stage,
+                input_schema: new.input_schema.clone(),
+                output_schema: new.output_schema.clone(),
+                concurrency_key: new.concurrency_key.clone(),
+                waiting_for: None,
+                review_note: None,
+                last_error: None,
+                moves: 0,
+                format: FORMAT_VERSION,
+                created_at: now,
+                updated_at: now,
+            };
+            tx.keys.insert(key.as_slice(), &id.to_bytes())?;
+            Tx::put_payload(tx.inputs, id, &new.input)?;
+            if let Some(parent) = new.parent {
+                tx.children.insert([&parent.to_bytes()[..], &id.to_bytes()].concat(), &[])?;
+            }
+            let m = Move { actor: new.actor.clone(), reason: "created".into(), error: None, now };
+            tx.write_move(id, None, &mut run, &m)?;
+            if let Some((owner, lease)) = &new.claim_for
+                && run.due_at.is_none_or(|due| due <= now)
+                && !run.concurrency_key.as_ref().is_some_and(|key| {
+                    tx.locks.get(key.as_bytes()).map_or(true, |held| held.is_some())
+                })
+            {
+                let before = run.clone();
+                run = moved(&before, RunState::Processing, None, now);
+                run.attempt += 1;
+                run.fence += 1;
+                let expires_at = now.after(*lease);
+                run.lease = Some(Lease { owner: owner.clone(), token: run.fence, expires_at });
+                let m = Move {
+                    actor: Actor::Worker(owner.clone()),
+                    reason: "claimed".into(),
+                    error: None,
+                    now,
                 };
-                tx.keys.insert(key.as_slice(), &id.to_bytes())?;
-                Tx::put_payload(tx.inputs, id, &new.input)?;
-                if let Some(parent) = new.parent {
-                    tx.children.insert([&parent.to_bytes()[..], &id.to_bytes()].concat(), &[])?;
-                }
-                let m =
-                    Move { actor: new.actor.clone(), reason: "created".into(), error: None, now };
-                tx.write_move(id, None, &mut run, &m)?;
-                Ok(run)
-            })
-            .await?;
+                tx.write_move(id, Some(&before), &mut run, &m)?;
+            }
+            Ok(run)
+        };
+        let outcome =
+            if lazy { self.write_lazy(create).await? } else { self.write(create).await? };
         match outcome {
             Ok(run) => Ok(Created { run: run.into_record(id, input, None, None), created: true }),
-            // The existing run was written by an earlier batch, so it is durable already.
             Err(Abort::Exists(existing)) => {
+                // Written by an earlier batch; durable unless that was a lazy creation, so
+                // make sure before answering.
+                if !lazy {
+                    self.inner.committer.sync().await?;
+                }
                 let run = self.get_record(existing)?.ok_or(StoreError::NotFound(existing))?;
                 Ok(Created { run, created: false })
             }
@@ -465,7 +491,18 @@ impl Store for SledStore {
         }
         // Scan more candidates than needed: some may be taken by an earlier claim in the batch.
         let want = claim.limit.saturating_mul(2).max(claim.limit + 8);
-        let candidates = if claim.agents.is_empty() {
+        let candidates = if !claim.runs.is_empty() {
+            // Named runs: `move_each` below checks that each is queued and due.
+            let mut ids = Vec::with_capacity(claim.runs.len());
+            for id in &claim.runs {
+                if claim.agents.is_empty()
+                    || self.get_record(*id)?.is_some_and(|r| claim.agents.contains(&r.agent))
+                {
+                    ids.push(*id);
+                }
+            }
+            ids
+        } else if claim.agents.is_empty() {
             let queued = state_byte(RunState::Queued);
             let mut ids = Vec::new();
             for entry in self.due_entries(READY_QUEUED) {

@@ -21,13 +21,30 @@ pub(super) fn open(path: &Path, options: SledStoreOptions) -> Result<SledStore, 
         Durability::Periodic(period) => Some(period.as_millis().max(1) as u64),
         Durability::Fsync | Durability::Flush => Some(500),
     };
-    let db = ::sled::Config::new()
+    let config = ::sled::Config::new()
         .path(path)
         .cache_capacity(options.cache_capacity)
         .flush_every_ms(flush_every_ms)
-        .mode(::sled::Mode::HighThroughput)
-        .open()
-        .map_err(|e| open_error(path, e))?;
+        .mode(::sled::Mode::HighThroughput);
+    // A database this process has just dropped may hold the lock a moment longer (sled's I/O
+    // threads finish their writes first): wait for it rather than refuse. One this process
+    // has open, or another process holds, is refused at once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let registration = Registration::new(path);
+    let db = loop {
+        match config.open().map_err(|e| open_error(path, e)) {
+            Err(StoreError::Locked { holder, .. })
+                if registration.is_some()
+                    && holder
+                        .as_ref()
+                        .is_none_or(|h| h.starts_with(&format!("pid {} ", std::process::id())))
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            opened => break opened?,
+        }
+    };
 
     let tree = |name: &str| db.open_tree(name).map_err(|e| backend("opening a tree", e));
     let trees = Trees {
@@ -97,8 +114,39 @@ pub(super) fn open(path: &Path, options: SledStoreOptions) -> Result<SledStore, 
             path: path.to_owned(),
             durability: options.durability,
             clock: options.clock,
+            _registration: registration,
         }),
     })
+}
+
+/// The databases this process has open, so that opening one twice in a process fails at once
+/// while reopening one just dropped waits for the lock (see [`open`]).
+static OPEN: std::sync::Mutex<Option<HashSet<PathBuf>>> = std::sync::Mutex::new(None);
+
+/// A database counted in [`OPEN`] while its store lives.
+pub(super) struct Registration(Option<PathBuf>);
+
+impl Registration {
+    /// Counts `path` as open; `Registration(None)` if this process has it open already.
+    fn new(path: &Path) -> Self {
+        let path = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+        let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+        let open = open.get_or_insert_with(HashSet::new);
+        if open.insert(path.clone()) { Registration(Some(path)) } else { Registration(None) }
+    }
+
+    fn is_some(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+            open.get_or_insert_with(HashSet::new).remove(path);
+        }
+    }
 }
 
 /// Whether every tree of `db` (its default tree included) is empty.
