@@ -177,6 +177,43 @@ async fn stages_run_in_the_pipeline_run_keep_their_own_history_in_memory() {
         .await;
 }
 
+/// Pipeline runs hold no worker slot of their own; the stages they run themselves take one
+/// each while their agent runs, so 30 pipelines on 2 workers never run more than 2 agents at
+/// once, and all finish.
+#[tokio::test(start_paused = true)]
+async fn stages_run_in_pipeline_runs_share_the_worker_slots() {
+    static NOW: AtomicU32 = AtomicU32::new(0);
+    static MAX: AtomicU32 = AtomicU32::new(0);
+    struct Busy;
+    #[async_trait]
+    impl Agent for Busy {
+        type Input = u32;
+        type Output = u32;
+        fn name(&self) -> &str {
+            "busy"
+        }
+        async fn run(&self, _ctx: &mut Context, n: u32) -> Result<Outcome<u32>, AgentError> {
+            let now = NOW.fetch_add(1, Ordering::SeqCst) + 1;
+            MAX.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            NOW.fetch_sub(1, Ordering::SeqCst);
+            Ok(Outcome::Done(n + 1))
+        }
+    }
+    let pipeline = Pipeline::new("busy").then(Busy).then(Busy).then(Busy);
+    let harness = Harness::new(|rt| rt.workers(2).pipeline(pipeline));
+    let mut runs = Vec::new();
+    for n in 0..30 {
+        runs.push(harness.runtime().submit("busy", n).await.unwrap().id);
+    }
+    harness.runtime().run_until_idle().await.unwrap();
+    for (n, id) in runs.into_iter().enumerate() {
+        let run = harness.runtime().store().get(id).await.unwrap().unwrap();
+        assert_eq!((run.state, run.output), (RunState::Succeeded, Some(json!(n + 3))));
+    }
+    assert_eq!(MAX.load(Ordering::SeqCst), 2, "two workers, two agents at a time at most");
+}
+
 #[tokio::test(start_paused = true)]
 async fn fan_out_never_exceeds_its_concurrency() {
     static NOW: AtomicU32 = AtomicU32::new(0);

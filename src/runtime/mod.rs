@@ -90,6 +90,8 @@ pub(crate) struct Shared {
     /// Of `in_flight`, the attempts whose agent has returned and whose outcome is being
     /// recorded: they hold no worker slot, so they do not count against claiming ahead.
     pub(crate) recording: AtomicUsize,
+    /// Of `in_flight`, the pipeline runs' attempts (they hold no worker slot).
+    pub(crate) coordinating: AtomicUsize,
     /// Attempts in flight: run → (fencing token, abort handle), for a graceful release.
     pub(crate) attempts: Mutex<HashMap<RunId, (u64, tokio::task::AbortHandle)>>,
     pub(crate) stopping: AtomicBool,
@@ -125,6 +127,7 @@ impl Shared {
             wake: Notify::new(),
             in_flight: AtomicUsize::new(0),
             recording: AtomicUsize::new(0),
+            coordinating: AtomicUsize::new(0),
             attempts: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             rng: Mutex::new(fastrand::Rng::new()),

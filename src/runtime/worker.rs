@@ -16,6 +16,9 @@ use crate::store::{Actor, Claim, ListQuery, RunRecord, Transition};
 /// How many runs per worker slot the dispatcher keeps claimed (running or about to run).
 const CLAIM_AHEAD: usize = 4;
 
+/// How many pipeline runs per worker slot may be in an attempt at once.
+const PIPELINES_AHEAD: usize = 16;
+
 /// When the dispatcher returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Until {
@@ -161,11 +164,18 @@ async fn claim_and_start(
     // Claim up to one batch ahead of the workers: the next runs are leased and waiting for a
     // slot while the current ones finish, so claims overlap with attempts instead of
     // alternating with them. An agent with its own limit is claimed exactly.
-    let holding_or_waiting = shared
-        .in_flight
-        .load(Ordering::SeqCst)
-        .saturating_sub(shared.recording.load(Ordering::SeqCst));
-    let mut free = (CLAIM_AHEAD * shared.workers).saturating_sub(holding_or_waiting);
+    // Pipeline runs hold no slot (their stages take one while they run), so they have their
+    // own, larger budget and do not count against the other agents'.
+    let coordinating = shared.coordinating.load(Ordering::SeqCst);
+    let mut free = if registered.pipeline {
+        (PIPELINES_AHEAD * shared.workers).saturating_sub(coordinating)
+    } else {
+        let holding_or_waiting = shared
+            .in_flight
+            .load(Ordering::SeqCst)
+            .saturating_sub(shared.recording.load(Ordering::SeqCst) + coordinating);
+        (CLAIM_AHEAD * shared.workers).saturating_sub(holding_or_waiting)
+    };
     if let Some(own) = &registered.permits {
         free = free.min(own.available_permits());
     }
@@ -210,6 +220,9 @@ async fn claim_and_start(
             .clone()
             .map(|p| p.try_acquire_owned().expect("a counted free permit"));
         shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        if registered.pipeline {
+            shared.coordinating.fetch_add(1, Ordering::SeqCst);
+        }
         let token = run.lease.as_ref().map_or(0, |l| l.token);
         // Held across the spawn, so that an attempt that finishes at once cannot remove its
         // entry before it is inserted (and leave a stale one behind).
@@ -245,8 +258,9 @@ async fn attempt(
     let token = run.lease.as_ref().map_or(0, |l| l.token);
     // The lease is kept alive while the run waits for a worker slot.
     let beat = AbortOnDrop(tokio::spawn(heartbeat(shared.clone(), run.id, token)));
-    let slot =
-        shared.slots.clone().acquire_owned().await.expect("the slots semaphore is never closed");
+    // A pipeline run only coordinates: the stages it runs itself take a slot each while
+    // their agent runs (see `run_stage`), so it holds none, and waits for none.
+    let slot = if registered.pipeline { None } else { Some(take_slot(&shared).await) };
     // Claimed ahead, but the breaker opened meanwhile: defer the run, uncharged.
     if let Some(wait) = registered.breaker.as_ref().and_then(|b| b.open_for()) {
         drop(beat);
@@ -259,7 +273,7 @@ async fn attempt(
         if let Err(error) = shared.store.transition(defer).await {
             tracing::error!(run_id = %run.id, %error, "could not defer the run");
         }
-        finish(&shared, run.id);
+        finish(&shared, &run);
         return;
     }
     let (transition, span) = execute(&shared, registered, &run, token).await;
@@ -272,7 +286,7 @@ async fn attempt(
     shared.wake.notify_one();
     record(&shared, registered, &run, transition, &span, false).await;
     shared.recording.fetch_sub(1, Ordering::SeqCst);
-    finish(&shared, run.id);
+    finish(&shared, &run);
 }
 
 /// Runs the agent of claimed `run` (in its own task, under its attempt timeout, a panic
@@ -402,8 +416,9 @@ pub(crate) async fn run_stage(
     };
     let token = run.lease.as_ref().map_or(0, |l| l.token);
     let beat = AbortOnDrop(tokio::spawn(heartbeat(shared.clone(), run.id, token)));
+    let slot = take_slot(shared).await;
     let (transition, span) = execute(shared, registered, &run, token).await;
-    drop(beat);
+    drop((slot, beat));
     Ok(record(shared, registered, &run, transition, &span, true).await)
 }
 
@@ -411,6 +426,11 @@ pub(crate) async fn run_stage(
 /// the agent has a concurrency limit (the dispatcher counts its permits before it claims).
 pub(crate) fn runs_inline(registered: &Registered) -> bool {
     registered.permits.is_none() && !registered.pipeline
+}
+
+/// One of the runtime's worker slots: at most `workers` agents run at a time.
+async fn take_slot(shared: &Shared) -> tokio::sync::OwnedSemaphorePermit {
+    shared.slots.clone().acquire_owned().await.expect("the slots semaphore is never closed")
 }
 
 /// A task aborted when its handle is dropped: an attempt cut short (its pipeline run's
@@ -424,8 +444,11 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 /// Bookkeeping when an attempt is over, whatever happened.
-fn finish(shared: &Shared, run: RunId) {
-    shared.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&run);
+fn finish(shared: &Shared, run: &RunRecord) {
+    shared.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&run.id);
+    if shared.agents.get(&run.agent).is_some_and(|r| r.pipeline) {
+        shared.coordinating.fetch_sub(1, Ordering::SeqCst);
+    }
     shared.in_flight.fetch_sub(1, Ordering::SeqCst);
     shared.wake.notify_one();
 }
