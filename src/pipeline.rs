@@ -274,12 +274,7 @@ pub(crate) fn settled(state: RunState) -> bool {
 /// stopped for review: on a logic fault (L3), which the pipeline answers with compensation,
 /// or otherwise (an item a lenient fan-in leaves out).
 pub(crate) fn wakes_pipeline(run: &RunRecord) -> bool {
-    wakes_pipeline_in(run.state)
-}
-
-/// Whether a stage moving to `state` is a move its pipeline must see (see [`wakes_pipeline`]).
-pub(crate) fn wakes_pipeline_in(state: RunState) -> bool {
-    settled(state) || state == RunState::NeedsReview
+    settled(run.state) || run.state == RunState::NeedsReview
 }
 
 fn logic_fault(run: &RunRecord) -> bool {

@@ -284,7 +284,7 @@ async fn attempt(
     drop(slot);
     shared.recording.fetch_add(1, Ordering::SeqCst);
     shared.wake.notify_one();
-    record(&shared, registered, &run, transition, &span, false).await;
+    record(&shared, registered, transition, &span, false).await;
     shared.recording.fetch_sub(1, Ordering::SeqCst);
     finish(&shared, &run);
 }
@@ -419,7 +419,7 @@ pub(crate) async fn run_stage(
     let slot = take_slot(shared).await;
     let (transition, span) = execute(shared, registered, &run, token).await;
     drop((slot, beat));
-    Ok(record(shared, registered, &run, transition, &span, true).await)
+    Ok(record(shared, registered, transition, &span, true).await)
 }
 
 /// Whether a pipeline run may run a stage of this agent itself (see [`run_stage`]): not if
@@ -595,29 +595,18 @@ async fn route(
 async fn record(
     shared: &Shared,
     registered: &Registered,
-    run: &RunRecord,
     transition: Transition,
     span: &tracing::Span,
     inline: bool,
 ) -> Option<RunRecord> {
     let to = transition.to;
     span.record("outcome", to.to_string());
-    // A stage's move that its pipeline must see wakes the pipeline in the same group commit
-    // instead of one sync later. Should the wake land first, the pipeline finds the stage still
-    // processing and waits again; the check after its move to waiting (`after_move`) then sees
-    // the stage's move, which was sent to the store before that wait, and wakes it.
-    // A stage run inline is seen by its pipeline run at once: nobody to wake.
-    let wake_parent = run.parent.filter(|_| !inline && crate::pipeline::wakes_pipeline_in(to));
-    let (moved, ()) = tokio::join!(shared.store.transition(transition), async {
-        if let Some(parent) = wake_parent {
-            wake(shared, parent).await;
-        }
-    });
-    match moved {
+    match shared.store.transition(transition).await {
         Ok(Ok(moved)) => {
             tracing::info!(parent: span, state = %moved.state, reason = ?moved.last_error.as_ref().map(|e| &e.message), "attempt finished");
             shared.notify_hooks(&moved);
-            after_move(shared, &moved, registered.pipeline, inline || wake_parent.is_some()).await;
+            // A stage run inline is seen by its pipeline run at once: nobody to wake.
+            after_move(shared, &moved, registered.pipeline, inline).await;
             Some(moved)
         }
         Ok(Err(conflict)) => {
@@ -645,20 +634,31 @@ async fn faults_in_history(shared: &Shared, run: RunId, fault: Fault) -> u32 {
     }
 }
 
-/// What a move means for pipelines: a stage that finished wakes its pipeline run; a pipeline
-/// run that just started waiting wakes itself if its stage finished meanwhile (the stage's own
-/// wake-up found it still processing and was refused).
+/// What a move means for pipelines: a stage that finished wakes its waiting pipeline run once
+/// the whole stage is ready for it (every item of a fan-out done, or one stopped on a logic
+/// fault), so a fan-out of n items wakes it once rather than n times; a pipeline run that just
+/// started waiting wakes itself if its stage became ready meanwhile (a stage that finished
+/// while the pipeline run was looking found it not yet waiting). Each side looks after its own
+/// move is stored, so of two moves racing, the later look sees both: no wake-up is lost.
 pub(crate) async fn after_move(
     shared: &Shared,
     moved: &RunRecord,
     is_pipeline: bool,
-    parent_woken: bool,
+    parent_sees_it: bool,
 ) {
-    if let Some(parent) = moved.parent
-        && !parent_woken
+    if let (Some(parent), Some(stage)) = (moved.parent, moved.stage)
+        && !parent_sees_it
         && crate::pipeline::wakes_pipeline(moved)
     {
-        wake(shared, parent).await;
+        match shared.store.get(parent).await {
+            Ok(Some(pipeline)) if pipeline.state == RunState::WaitingExternal => {
+                if stage_ready(shared, &pipeline, stage).await.unwrap_or(true) {
+                    wake(shared, parent).await;
+                }
+            }
+            Ok(_) => {} // not waiting: it looks at its stages when it runs or starts waiting
+            Err(_) => wake(shared, parent).await,
+        }
     }
     if is_pipeline && moved.state == RunState::WaitingExternal {
         let stage = moved
@@ -667,22 +667,29 @@ pub(crate) async fn after_move(
             .and_then(|w| w.strip_prefix("stage:"))
             .and_then(|k| k.parse::<u32>().ok());
         let Some(stage) = stage else { return };
-        let Some(registered) = shared.agents.get(&moved.agent) else { return };
-        let mut children = Vec::new();
-        let mut query = ListQuery::new().parent(moved.id).limit(1000);
-        loop {
-            let Ok(page) = shared.store.list(query.clone()).await else { return };
-            children.extend(page.runs.into_iter().filter(|c| c.stage == Some(stage)));
-            match page.next {
-                Some(next) => query = query.cursor(next),
-                None => break,
-            }
-        }
-        let children: Vec<&RunRecord> = children.iter().collect();
-        if registered.agent.stage_ready(stage as usize, &children) {
+        if stage_ready(shared, moved, stage).await == Some(true) {
             wake(shared, moved.id).await;
         }
     }
+}
+
+/// Whether stage `stage` of pipeline run `pipeline` is ready for it to look at (see
+/// `PipelineAgent::stage_ready`); `None` if that cannot be told (the pipeline is not
+/// registered here, the store could not list the stage).
+async fn stage_ready(shared: &Shared, pipeline: &RunRecord, stage: u32) -> Option<bool> {
+    let registered = shared.agents.get(&pipeline.agent)?;
+    let mut children = Vec::new();
+    let mut query = ListQuery::new().parent(pipeline.id).limit(1000);
+    loop {
+        let page = shared.store.list(query.clone()).await.ok()?;
+        children.extend(page.runs.into_iter().filter(|c| c.stage == Some(stage)));
+        match page.next {
+            Some(next) => query = query.cursor(next),
+            None => break,
+        }
+    }
+    let children: Vec<&RunRecord> = children.iter().collect();
+    Some(registered.agent.stage_ready(stage as usize, &children))
 }
 
 /// Queues a waiting pipeline run to look at its stages.
