@@ -4,7 +4,12 @@
 //! A mismatched stage does not compile. At run time the pipeline run creates one child run per
 //! stage (one per item for a fan-out stage), each with its own lifecycle, retries and review,
 //! and moves on only when the stage's output is stored, so a crash resumes at the stage it was
-//! in and never redoes a completed one. A stage that fails permanently fails the pipeline; a
+//! in and never redoes a completed one. A sequential stage is run by the pipeline run itself,
+//! inside its own attempt: its child run is created already claimed, its agent runs with the
+//! same attempt machinery a worker uses (timeout, panic isolation, heartbeat, fault table),
+//! and its outcome is stored before the next stage starts; no trip through the queue, no wait
+//! and wake-up. The items of a fan-out, a stage whose agent has a concurrency limit, and a
+//! stage being retried go through the queue, and the pipeline run waits for them. A stage that fails permanently fails the pipeline; a
 //! stage held for review or waiting for a signal holds it until an operator lets it go on.
 //!
 //! ```
