@@ -214,6 +214,77 @@ async fn stages_run_in_pipeline_runs_share_the_worker_slots() {
     assert_eq!(MAX.load(Ordering::SeqCst), 2, "two workers, two agents at a time at most");
 }
 
+/// A shutdown while a pipeline run is running a stage itself: a stage that finishes within the
+/// grace period is recorded and the next one is left queued (not started); a stage still
+/// running when it ends is released with its pipeline run, uncharged. Either way a later
+/// worker finishes the pipeline.
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_lets_a_stage_run_in_a_pipeline_run_finish_or_releases_it() {
+    let nap = step("nap", |_, secs: u64| Ok(Outcome::Done(secs)));
+    struct Sleep;
+    #[async_trait]
+    impl Agent for Sleep {
+        type Input = u64;
+        type Output = u64;
+        fn name(&self) -> &str {
+            "sleep"
+        }
+        async fn run(&self, _ctx: &mut Context, secs: u64) -> Result<Outcome<u64>, AgentError> {
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            Ok(Outcome::Done(secs))
+        }
+    }
+    let store =
+        steadfast::store::MemoryStore::with_clock(Arc::new(steadfast::clock::TokioClock::new()));
+    let runtime = || {
+        Runtime::builder()
+            .store(store.clone())
+            .workers(2)
+            .grace(Duration::from_secs(5))
+            .pipeline(Pipeline::new("naps").then(Sleep).then(nap.clone()))
+            .build()
+            .unwrap()
+    };
+    let rt = runtime();
+    let short = rt.submit("naps", 2).await.unwrap().id; // done within the grace period
+    let long = rt.submit("naps", 200).await.unwrap().id; // still running when it ends
+    let worker = tokio::spawn({
+        let rt = rt.clone();
+        async move { rt.run_until_shutdown().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    rt.shutdown().await.unwrap();
+    worker.await.unwrap().unwrap();
+
+    let stages = async |run| {
+        let list = rt.store().list(ListQuery::new().parent(run).oldest_first()).await.unwrap();
+        list.runs.iter().map(|c| (c.agent.clone(), c.state, c.attempt)).collect::<Vec<_>>()
+    };
+    let last_reason = async |run| rt.store().history(run).await.unwrap().pop().unwrap().reason;
+    assert_eq!(rt.store().get(short).await.unwrap().unwrap().state, RunState::WaitingExternal);
+    assert_eq!(
+        stages(short).await,
+        [
+            ("naps.0.sleep".to_owned(), RunState::Succeeded, 1),
+            ("naps.1.nap".to_owned(), RunState::Queued, 0)
+        ],
+        "the next stage is not started once the runtime is stopping"
+    );
+    assert_eq!(rt.store().get(long).await.unwrap().unwrap().state, RunState::FailedTransient);
+    assert_eq!(last_reason(long).await, "released at shutdown");
+    assert_eq!(stages(long).await, [("naps.0.sleep".to_owned(), RunState::FailedTransient, 0)]);
+    let stage = rt.store().list(ListQuery::new().parent(long)).await.unwrap().runs[0].id;
+    assert_eq!(last_reason(stage).await, "released at shutdown");
+
+    let rt = runtime();
+    rt.run_until_idle().await.unwrap();
+    for (run, secs) in [(short, 2), (long, 200)] {
+        let done = rt.store().get(run).await.unwrap().unwrap();
+        assert_eq!((done.state, done.output), (RunState::Succeeded, Some(json!(secs))));
+    }
+    assert_eq!(nap.calls.load(Ordering::SeqCst), 2);
+}
+
 #[tokio::test(start_paused = true)]
 async fn fan_out_never_exceeds_its_concurrency() {
     static NOW: AtomicU32 = AtomicU32::new(0);

@@ -416,10 +416,19 @@ pub(crate) async fn run_stage(
     };
     let token = run.lease.as_ref().map_or(0, |l| l.token);
     let beat = AbortOnDrop(tokio::spawn(heartbeat(shared.clone(), run.id, token)));
+    // Known to a shutdown like any attempt, so that a stage still running when the grace
+    // period ends is released with its pipeline run (aborting that run's attempt aborts this).
+    shared
+        .attempts
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(run.id, (token, beat.0.abort_handle()));
     let slot = take_slot(shared).await;
     let (transition, span) = execute(shared, registered, &run, token).await;
     drop((slot, beat));
-    Ok(record(shared, registered, transition, &span, true).await)
+    let moved = record(shared, registered, transition, &span, true).await;
+    shared.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&run.id);
+    Ok(moved)
 }
 
 /// Whether a pipeline run may run a stage of this agent itself (see [`run_stage`]): not if
