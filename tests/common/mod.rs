@@ -6,12 +6,19 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Starts this test binary running only the test `test`, with `env` set to `dir`.
+/// Its standard error goes to `dir/worker.stderr` (appended), shown if a drain fails.
 pub(crate) fn spawn_worker(test: &str, env: &str, dir: &Path) -> Child {
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("worker.stderr"))
+        .unwrap();
     Command::new(std::env::current_exe().unwrap())
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(env, dir)
+        .env("RUST_BACKTRACE", "1")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap()
 }
@@ -38,8 +45,14 @@ pub(crate) fn drain(test: &str, env: &str, dir: &Path) {
     };
     let mut out = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
-    assert!(
-        status.success() && out.contains("@@ idle"),
-        "the draining worker failed: {status}\n{out}"
-    );
+    if !(status.success() && out.contains("@@ idle")) {
+        // The draining worker's own report: its panic or error, not the killed ones' noise.
+        let err = std::fs::read_to_string(dir.join("worker.stderr")).unwrap_or_default();
+        let tail: Vec<&str> = err.lines().rev().take(60).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!(
+            "the draining worker failed: {status}\n{out}\n--- its stderr (tail) ---\n{}",
+            tail.join("\n")
+        );
+    }
 }
