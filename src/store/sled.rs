@@ -312,6 +312,34 @@ fn conflict_result<T>(outcome: Result<T, Abort>) -> ConflictResult<T> {
 
 /// Moves each of `candidates` that `step` accepts, up to `limit`, within one transaction;
 /// candidates that changed since the caller's scan are skipped.
+/// `before` claimed by `owner` with a lease of `lease` from `now`: the claimed run and the move
+/// to record, or `None` if it is not queued, not due yet (or taken by an earlier claim in the
+/// batch), or a run with the same concurrency key is processing.
+fn claim_step(
+    tx: &Tx<'_>,
+    before: &StoredRun,
+    owner: &str,
+    lease: Duration,
+    now: Timestamp,
+) -> Option<(StoredRun, Move)> {
+    if before.state != RunState::Queued || before.due_at.is_some_and(|due| due > now) {
+        return None;
+    }
+    if let Some(key) = &before.concurrency_key
+        && tx.locks.get(key.as_bytes()).map_or(true, |held| held.is_some())
+    {
+        return None;
+    }
+    let mut run = moved(before, RunState::Processing, None, now);
+    run.attempt += 1;
+    run.fence += 1;
+    run.lease =
+        Some(Lease { owner: owner.to_owned(), token: run.fence, expires_at: now.after(lease) });
+    let m =
+        Move { actor: Actor::Worker(owner.to_owned()), reason: "claimed".into(), error: None, now };
+    Some((run, m))
+}
+
 fn move_each(
     tx: &Tx<'_>,
     candidates: &[RunId],
@@ -388,24 +416,10 @@ impl Store for SledStore {
             let m = Move { actor: new.actor.clone(), reason: "created".into(), error: None, now };
             tx.write_move(id, None, &mut run, &m)?;
             if let Some((owner, lease)) = &new.claim_for
-                && run.due_at.is_none_or(|due| due <= now)
-                && !run.concurrency_key.as_ref().is_some_and(|key| {
-                    tx.locks.get(key.as_bytes()).map_or(true, |held| held.is_some())
-                })
+                && let Some((mut claimed, m)) = claim_step(tx, &run, owner, *lease, now)
             {
-                let before = run.clone();
-                run = moved(&before, RunState::Processing, None, now);
-                run.attempt += 1;
-                run.fence += 1;
-                let expires_at = now.after(*lease);
-                run.lease = Some(Lease { owner: owner.clone(), token: run.fence, expires_at });
-                let m = Move {
-                    actor: Actor::Worker(owner.clone()),
-                    reason: "claimed".into(),
-                    error: None,
-                    now,
-                };
-                tx.write_move(id, Some(&before), &mut run, &m)?;
+                tx.write_move(id, Some(&run), &mut claimed, &m)?;
+                run = claimed;
             }
             Ok(run)
         };
@@ -534,32 +548,12 @@ impl Store for SledStore {
             return Ok(Vec::new());
         }
         let now = self.now();
-        let actor = Actor::Worker(claim.owner.clone());
         // Not waiting for the sync: a claim lost in a crash only means the run is claimed
         // again, and any durable write after it (an effect, the outcome) makes it durable.
         let claimed = self
             .write_lazy(move |tx| {
                 move_each(tx, &candidates, claim.limit, |_, before| {
-                    if before.state != RunState::Queued
-                        || before.due_at.is_some_and(|due| due > now)
-                    {
-                        return None; // taken by an earlier claim
-                    }
-                    if let Some(key) = &before.concurrency_key
-                        && tx.locks.get(key.as_bytes()).map_or(true, |held| held.is_some())
-                    {
-                        return None; // a run with the same key is processing
-                    }
-                    let mut run = moved(&before, RunState::Processing, None, now);
-                    run.attempt += 1;
-                    run.fence += 1;
-                    let expires_at = now.after(claim.lease);
-                    run.lease =
-                        Some(Lease { owner: claim.owner.clone(), token: run.fence, expires_at });
-                    Some((
-                        run,
-                        Move { actor: actor.clone(), reason: "claimed".into(), error: None, now },
-                    ))
+                    claim_step(tx, &before, &claim.owner, claim.lease, now)
                 })
             })
             .await?
