@@ -70,6 +70,49 @@ fn four_stages() -> (Pipeline<u32, u64>, [Arc<AtomicU32>; 4]) {
     (Pipeline::new("count").then(make).then(split).fan_out(measure, 8).then(sum), calls)
 }
 
+/// How many runs of an agent are in its `run` at once, and the most there were.
+#[derive(Default)]
+struct Gauge {
+    now: AtomicU32,
+    max: AtomicU32,
+}
+
+impl Gauge {
+    fn max(&self) -> u32 {
+        self.max.load(Ordering::SeqCst)
+    }
+}
+
+/// Takes 50 ms (on the paused clock) per run, measured by its gauge; `out` does the work.
+#[derive(Clone)]
+struct Gauged {
+    name: &'static str,
+    out: fn(u32) -> u32,
+    gauge: Arc<Gauge>,
+}
+
+impl Gauged {
+    fn new(name: &'static str, out: fn(u32) -> u32) -> Self {
+        Gauged { name, out, gauge: Arc::default() }
+    }
+}
+
+#[async_trait]
+impl Agent for Gauged {
+    type Input = u32;
+    type Output = u32;
+    fn name(&self) -> &str {
+        self.name
+    }
+    async fn run(&self, _ctx: &mut Context, n: u32) -> Result<Outcome<u32>, AgentError> {
+        let now = self.gauge.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.gauge.max.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.gauge.now.fetch_sub(1, Ordering::SeqCst);
+        Ok(Outcome::Done((self.out)(n)))
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_four_stage_pipeline_runs_end_to_end_as_child_runs() {
     let (pipeline, calls) = four_stages();
@@ -182,25 +225,8 @@ async fn stages_run_in_the_pipeline_run_keep_their_own_history_in_memory() {
 /// once, and all finish.
 #[tokio::test(start_paused = true)]
 async fn stages_run_in_pipeline_runs_share_the_worker_slots() {
-    static NOW: AtomicU32 = AtomicU32::new(0);
-    static MAX: AtomicU32 = AtomicU32::new(0);
-    struct Busy;
-    #[async_trait]
-    impl Agent for Busy {
-        type Input = u32;
-        type Output = u32;
-        fn name(&self) -> &str {
-            "busy"
-        }
-        async fn run(&self, _ctx: &mut Context, n: u32) -> Result<Outcome<u32>, AgentError> {
-            let now = NOW.fetch_add(1, Ordering::SeqCst) + 1;
-            MAX.fetch_max(now, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            NOW.fetch_sub(1, Ordering::SeqCst);
-            Ok(Outcome::Done(n + 1))
-        }
-    }
-    let pipeline = Pipeline::new("busy").then(Busy).then(Busy).then(Busy);
+    let busy = Gauged::new("busy", |n| n + 1);
+    let pipeline = Pipeline::new("busy").then(busy.clone()).then(busy.clone()).then(busy.clone());
     let harness = Harness::new(|rt| rt.workers(2).pipeline(pipeline));
     let mut runs = Vec::new();
     for n in 0..30 {
@@ -211,7 +237,7 @@ async fn stages_run_in_pipeline_runs_share_the_worker_slots() {
         let run = harness.runtime().store().get(id).await.unwrap().unwrap();
         assert_eq!((run.state, run.output), (RunState::Succeeded, Some(json!(n + 3))));
     }
-    assert_eq!(MAX.load(Ordering::SeqCst), 2, "two workers, two agents at a time at most");
+    assert_eq!(busy.gauge.max(), 2, "two workers, two agents at a time at most");
 }
 
 /// A shutdown while a pipeline run is running a stage itself: a stage that finishes within the
@@ -287,32 +313,15 @@ async fn a_shutdown_lets_a_stage_run_in_a_pipeline_run_finish_or_releases_it() {
 
 #[tokio::test(start_paused = true)]
 async fn fan_out_never_exceeds_its_concurrency() {
-    static NOW: AtomicU32 = AtomicU32::new(0);
-    static MAX: AtomicU32 = AtomicU32::new(0);
-    struct Slow;
-    #[async_trait]
-    impl Agent for Slow {
-        type Input = u32;
-        type Output = u32;
-        fn name(&self) -> &str {
-            "slow"
-        }
-        async fn run(&self, _ctx: &mut Context, n: u32) -> Result<Outcome<u32>, AgentError> {
-            let now = NOW.fetch_add(1, Ordering::SeqCst) + 1;
-            MAX.fetch_max(now, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            NOW.fetch_sub(1, Ordering::SeqCst);
-            Ok(Outcome::Done(n * 2))
-        }
-    }
+    let slow = Gauged::new("slow", |n| n * 2);
     let items = step("items", |_, n: u32| Ok(Outcome::Done((0..n).collect::<Vec<u32>>())));
-    let pipeline = Pipeline::new("many").then(items).fan_out(Slow, 8);
+    let pipeline = Pipeline::new("many").then(items).fan_out(slow.clone(), 8);
     let harness = Harness::new(|rt| rt.workers(32).pipeline(pipeline));
     let report = harness.run("many", 100).await;
     report.assert_state(RunState::Succeeded);
     let output: Vec<u32> = report.output();
     assert_eq!(output, (0..100).map(|n| n * 2).collect::<Vec<_>>(), "outputs in item order");
-    assert_eq!(MAX.load(Ordering::SeqCst), 8, "never more than 8 items at once, and 8 were used");
+    assert_eq!(slow.gauge.max(), 8, "never more than 8 items at once, and 8 were used");
 }
 
 #[tokio::test(start_paused = true)]

@@ -359,7 +359,8 @@ async fn execute(
 /// by [`run_stage`] or given back with [`unadmit_stage`].
 pub(crate) fn admit_stage(shared: &Shared, agent: &str) -> bool {
     let Some(registered) = shared.agents.get(agent) else { return false };
-    if !runs_inline(registered) || shared.stopping.load(Ordering::SeqCst) {
+    if registered.permits.is_some() || registered.pipeline || shared.stopping.load(Ordering::SeqCst)
+    {
         return false;
     }
     if let Some(breaker) = &registered.breaker
@@ -429,12 +430,6 @@ pub(crate) async fn run_stage(
     let moved = record(shared, registered, transition, &span, true).await;
     shared.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&run.id);
     Ok(moved)
-}
-
-/// Whether a pipeline run may run a stage of this agent itself (see [`run_stage`]): not if
-/// the agent has a concurrency limit (the dispatcher counts its permits before it claims).
-pub(crate) fn runs_inline(registered: &Registered) -> bool {
-    registered.permits.is_none() && !registered.pipeline
 }
 
 /// One of the runtime's worker slots: at most `workers` agents run at a time.
