@@ -278,6 +278,11 @@ pub struct RetryPolicy {
     /// The longest one attempt may take; past it the attempt fails as transient (default
     /// 5 min; `None` for no limit).
     pub attempt_timeout: Option<std::time::Duration>,
+    /// How many attempts in a row may end with their worker process gone (its lease expired:
+    /// a crash, an OOM kill, a hang) without journaling an effect, before the run is taken
+    /// for a poison pill and dead-lettered (default 3). Every run in flight in a process that
+    /// dies is charged, whoever killed it, so keep some room for ordinary crashes.
+    pub max_crashes: u32,
 }
 
 impl Default for RetryPolicy {
@@ -290,6 +295,7 @@ impl Default for RetryPolicy {
             resource_budget: 3,
             unknown_retry_delay: std::time::Duration::from_secs(1),
             attempt_timeout: Some(std::time::Duration::from_secs(300)),
+            max_crashes: 3,
         }
     }
 }
@@ -307,6 +313,14 @@ impl RetryPolicy {
     pub fn backoff(mut self, base: std::time::Duration, max: std::time::Duration) -> Self {
         self.base_delay = base;
         self.max_delay = max.max(base);
+        self
+    }
+
+    /// At most `n` attempts in a row that end with their worker gone (see
+    /// [`RetryPolicy::max_crashes`]); at least 1.
+    #[must_use]
+    pub fn max_crashes(mut self, n: u32) -> Self {
+        self.max_crashes = n.max(1);
         self
     }
 

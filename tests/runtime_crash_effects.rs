@@ -21,6 +21,7 @@ use std::time::Duration;
 mod common;
 
 use async_trait::async_trait;
+use steadfast::pipeline::Pipeline;
 use steadfast::prelude::*;
 use steadfast::store::{Durability, ListQuery, SledStoreOptions};
 
@@ -145,5 +146,255 @@ fn sigkilled_workers_never_repeat_a_journaled_effect() {
             log.lines().count()
         );
         assert!(redeliveries <= KILLS, "{redeliveries} re-deliveries for {KILLS} kills");
+    });
+}
+
+// ---- An effect cut off by a crash, for every kind of run ---------------------------------
+
+const ABORT_ENV: &str = "STEADFAST_ABORT_CHILD";
+
+/// Delivers logical effect `what` to the receiver file under `key` (one line), then, if the
+/// logical effect contains the `STEADFAST_ABORT_ON` text, kills its own process at once:
+/// after the receiver has it, before the journal does.
+fn deliver_or_die(receiver: &std::path::Path, what: &str, key: &str) -> Result<(), AgentError> {
+    let mut file = OpenOptions::new().create(true).append(true).open(receiver)?;
+    file.write_all(format!("{what} {key}\n").as_bytes())?;
+    if std::env::var("STEADFAST_ABORT_ON").is_ok_and(|on| what.contains(&on)) {
+        std::process::abort();
+    }
+    Ok(())
+}
+
+/// Posts its input as a journaled effect; its compensation posts `undo <input>`.
+struct Post(PathBuf);
+
+#[async_trait]
+impl Agent for Post {
+    type Input = String;
+    type Output = String;
+    fn name(&self) -> &str {
+        "post"
+    }
+    async fn run(&self, ctx: &mut Context, what: String) -> Result<Outcome<String>, AgentError> {
+        let key = ctx
+            .effect("post", |key| async move {
+                deliver_or_die(&self.0, &what, &key)?;
+                Ok(key)
+            })
+            .await?;
+        Ok(Outcome::Done(key))
+    }
+    async fn compensate(
+        &self,
+        ctx: &Context,
+        input: &String,
+        _: &String,
+    ) -> Result<(), AgentError> {
+        // The compensation step is journaled by the pipeline; its key here is the stage run's.
+        deliver_or_die(&self.0, &format!("undo {input}"), &ctx.effect_key("undo"))
+    }
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::default().backoff(Duration::from_millis(20), Duration::from_millis(100))
+    }
+}
+
+/// `x` → `x/post`, no effect.
+struct Prep;
+
+#[async_trait]
+impl Agent for Prep {
+    type Input = String;
+    type Output = String;
+    fn name(&self) -> &str {
+        "prep"
+    }
+    async fn run(&self, _: &mut Context, what: String) -> Result<Outcome<String>, AgentError> {
+        Ok(Outcome::Done(format!("{what}/post")))
+    }
+}
+
+/// `x` → `[x/0, x/1]`.
+struct Split;
+
+#[async_trait]
+impl Agent for Split {
+    type Input = String;
+    type Output = Vec<String>;
+    fn name(&self) -> &str {
+        "split"
+    }
+    async fn run(&self, _: &mut Context, what: String) -> Result<Outcome<Vec<String>>, AgentError> {
+        Ok(Outcome::Done(vec![format!("{what}/0"), format!("{what}/1")]))
+    }
+}
+
+/// Always a logic fault: the saga compensates the stages before it.
+struct Refuse;
+
+#[async_trait]
+impl Agent for Refuse {
+    type Input = String;
+    type Output = String;
+    fn name(&self) -> &str {
+        "refuse"
+    }
+    async fn run(&self, _: &mut Context, _: String) -> Result<Outcome<String>, AgentError> {
+        Err(AgentError::logic("refused on purpose"))
+    }
+}
+
+/// The kinds of run an effect can be made in: (kind, what the abort waits for, the logical
+/// effects that must reach the receiver).
+const KINDS: [(&str, &str, &[&str]); 4] = [
+    ("plain", "plain", &["plain"]),
+    ("staged", "staged/post", &["staged/post"]),
+    ("fanned", "fanned/0", &["fanned/0", "fanned/1"]),
+    ("saga", "undo", &["saga", "undo saga"]),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_child() {
+    let Ok(dir) = std::env::var(ABORT_ENV) else { return };
+    let dir = PathBuf::from(dir);
+    let kind = std::env::var("STEADFAST_ABORT_KIND").unwrap();
+    let receiver = dir.join("receiver.log");
+    let options = SledStoreOptions::default().durability(Durability::Flush);
+    let store =
+        SledStore::open_with(dir.join("db"), options).expect("the worker opens the database");
+    let rt = Runtime::builder()
+        .store(store)
+        .workers(2)
+        .lease(Duration::from_millis(400))
+        .register(Post(receiver.clone()))
+        .pipeline(Pipeline::new("staged").then(Prep).then(Post(receiver.clone())))
+        .pipeline(Pipeline::new("fanned").then(Split).fan_out(Post(receiver.clone()), 2))
+        .pipeline(Pipeline::new("saga").then(Post(receiver.clone())).then(Refuse))
+        .build()
+        .unwrap();
+    let agent = if kind == "plain" { "post" } else { kind.as_str() };
+    rt.submit(agent, kind.clone()).await.unwrap();
+    rt.run_until_idle().await.unwrap();
+    println!("@@ idle");
+}
+
+/// The reproduction, for every kind of run: a worker performs an effect and dies
+/// (`abort`) before journaling it; a second worker on the same database finishes the work.
+/// The receiver must have seen every logical effect under one key only, the one cut off twice
+/// (the crash window), and every key must name a run the store has: an effect is never made
+/// under an identity a crash can undo.
+#[test]
+fn an_effect_cut_off_by_a_crash_is_redone_under_the_same_key_in_every_kind_of_run() {
+    if std::env::var(ABORT_ENV).is_ok() || std::env::var(CHILD_ENV).is_ok() {
+        return;
+    }
+    for (kind, abort_on, logical) in KINDS {
+        let dir = tempfile::tempdir().unwrap();
+        let vars = [("STEADFAST_ABORT_KIND", kind), ("STEADFAST_ABORT_ON", abort_on)];
+        let status =
+            common::spawn_worker_with("abort_child", ABORT_ENV, dir.path(), &vars).wait().unwrap();
+        assert!(!status.success(), "{kind}: the first worker was to abort: {status}");
+        let log = std::fs::read_to_string(dir.path().join("receiver.log")).unwrap();
+        assert!(log.contains(abort_on), "{kind}: the abort did not follow the effect: {log}");
+        common::drain_with("abort_child", ABORT_ENV, dir.path(), &[("STEADFAST_ABORT_KIND", kind)]);
+
+        let log = std::fs::read_to_string(dir.path().join("receiver.log")).unwrap();
+        let mut keys: HashMap<&str, Vec<&str>> = HashMap::new();
+        for line in log.lines() {
+            let (what, key) = line.rsplit_once(' ').expect("a receiver line");
+            keys.entry(what).or_default().push(key);
+        }
+        let mut seen: Vec<&str> = keys.keys().copied().collect();
+        seen.sort_unstable();
+        assert_eq!(seen, logical, "{kind}: logical effects delivered");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let store = SledStore::open(dir.path().join("db")).unwrap();
+        for (what, delivered) in &keys {
+            let first = delivered[0];
+            assert!(
+                delivered.iter().all(|k| *k == first),
+                "{kind}: `{what}` delivered under different keys: {delivered:?}"
+            );
+            // The one the abort followed was cut off; one running beside it may have been.
+            if what.contains(abort_on) {
+                assert_eq!(delivered.len(), 2, "{kind}: `{what}` deliveries: {delivered:?}");
+            } else {
+                assert!(delivered.len() <= 2, "{kind}: `{what}` deliveries: {delivered:?}");
+            }
+            let run: RunId = first.split('/').next().unwrap().parse().unwrap();
+            let stored = runtime.block_on(store.get(run)).unwrap();
+            assert!(
+                stored.is_some(),
+                "{kind}: `{what}` was made by run {run}, which the store lost"
+            );
+        }
+    }
+}
+
+// ---- A poison pill ------------------------------------------------------------------------
+
+const POISON_ENV: &str = "STEADFAST_POISON_CHILD";
+
+/// Kills its process on every attempt, before doing anything else.
+struct Poison;
+
+#[async_trait]
+impl Agent for Poison {
+    type Input = u32;
+    type Output = u32;
+    fn name(&self) -> &str {
+        "poison"
+    }
+    async fn run(&self, _: &mut Context, _: u32) -> Result<Outcome<u32>, AgentError> {
+        std::process::abort();
+    }
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::default().backoff(Duration::from_millis(20), Duration::from_millis(100))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_child() {
+    let Ok(dir) = std::env::var(POISON_ENV) else { return };
+    let store =
+        SledStore::open(PathBuf::from(dir).join("db")).expect("the worker opens the database");
+    let rt = Runtime::builder()
+        .store(store)
+        .lease(Duration::from_millis(300))
+        .register(Poison)
+        .build()
+        .unwrap();
+    rt.submit("poison", 7).await.unwrap();
+    rt.run_until_idle().await.unwrap();
+    println!("@@ idle");
+}
+
+/// An agent that kills its worker on every attempt, under a supervisor that restarts the
+/// worker each time: after `max_crashes` (3) crashes the run is dead-lettered with that cause,
+/// and the next worker goes idle instead of crashing forever.
+#[test]
+fn a_run_that_crashes_its_worker_every_time_ends_in_the_dead_letters() {
+    if std::env::var(POISON_ENV).is_ok() || std::env::var(CHILD_ENV).is_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut crashes = 0;
+    loop {
+        let mut child = common::spawn_worker("poison_child", POISON_ENV, dir.path());
+        let status = child.wait().unwrap();
+        if status.success() {
+            break;
+        }
+        crashes += 1;
+        assert!(crashes <= 10, "still crashing after {crashes} restarts: a crash loop");
+    }
+    assert_eq!(crashes, 3, "crashes before the run was dead-lettered");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let store = SledStore::open(dir.path().join("db")).unwrap();
+        let letters = store.dead_letters(None, 10).await.unwrap();
+        assert_eq!(letters.len(), 1, "{letters:?}");
+        let why = letters[0].error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+        assert!(why.contains("crashed their worker 3 times"), "{why}");
+        assert_eq!(letters[0].attempt, 3, "each crash was an attempt");
     });
 }

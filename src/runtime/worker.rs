@@ -115,10 +115,7 @@ async fn fire_timers(shared: &Shared) -> Result<bool, RuntimeError> {
     let mut moves = tokio::task::JoinSet::new();
     for run in &due {
         let transition = match run.state {
-            RunState::FailedTransient => {
-                Transition::new(run.id, RunState::FailedTransient, RunState::Queued)
-                    .reason("backoff elapsed")
-            }
+            RunState::FailedTransient => after_backoff(shared, run).await,
             // A pipeline run looks at its stages again (a backstop for a lost wake-up).
             RunState::WaitingExternal
                 if shared.agents.get(&run.agent).is_some_and(|r| r.pipeline) =>
@@ -151,6 +148,85 @@ async fn fire_timers(shared: &Shared) -> Result<bool, RuntimeError> {
         }
     }
     Ok(!due.is_empty())
+}
+
+/// The move of a `failed_transient` run whose backoff elapsed: back to the queue, unless its
+/// attempts keep taking their worker down with them (a poison pill: an agent that aborts, is
+/// OOM-killed or segfaults every time), which would otherwise crash-loop every worker forever.
+/// A lease that expired put it here: once [`RetryPolicy::max_crashes`] attempts in a row ended
+/// that way, it is dead-lettered; before, it waits a jittered backoff, so that the runs that
+/// happened to share a crashed process do not all come back together.
+///
+/// [`RetryPolicy::max_crashes`]: crate::fault::RetryPolicy::max_crashes
+async fn after_backoff(shared: &Shared, run: &RunRecord) -> Transition {
+    let back = |reason: &str| {
+        Transition::new(run.id, RunState::FailedTransient, RunState::Queued).reason(reason)
+    };
+    let Some(registered) = shared.agents.get(&run.agent) else { return back("backoff elapsed") };
+    if registered.pipeline || !ended_by_lease_expiry(run) {
+        return back("backoff elapsed");
+    }
+    let crashes = match crashes_in_a_row(shared.store.as_ref(), run.id).await {
+        Ok(crashes) => crashes,
+        Err(error) => {
+            tracing::warn!(run_id = %run.id, %error, "could not count the run's crashes");
+            0
+        }
+    };
+    let policy = registered.agent.retry_policy();
+    if crashes >= policy.max_crashes {
+        let error = AgentError::unknown(format!(
+            "its attempts crashed their worker {crashes} times in a row (each time the worker \
+             process ended while its agent held the run, and the lease expired): taken for a \
+             poison pill"
+        ));
+        return Transition::new(run.id, RunState::FailedTransient, RunState::FailedPermanent)
+            .error(error.to_info())
+            .reason(format!("dead-lettered: {error}"));
+    }
+    if crashes == 0 {
+        return back("lease expired; back to the queue");
+    }
+    let delay =
+        policy.backoff_delay(crashes, &mut shared.rng.lock().unwrap_or_else(|p| p.into_inner()));
+    back(&format!(
+        "its worker was gone ({crashes} of at most {} crashes in a row); back to the queue in {} ms",
+        policy.max_crashes,
+        delay.as_millis()
+    ))
+    .due_in(delay)
+}
+
+/// Whether `run`'s last move was a lease expiry (the timer's move out of `processing`).
+fn ended_by_lease_expiry(run: &RunRecord) -> bool {
+    run.last_error.as_ref().is_some_and(|e| e.message.starts_with(crate::store::LEASE_EXPIRED))
+}
+
+/// How many attempts of `run` in a row, counting back from its latest, ended with their
+/// lease expiring (the worker gone) without journaling an effect: an attempt that ended any
+/// other way, one that journaled an effect (it made progress, so it is not what crashes), or
+/// an operator's move ends the count.
+pub(crate) async fn crashes_in_a_row(
+    store: &dyn crate::store::Store,
+    run: RunId,
+) -> Result<u32, crate::store::StoreError> {
+    let history = store.history(run).await?;
+    let effects = store.effects(run).await?;
+    let mut crashes = 0;
+    for entry in history.iter().rev() {
+        match (entry.from, &entry.actor) {
+            (_, Actor::Operator(_)) => break,
+            (Some(RunState::Processing), Actor::Timer) => {
+                if effects.iter().any(|e| e.attempt == entry.attempt) {
+                    break;
+                }
+                crashes += 1;
+            }
+            (Some(RunState::Processing), _) => break,
+            _ => {}
+        }
+    }
+    Ok(crashes)
 }
 
 /// Claims as many due runs of `name` as its limits allow (slots, its own concurrency, its
@@ -258,6 +334,12 @@ async fn attempt(
     let token = run.lease.as_ref().map_or(0, |l| l.token);
     // The lease is kept alive while the run waits for a worker slot.
     let beat = AbortOnDrop(tokio::spawn(heartbeat(shared.clone(), run.id, token)));
+    if let Err(error) = shared.store.wait_durable(run.id).await {
+        drop(beat);
+        release_unstarted(&shared, &run, token, &error).await;
+        finish(&shared, &run);
+        return;
+    }
     // A pipeline run only coordinates: the stages it runs itself take a slot each while
     // their agent runs (see `run_stage`), so it holds none, and waits for none.
     let slot = if registered.pipeline { None } else { Some(take_slot(&shared).await) };
@@ -424,12 +506,42 @@ pub(crate) async fn run_stage(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(run.id, (token, beat.0.abort_handle()));
+    if let Err(error) = shared.store.wait_durable(run.id).await {
+        drop(beat);
+        release_unstarted(shared, &run, token, &error).await;
+        shared.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&run.id);
+        return Err(error);
+    }
     let slot = take_slot(shared).await;
     let (transition, span) = execute(shared, registered, &run, token).await;
     drop((slot, beat));
     let moved = record(shared, registered, transition, &span, true).await;
     shared.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&run.id);
     Ok(moved)
+}
+
+/// Gives back, uncharged, a claimed run whose agent cannot start because its claim could not
+/// be made durable (the store is failing: the move may well fail too, and then the lease
+/// expires).
+async fn release_unstarted(
+    shared: &Shared,
+    run: &RunRecord,
+    token: u64,
+    error: &crate::store::StoreError,
+) {
+    tracing::error!(run_id = %run.id, %error, "the claim could not be made durable; the agent does not start");
+    let release = Transition::new(run.id, RunState::Processing, RunState::FailedTransient)
+        .fenced(token)
+        .refund_attempt()
+        .due_in(Duration::from_secs(1))
+        .error(AgentError::transient(error.to_string()).to_info())
+        .by(Actor::Worker(shared.worker_id.clone()))
+        .reason(format!(
+            "released before its agent started: the claim could not be made durable: {error}"
+        ));
+    if let Err(error) = shared.store.transition(release).await {
+        tracing::error!(run_id = %run.id, %error, "could not release the run");
+    }
 }
 
 /// One of the runtime's worker slots: at most `workers` agents run at a time.

@@ -20,7 +20,6 @@ use super::{
 };
 use crate::StateMachine;
 use crate::clock::{Clock, SystemClock, Timestamp};
-use crate::fault::Fault;
 use crate::lifecycle::{RunId, RunState};
 
 /// The store contract in memory: transactional moves, leases with fencing, effects, dead
@@ -323,8 +322,7 @@ impl Store for MemoryStore {
         for (_, id) in expired {
             let mut run = state.runs[&id].clone();
             let lease = run.lease.clone().expect("filtered on a lease");
-            let reason = format!("lease of worker:{} expired at {}", lease.owner, lease.expires_at);
-            let error = ErrorInfo::new(Fault::Transient, reason.clone());
+            let (reason, error) = crate::store::lease_expiry(&lease);
             moved(&mut run, RunState::FailedTransient, Some(now), now);
             run.last_error = Some(error.clone());
             state.record_move(

@@ -27,7 +27,7 @@ pub use self::record::{
     Actor, Claim, Conflict, Created, DeadLetter, EffectRecord, ErrorInfo, FORMAT_VERSION,
     HistoryEntry, Lease, ListQuery, NewRun, Note, Page, RunRecord, StateCounts, Transition,
 };
-pub(crate) use self::record::{MoveFields, enter};
+pub(crate) use self::record::{LEASE_EXPIRED, MoveFields, enter, lease_expiry};
 pub use self::sled::{Durability, SledStore, SledStoreOptions};
 
 /// The result of an operation that may meet a [`Conflict`]: the outer `Result` is the store
@@ -53,6 +53,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// The run with this id.
     async fn get(&self, run: RunId) -> Result<Option<RunRecord>, StoreError>;
+
+    /// Returns once everything this store acknowledged about `run` before its sync (its
+    /// claim, or its creation already claimed) is durable. A claim may return before its sync
+    /// (a lost claim only returns the run to `queued`), but nothing may act on it until it is
+    /// durable: the runtime calls this before an attempt's agent starts, so that neither an
+    /// effect (whose key is made of the run's id) nor a crash (which must count as an attempt)
+    /// happens under a claim that a crash could undo. When the claim's write was synced
+    /// already it returns at once; otherwise it joins the next sync. Stores whose writes are
+    /// durable when acknowledged need not override it.
+    async fn wait_durable(&self, _run: RunId) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// The run of `agent` created with `idempotency_key`.
     async fn find_by_key(

@@ -606,6 +606,18 @@ pub(crate) struct MoveFields<'a> {
     pub(crate) last_error: &'a mut Option<ErrorInfo>,
 }
 
+/// How the message of a lease expiry's error starts (see [`lease_expiry`]), for those who
+/// tell a crashed attempt from a failed one.
+pub(crate) const LEASE_EXPIRED: &str = "lease of worker:";
+
+/// What recovering an expired `lease` records, the same in every store: the reason of the
+/// move to `failed_transient` and its error.
+pub(crate) fn lease_expiry(lease: &Lease) -> (String, ErrorInfo) {
+    let reason = format!("{LEASE_EXPIRED}{} expired at {}", lease.owner, lease.expires_at);
+    let error = ErrorInfo::new(crate::fault::Fault::Transient, reason.clone());
+    (reason, error)
+}
+
 /// A run entering state `to`: `queued` and `failed_transient` are due at `due_at` or now, a
 /// wait has an optional timeout, other states no due time; only `processing` holds a lease.
 pub(crate) fn enter(

@@ -12,6 +12,7 @@ mod codec;
 mod committer;
 mod keys;
 mod open;
+mod repair;
 mod tx;
 
 use std::fmt;
@@ -30,13 +31,12 @@ use self::committer::Committer;
 use self::keys::*;
 use self::tx::{Abort, Move, Tx, abort, moved};
 use super::{
-    Actor, Claim, Conflict, ConflictResult, Created, DeadLetter, EffectRecord, ErrorInfo,
-    FORMAT_VERSION, HistoryEntry, Lease, ListQuery, NewRun, Note, Page, RunRecord, StateCounts,
-    Store, StoreError, Transition,
+    Actor, Claim, Conflict, ConflictResult, Created, DeadLetter, EffectRecord, FORMAT_VERSION,
+    HistoryEntry, Lease, ListQuery, NewRun, Note, Page, RunRecord, StateCounts, Store, StoreError,
+    Transition,
 };
 use crate::StateMachine;
 use crate::clock::{Clock, SystemClock, Timestamp};
-use crate::fault::Fault;
 use crate::lifecycle::{RunId, RunState};
 
 /// How durable a move is when the store says it happened.
@@ -127,6 +127,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// Every write goes through it (see `committer`).
     committer: Committer,
+    /// Runs whose latest claim (or creation already claimed) was acknowledged before its
+    /// sync, with the number of the batch that applied it; see `Store::wait_durable`.
+    unsynced_claims: std::sync::Mutex<std::collections::HashMap<RunId, u64>>,
     /// Counts the database as open in this process until the store is dropped.
     _registration: open::Registration,
 }
@@ -220,12 +223,26 @@ impl SledStore {
     }
 
     /// Applies `apply` through the committer; returns once it is applied, durable with the
-    /// next sync.
+    /// next sync, with the number of the batch that applied it.
     async fn write_lazy<T: Send + 'static>(
         &self,
         apply: impl Fn(&Tx<'_>) -> tx::TxResult<T> + Send + 'static,
-    ) -> Result<Result<T, Abort>, StoreError> {
+    ) -> Result<(Result<T, Abort>, u64), StoreError> {
         self.inner.committer.write_lazy(Box::new(apply)).await
+    }
+
+    /// Remembers that the claims of `runs` were applied in batch `batch`, not yet synced.
+    fn claimed_unsynced(&self, runs: impl IntoIterator<Item = RunId>, batch: u64) {
+        if matches!(self.inner.durability, Durability::Periodic(_)) {
+            return; // an explicit opt-out: nothing waits for a sync
+        }
+        let mut unsynced = self.inner.unsynced_claims.lock().unwrap_or_else(|p| p.into_inner());
+        unsynced.extend(runs.into_iter().map(|run| (run, batch)));
+        if unsynced.len() > 4096 {
+            // Claims whose claimer never asked (a user's own claim loop): forget synced ones.
+            let committer = &self.inner.committer;
+            unsynced.retain(|_, batch| !committer.is_synced(*batch));
+        }
     }
 
     /// A payload of `run` from `tree` (inputs, outputs, signals).
@@ -423,8 +440,15 @@ impl Store for SledStore {
             }
             Ok(run)
         };
-        let outcome =
-            if lazy { self.write_lazy(create).await? } else { self.write(create).await? };
+        let outcome = if lazy {
+            let (outcome, batch) = self.write_lazy(create).await?;
+            if outcome.as_ref().is_ok_and(|run| run.state == RunState::Processing) {
+                self.claimed_unsynced([id], batch);
+            }
+            outcome
+        } else {
+            self.write(create).await?
+        };
         match outcome {
             Ok(run) => Ok(Created { run: run.into_record(id, input, None, None), created: true }),
             Err(Abort::Exists(existing)) => {
@@ -442,6 +466,18 @@ impl Store for SledStore {
 
     async fn get(&self, run: RunId) -> Result<Option<RunRecord>, StoreError> {
         self.get_record(run)
+    }
+
+    async fn wait_durable(&self, run: RunId) -> Result<(), StoreError> {
+        let batch =
+            self.inner.unsynced_claims.lock().unwrap_or_else(|p| p.into_inner()).remove(&run);
+        match batch {
+            // Joins the next group commit, which covers every batch applied before it.
+            Some(batch) if !self.inner.committer.is_synced(batch) => {
+                self.inner.committer.sync().await
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn find_by_key(
@@ -549,15 +585,17 @@ impl Store for SledStore {
         }
         let now = self.now();
         // Not waiting for the sync: a claim lost in a crash only means the run is claimed
-        // again, and any durable write after it (an effect, the outcome) makes it durable.
-        let claimed = self
+        // again, as long as nothing acted on it; the claimer waits with `wait_durable` before
+        // its agent runs, and any durable write after it makes it durable.
+        let (claimed, batch) = self
             .write_lazy(move |tx| {
                 move_each(tx, &candidates, claim.limit, |_, before| {
                     claim_step(tx, &before, &claim.owner, claim.lease, now)
                 })
             })
-            .await?
-            .map_err(Abort::into_error)?;
+            .await?;
+        let claimed = claimed.map_err(Abort::into_error)?;
+        self.claimed_unsynced(claimed.iter().map(|(id, _)| *id), batch);
         claimed.into_iter().map(|(id, run)| self.assemble(id, run)).collect()
     }
 
@@ -570,7 +608,7 @@ impl Store for SledStore {
         let now = self.now();
         // A lost heartbeat costs at most an early lease expiry after a crash, which the crash
         // makes moot: no sync.
-        let outcome = self
+        let (outcome, _) = self
             .write_lazy(move |tx| {
                 let mut run = tx.run(id)?;
                 if run.state != RunState::Processing {
@@ -619,9 +657,7 @@ impl Store for SledStore {
                         .lease
                         .as_ref()
                         .filter(|l| before.state == RunState::Processing && l.expires_at <= now)?; // heartbeated or finished since the scan
-                    let reason =
-                        format!("lease of worker:{} expired at {}", lease.owner, lease.expires_at);
-                    let error = ErrorInfo::new(Fault::Transient, reason.clone());
+                    let (reason, error) = super::lease_expiry(lease);
                     let mut run = moved(&before, RunState::FailedTransient, Some(now), now);
                     run.last_error = Some(error.clone());
                     let m = Move { actor: Actor::Timer, reason, error: Some(error), now };

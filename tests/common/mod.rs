@@ -8,6 +8,11 @@ use std::time::{Duration, Instant};
 /// Starts this test binary running only the test `test`, with `env` set to `dir`.
 /// Its standard error goes to `dir/worker.stderr` (appended), shown if a drain fails.
 pub(crate) fn spawn_worker(test: &str, env: &str, dir: &Path) -> Child {
+    spawn_worker_with(test, env, dir, &[])
+}
+
+/// [`spawn_worker`] with more environment variables.
+pub(crate) fn spawn_worker_with(test: &str, env: &str, dir: &Path, vars: &[(&str, &str)]) -> Child {
     let stderr = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -16,6 +21,7 @@ pub(crate) fn spawn_worker(test: &str, env: &str, dir: &Path) -> Child {
     Command::new(std::env::current_exe().unwrap())
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(env, dir)
+        .envs(vars.iter().copied())
         .env("RUST_BACKTRACE", "1")
         .stdout(Stdio::piped())
         .stderr(stderr)
@@ -34,7 +40,12 @@ pub(crate) fn kill_after(test: &str, env: &str, dir: &Path, after: Duration) {
 /// Starts a worker and lets it drain the queue: it must exit successfully, having printed
 /// `@@ idle`, within two minutes.
 pub(crate) fn drain(test: &str, env: &str, dir: &Path) {
-    let mut child = spawn_worker(test, env, dir);
+    drain_with(test, env, dir, &[]);
+}
+
+/// [`drain`] with more environment variables.
+pub(crate) fn drain_with(test: &str, env: &str, dir: &Path, vars: &[(&str, &str)]) {
+    let mut child = spawn_worker_with(test, env, dir, vars);
     let start = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {

@@ -39,7 +39,8 @@ const MAX_BATCH: usize = 1024;
 type Value = Box<dyn std::any::Any + Send>;
 /// A write with its value type erased, as the committer thread sees it.
 type ErasedApply = Apply<Value>;
-type Reply = Box<dyn FnOnce(Result<Value, Failure>) + Send>;
+/// The answer to a request: its result, and the number of the batch that applied it.
+type Reply = Box<dyn FnOnce(Result<Value, Failure>, u64) + Send>;
 
 /// Why a write did not happen.
 pub(super) enum Failure {
@@ -61,6 +62,9 @@ pub(super) struct Committer {
     sender: Option<mpsc::Sender<Request>>,
     thread: Option<JoinHandle<()>>,
     syncs: Arc<AtomicU64>,
+    /// The number of the last batch a sync covered (batches are numbered from 1, applied and
+    /// synced in order): every write applied in a batch up to it is durable.
+    synced: Arc<AtomicU64>,
 }
 
 /// What the committer thread owns.
@@ -80,23 +84,31 @@ struct Syncer {
     path: PathBuf,
     durability: Durability,
     syncs: Arc<AtomicU64>,
+    synced: Arc<AtomicU64>,
 }
 
 impl Committer {
     pub(super) fn start(writer: Writer) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::channel::<Request>();
         let syncs = Arc::new(AtomicU64::new(0));
+        let synced = Arc::new(AtomicU64::new(0));
         let syncer = Syncer {
             db: writer.db.clone(),
             log: writer.log.try_clone()?,
             path: writer.path.clone(),
             durability: writer.durability,
             syncs: syncs.clone(),
+            synced: synced.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("steadfast-committer".into())
             .spawn(move || writer.run(&receiver, &syncer))?;
-        Ok(Committer { sender: Some(sender), thread: Some(thread), syncs })
+        Ok(Committer { sender: Some(sender), thread: Some(thread), syncs, synced })
+    }
+
+    /// Whether the write applied in batch `batch` is durable already.
+    pub(super) fn is_synced(&self, batch: u64) -> bool {
+        self.synced.load(Ordering::Acquire) >= batch
     }
 
     /// How many syncs (flushes, with fsync in `Fsync` mode) ran.
@@ -110,17 +122,20 @@ impl Committer {
         &self,
         apply: Apply<T>,
     ) -> Result<Result<T, Abort>, StoreError> {
-        self.submit(apply, true).await
+        Ok(self.submit(apply, true).await?.0)
     }
 
     /// Like [`write`](Committer::write), but returns as soon as the write is applied, without
     /// waiting for a sync: the write becomes durable with the next sync, which every later
     /// durable write runs (writes are applied and synced in order). For writes whose loss in
-    /// a crash costs nothing: a claim (the run is simply claimed again) and a heartbeat.
+    /// a crash costs nothing as long as nobody acts on it first: a claim (the run is simply
+    /// claimed again; [`is_synced`](Committer::is_synced) and [`sync`](Committer::sync) let
+    /// the claimer wait before its agent acts) and a heartbeat. Also returns the number of
+    /// the batch that applied the write.
     pub(super) async fn write_lazy<T: Send + 'static>(
         &self,
         apply: Apply<T>,
-    ) -> Result<Result<T, Abort>, StoreError> {
+    ) -> Result<(Result<T, Abort>, u64), StoreError> {
         self.submit(apply, false).await
     }
 
@@ -128,7 +143,7 @@ impl Committer {
     /// sled before this call (an effect's journal entry), is durable. Costs no transaction:
     /// barriers that meet in a batch share its sync.
     pub(super) async fn sync(&self) -> Result<(), StoreError> {
-        match self.send(None, true).await? {
+        match self.send(None, true).await?.0 {
             Ok(_) => Ok(()),
             Err(Failure::Store(error)) => Err(error),
             Err(Failure::Abort(abort)) => Err(abort.into_error()),
@@ -139,13 +154,15 @@ impl Committer {
         &self,
         apply: Apply<T>,
         durable: bool,
-    ) -> Result<Result<T, Abort>, StoreError> {
+    ) -> Result<(Result<T, Abort>, u64), StoreError> {
         let erased: ErasedApply = Box::new(move |tx| apply(tx).map(|v| Box::new(v) as Value));
-        match self.send(Some(erased), durable).await? {
-            Ok(value) => Ok(Ok(*value
-                .downcast::<T>()
-                .expect("the committer answers with the requested type"))),
-            Err(Failure::Abort(abort)) => Ok(Err(abort)),
+        let (result, batch) = self.send(Some(erased), durable).await?;
+        match result {
+            Ok(value) => Ok((
+                Ok(*value.downcast::<T>().expect("the committer answers with the requested type")),
+                batch,
+            )),
+            Err(Failure::Abort(abort)) => Ok((Err(abort), batch)),
             Err(Failure::Store(error)) => Err(error),
         }
     }
@@ -155,10 +172,10 @@ impl Committer {
         &self,
         apply: Option<ErasedApply>,
         durable: bool,
-    ) -> Result<Result<Value, Failure>, StoreError> {
+    ) -> Result<(Result<Value, Failure>, u64), StoreError> {
         let (tell, answer) = oneshot::channel();
-        let reply: Reply = Box::new(move |result| {
-            let _ = tell.send(result);
+        let reply: Reply = Box::new(move |result, batch| {
+            let _ = tell.send((result, batch));
         });
         let stopped = || StoreError::Io {
             context: "writing to the database".into(),
@@ -182,7 +199,9 @@ impl Drop for Committer {
 impl Writer {
     fn run(self, receiver: &mpsc::Receiver<Request>, syncer: &Syncer) {
         let limit = if self.group_commit { MAX_BATCH } else { 1 };
+        let mut number = 0u64;
         while let Ok(first) = receiver.recv() {
+            number += 1;
             let mut batch = vec![first];
             while batch.len() < limit {
                 match receiver.try_recv() {
@@ -199,12 +218,12 @@ impl Writer {
                     for ((reply, result), durable) in replies.into_iter().zip(results).zip(durable)
                     {
                         match result {
-                            Err(abort) => reply(Err(Failure::Abort(abort))),
+                            Err(abort) => reply(Err(Failure::Abort(abort)), number),
                             Ok(value)
                                 if !durable
                                     || matches!(self.durability, Durability::Periodic(_)) =>
                             {
-                                reply(Ok(value)); // applied; synced later
+                                reply(Ok(value), number); // applied; synced later
                             }
                             Ok(value) => waiting.push((reply, value)),
                         }
@@ -212,11 +231,11 @@ impl Writer {
                     if waiting.is_empty() {
                         continue;
                     }
-                    syncer.sync_and_reply(waiting);
+                    syncer.sync_and_reply(waiting, number);
                 }
                 Err(error) => {
                     for reply in replies {
-                        reply(Err(Failure::Store(copy_error(&error))));
+                        reply(Err(Failure::Store(copy_error(&error))), number);
                     }
                 }
             }
@@ -307,16 +326,22 @@ impl Writer {
 
 impl Syncer {
     /// One sync covers every write applied before it began, so all of `waiting` may be told.
-    fn sync_and_reply(&self, waiting: Vec<(Reply, Value)>) {
+    /// `batch` is the number of the batch just applied: the sync covers it and every one
+    /// before it.
+    fn sync_and_reply(&self, waiting: Vec<(Reply, Value)>, batch: u64) {
         let synced = self.sync();
         if synced.is_ok() {
             self.syncs.fetch_add(1, Ordering::Relaxed);
+            self.synced.store(batch, Ordering::Release);
         }
         for (reply, value) in waiting {
-            reply(match &synced {
-                Ok(()) => Ok(value),
-                Err(e) => Err(Failure::Store(copy_error(e))),
-            });
+            reply(
+                match &synced {
+                    Ok(()) => Ok(value),
+                    Err(e) => Err(Failure::Store(copy_error(e))),
+                },
+                batch,
+            );
         }
     }
 

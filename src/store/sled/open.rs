@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::committer::{Committer, Writer};
+use super::repair;
 use super::{Durability, Inner, SledStore, SledStoreOptions, Trees, backend, io_error};
 use crate::store::{FORMAT_VERSION, StoreError};
 
@@ -31,20 +32,49 @@ pub(super) fn open(path: &Path, options: SledStoreOptions) -> Result<SledStore, 
     // has open, or another process holds, is refused at once.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     let registration = Registration::new(path);
+    // What a kill may have left half-written outside sled's log (see `repair`).
+    let mut repaired =
+        repair::before_open(path).map_err(|e| io_error("checking the database files", e))?;
+    let mut replayed_log = false;
     let db = loop {
-        match config.open().map_err(|e| open_error(path, e)) {
-            Err(StoreError::Locked { holder, .. })
-                if registration.is_some()
-                    && holder
-                        .as_ref()
-                        .is_none_or(|h| h.starts_with(&format!("pid {} ", std::process::id())))
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
+        match config.open() {
+            Err(::sled::Error::Corruption { .. }) if !replayed_log => {
+                // A snapshot sled cannot read: recover from the log alone.
+                replayed_log = true;
+                let moved = repair::all_snapshots(path)
+                    .map_err(|e| io_error("setting snapshots aside", e))?;
+                if moved.is_empty() {
+                    continue; // the same error again, reported below
+                }
+                repaired.extend(moved);
+                continue;
             }
-            opened => break opened?,
+            opened => match opened.map_err(|e| open_error(path, e)) {
+                Err(StoreError::Locked { holder, .. })
+                    if registration.is_some()
+                        && holder.as_ref().is_none_or(|h| {
+                            h.starts_with(&format!("pid {} ", std::process::id()))
+                        })
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                opened => break opened?,
+            },
         }
     };
+    if fresh || !repaired.is_empty() {
+        // sled writes `conf` without a sync; a new or rewritten one must outlive a crash.
+        repair::sync_conf(path).map_err(|e| io_error("fsync of the database config", e))?;
+    }
+    if !repaired.is_empty() {
+        tracing::warn!(
+            path = %path.display(),
+            set_aside = repaired.len(),
+            "the database opened after setting aside what a crash left half-written (in {}/)",
+            repair::SET_ASIDE
+        );
+    }
 
     let tree = |name: &str| db.open_tree(name).map_err(|e| backend("opening a tree", e));
     let trees = Trees {
@@ -114,6 +144,7 @@ pub(super) fn open(path: &Path, options: SledStoreOptions) -> Result<SledStore, 
             path: path.to_owned(),
             durability: options.durability,
             clock: options.clock,
+            unsynced_claims: Default::default(),
             _registration: registration,
         }),
     })
@@ -174,14 +205,38 @@ fn check_directory(path: &Path) -> Result<bool, StoreError> {
             if entries.next().is_none() {
                 return Ok(true);
             }
-            if !path.join("conf").is_file() || !path.join("db").is_file() {
-                return Err(not_db(
-                    "the directory has other files and no database in it; choose an empty or new directory",
-                ));
+            if path.join("conf").is_file() && path.join("db").is_file() {
+                return Ok(false);
             }
-            Ok(false)
+            if creation_cut_off(path)? {
+                return Ok(true);
+            }
+            Err(not_db(
+                "the directory has other files and no database in it; choose an empty or new directory",
+            ))
         }
     }
+}
+
+/// Whether `path` holds only what sled creates before its log (an empty `blobs/`, then
+/// `conf`), from a first open killed before it made the `db` file: such a directory is new.
+fn creation_cut_off(path: &Path) -> Result<bool, StoreError> {
+    let read = |e| io_error(&format!("reading {}", path.display()), e);
+    for entry in fs::read_dir(path).map_err(read)? {
+        let entry = entry.map_err(read)?;
+        let name = entry.file_name();
+        let empty_dir = || fs::read_dir(entry.path()).is_ok_and(|mut d| d.next().is_none());
+        let ours = match name.to_str() {
+            Some("conf") => entry.path().is_file(),
+            Some("blobs") => empty_dir(),
+            Some(OWNER_FILE) | Some(repair::SET_ASIDE) => true,
+            _ => false,
+        };
+        if !ours {
+            return Ok(false);
+        }
+    }
+    Ok(!path.join("db").exists())
 }
 
 fn open_error(path: &Path, error: ::sled::Error) -> StoreError {
