@@ -151,11 +151,16 @@ async fn fire_timers(shared: &Shared) -> Result<bool, RuntimeError> {
 }
 
 /// The move of a `failed_transient` run whose backoff elapsed: back to the queue, unless its
-/// attempts keep taking their worker down with them (a poison pill: an agent that aborts, is
+/// agent keeps taking its worker process down with it (a poison pill: an agent that aborts, is
 /// OOM-killed or segfaults every time), which would otherwise crash-loop every worker forever.
-/// A lease that expired put it here: once [`RetryPolicy::max_crashes`] attempts in a row ended
-/// that way, it is dead-lettered; before, it waits a jittered backoff, so that the runs that
-/// happened to share a crashed process do not all come back together.
+///
+/// A run whose lease expired (its worker gone) cannot be blamed at once: it may only have
+/// been claimed ahead, or running beside the run that crashed the process. So it is watched
+/// from then on: each later attempt durably records that its agent started before it runs
+/// ([`ready_to_start`]), and once [`RetryPolicy::max_crashes`] such attempts in a row ended
+/// with their worker gone, having journaled nothing, the run is dead-lettered. A run back from
+/// an expiry waits a jittered backoff first, so that the runs that shared a crashed process do
+/// not all come back together.
 ///
 /// [`RetryPolicy::max_crashes`]: crate::fault::RetryPolicy::max_crashes
 async fn after_backoff(shared: &Shared, run: &RunRecord) -> Transition {
@@ -176,36 +181,37 @@ async fn after_backoff(shared: &Shared, run: &RunRecord) -> Transition {
     let policy = registered.agent.retry_policy();
     if crashes >= policy.max_crashes {
         let error = AgentError::unknown(format!(
-            "its attempts crashed their worker {crashes} times in a row (each time the worker \
-             process ended while its agent held the run, and the lease expired): taken for a \
-             poison pill"
+            "its agent crashed its worker {crashes} times in a row (it was running, watched, \
+             each time the worker process ended and its lease expired): taken for a poison pill"
         ));
         return Transition::new(run.id, RunState::FailedTransient, RunState::FailedPermanent)
             .error(error.to_info())
             .reason(format!("dead-lettered: {error}"));
     }
-    if crashes == 0 {
-        return back("lease expired; back to the queue");
-    }
-    let delay =
-        policy.backoff_delay(crashes, &mut shared.rng.lock().unwrap_or_else(|p| p.into_inner()));
-    back(&format!(
-        "its worker was gone ({crashes} of at most {} crashes in a row); back to the queue in {} ms",
-        policy.max_crashes,
-        delay.as_millis()
-    ))
-    .due_in(delay)
+    let delay = policy
+        .backoff_delay(crashes + 1, &mut shared.rng.lock().unwrap_or_else(|p| p.into_inner()));
+    let why = if crashes == 0 {
+        "found in a worker that ended; watched from now on".to_owned()
+    } else {
+        format!(
+            "its agent crashed its worker ({crashes} of at most {} times in a row)",
+            policy.max_crashes
+        )
+    };
+    back(&format!("{why}; back to the queue in {} ms", delay.as_millis())).due_in(delay)
 }
 
-/// Whether `run`'s last move was a lease expiry (the timer's move out of `processing`).
+/// Whether `run`'s last attempt ended with its lease expiring (the timer's move out of
+/// `processing`).
 fn ended_by_lease_expiry(run: &RunRecord) -> bool {
     run.last_error.as_ref().is_some_and(|e| e.message.starts_with(crate::store::LEASE_EXPIRED))
 }
 
-/// How many attempts of `run` in a row, counting back from its latest, ended with their
-/// lease expiring (the worker gone) without journaling an effect: an attempt that ended any
-/// other way, one that journaled an effect (it made progress, so it is not what crashes), or
-/// an operator's move ends the count.
+/// How many attempts of `run` in a row, counting back from its latest, were watched (their
+/// start recorded by [`ready_to_start`]) and ended with their lease expiring, having journaled
+/// no effect. An unwatched expiry (the one that made the run watched), an attempt that ended
+/// any other way, one that journaled an effect (progress: not what crashes), or an operator's
+/// move ends the count.
 pub(crate) async fn crashes_in_a_row(
     store: &dyn crate::store::Store,
     run: RunId,
@@ -217,7 +223,12 @@ pub(crate) async fn crashes_in_a_row(
         match (entry.from, &entry.actor) {
             (_, Actor::Operator(_)) => break,
             (Some(RunState::Processing), Actor::Timer) => {
-                if effects.iter().any(|e| e.attempt == entry.attempt) {
+                let marker = started_marker(entry.attempt);
+                let watched = effects.iter().any(|e| e.name == marker);
+                let progressed = effects
+                    .iter()
+                    .any(|e| e.attempt == entry.attempt && !e.name.starts_with(STARTED));
+                if !watched || progressed {
                     break;
                 }
                 crashes += 1;
@@ -334,7 +345,7 @@ async fn attempt(
     let token = run.lease.as_ref().map_or(0, |l| l.token);
     // The lease is kept alive while the run waits for a worker slot.
     let beat = AbortOnDrop(tokio::spawn(heartbeat(shared.clone(), run.id, token)));
-    if let Err(error) = shared.store.wait_durable(run.id).await {
+    if let Err(error) = ready_to_start(&shared, &run).await {
         drop(beat);
         release_unstarted(&shared, &run, token, &error).await;
         finish(&shared, &run);
@@ -506,7 +517,7 @@ pub(crate) async fn run_stage(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(run.id, (token, beat.0.abort_handle()));
-    if let Err(error) = shared.store.wait_durable(run.id).await {
+    if let Err(error) = ready_to_start(shared, &run).await {
         drop(beat);
         release_unstarted(shared, &run, token, &error).await;
         shared.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&run.id);
@@ -519,6 +530,28 @@ pub(crate) async fn run_stage(
     shared.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&run.id);
     Ok(moved)
 }
+
+/// Makes what the agent of claimed `run` may act on durable before it starts: the claim (so
+/// that no effect is made, and no crash happens, under an attempt a crash could undo), and,
+/// for a run whose previous attempt ended with its worker gone, a marker that this attempt
+/// started (so that if this worker dies too, the crash is known to be the run's own: see
+/// [`crashes_in_a_row`]). The marker costs one sync, paid only by such runs.
+async fn ready_to_start(shared: &Shared, run: &RunRecord) -> Result<(), crate::store::StoreError> {
+    shared.store.wait_durable(run.id).await?;
+    let pipeline = shared.agents.get(&run.agent).is_some_and(|r| r.pipeline);
+    if !pipeline && ended_by_lease_expiry(run) {
+        shared.store.record_effect(run.id, &started_marker(run.attempt), true.into()).await?;
+    }
+    Ok(())
+}
+
+/// The name of the journaled marker that attempt `attempt` of a watched run started.
+fn started_marker(attempt: u32) -> String {
+    format!("{STARTED}{attempt}")
+}
+
+/// How the names of the runtime's own journal markers start (not an effect of the agent's).
+const STARTED: &str = "steadfast/started attempt ";
 
 /// Gives back, uncharged, a claimed run whose agent cannot start because its claim could not
 /// be made durable (the store is failing: the move may well fail too, and then the lease

@@ -30,6 +30,7 @@ pub(crate) fn spawn_worker_with(test: &str, env: &str, dir: &Path, vars: &[(&str
 }
 
 /// Starts a worker and SIGKILLs it (`Child::kill` on Unix) after `after`.
+#[allow(dead_code)]
 pub(crate) fn kill_after(test: &str, env: &str, dir: &Path, after: Duration) {
     let mut child = spawn_worker(test, env, dir);
     std::thread::sleep(after);
@@ -46,16 +47,25 @@ pub(crate) fn drain(test: &str, env: &str, dir: &Path) {
 /// [`drain`] with more environment variables.
 pub(crate) fn drain_with(test: &str, env: &str, dir: &Path, vars: &[(&str, &str)]) {
     let mut child = spawn_worker_with(test, env, dir, vars);
+    // Read as it comes: a worker that prints more than a pipe holds would block on it.
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+        out
+    });
     let start = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "the draining worker did not finish");
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("the draining worker did not finish within 120 s");
+        }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    let out = reader.join().unwrap();
     if !(status.success() && out.contains("@@ idle")) {
         // The draining worker's own report: its panic or error, not the killed ones' noise.
         let err = std::fs::read_to_string(dir.join("worker.stderr")).unwrap_or_default();
@@ -66,4 +76,77 @@ pub(crate) fn drain_with(test: &str, env: &str, dir: &Path, vars: &[(&str, &str)
             tail.join("\n")
         );
     }
+}
+
+/// Starts a worker, waits until it prints `marker` (at most 60 s), lets it work for `after`,
+/// then SIGKILLs it. Returns what it printed, each line from its `@@ ` marker on.
+#[allow(dead_code)] // not every test binary that includes this module uses every helper
+pub(crate) fn kill_after_line(
+    test: &str,
+    env: &str,
+    dir: &Path,
+    marker: &str,
+    after: Duration,
+) -> Vec<String> {
+    use std::io::BufRead;
+    let mut child = spawn_worker(test, env, dir);
+    let stdout = child.stdout.take().unwrap();
+    let (tell, lines) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("@@ ") {
+                let _ = tell.send(line[at..].to_owned());
+            }
+        }
+    });
+    let mut said = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !said.iter().any(|l: &String| l == marker) {
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => said.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the worker did not say `{marker}` within 60 s: {said:?}");
+            }
+        }
+    }
+    std::thread::sleep(after);
+    child.kill().expect("SIGKILL the worker");
+    child.wait().unwrap();
+    reader.join().unwrap();
+    said.extend(lines.try_iter());
+    said
+}
+
+/// Every run in `store`, oldest first.
+#[allow(dead_code)]
+pub(crate) async fn all_runs(
+    store: &dyn steadfast::store::Store,
+) -> Vec<steadfast::store::RunRecord> {
+    let mut runs = Vec::new();
+    let mut query = steadfast::store::ListQuery::new().oldest_first().limit(1000);
+    loop {
+        let page = store.list(query.clone()).await.unwrap();
+        runs.extend(page.runs);
+        match page.next {
+            Some(next) => query = query.cursor(next),
+            None => return runs,
+        }
+    }
+}
+
+/// Whether `run`'s history is a chain of legal moves from its creation to its state, one entry
+/// per move, with a lease exactly while it is processing.
+#[allow(dead_code)]
+pub(crate) async fn history_is_legal(
+    store: &dyn steadfast::store::Store,
+    run: &steadfast::store::RunRecord,
+) -> bool {
+    use steadfast::{RunState, StateMachine};
+    let history = store.history(run.id).await.unwrap();
+    history.len() == run.moves as usize
+        && history.first().is_some_and(|h| h.from.is_none() && h.to == RunState::INITIAL)
+        && history.windows(2).all(|p| p[1].from == Some(p[0].to) && p[0].to.can_transition(p[1].to))
+        && history.last().is_some_and(|h| h.to == run.state)
+        && (run.state == RunState::Processing) == run.lease.is_some()
 }
