@@ -194,11 +194,12 @@ fn sigkill_soak_delivers_every_logical_effect_under_one_key() {
     let started = std::time::Instant::now();
     for _ in 0..kills {
         let before = delivered(0).len();
+        // From the worker's first agent on: the kill falls in its work, not in its start-up.
         let lines = common::kill_after_line(
             "effects_child",
             CHILD_ENV,
             dir.path(),
-            "@@ working",
+            "@@ start ",
             Duration::from_millis(rng.u64(30..200)),
         );
         let this_cycle: HashSet<String> = delivered(before).into_iter().collect();

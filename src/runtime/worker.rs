@@ -345,12 +345,9 @@ async fn attempt(
     let token = run.lease.as_ref().map_or(0, |l| l.token);
     // The lease is kept alive while the run waits for a worker slot.
     let beat = AbortOnDrop(tokio::spawn(heartbeat(shared.clone(), run.id, token)));
-    if let Err(error) = ready_to_start(&shared, &run).await {
-        drop(beat);
-        release_unstarted(&shared, &run, token, &error).await;
-        finish(&shared, &run);
-        return;
-    }
+    // The claim synced while the run waits for its slot (at load, a later group commit has
+    // synced it already and this returns at once).
+    let claimed = shared.store.wait_durable(run.id).await;
     // A pipeline run only coordinates: the stages it runs itself take a slot each while
     // their agent runs (see `run_stage`), so it holds none, and waits for none.
     let slot = if registered.pipeline { None } else { Some(take_slot(&shared).await) };
@@ -366,6 +363,18 @@ async fn attempt(
         if let Err(error) = shared.store.transition(defer).await {
             tracing::error!(run_id = %run.id, %error, "could not defer the run");
         }
+        finish(&shared, &run);
+        return;
+    }
+    // Checked with the slot in hand: a run claimed ahead and waiting for a slot has not
+    // started, and is not to be blamed for a crash (see `ready_to_start`).
+    let ready = match claimed {
+        Ok(()) => ready_to_start(&shared, &run).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = ready {
+        drop((beat, slot));
+        release_unstarted(&shared, &run, token, &error).await;
         finish(&shared, &run);
         return;
     }
@@ -517,13 +526,18 @@ pub(crate) async fn run_stage(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(run.id, (token, beat.0.abort_handle()));
-    if let Err(error) = ready_to_start(shared, &run).await {
-        drop(beat);
+    let claimed = shared.store.wait_durable(run.id).await;
+    let slot = take_slot(shared).await;
+    let ready = match claimed {
+        Ok(()) => ready_to_start(shared, &run).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = ready {
+        drop((beat, slot));
         release_unstarted(shared, &run, token, &error).await;
         shared.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&run.id);
         return Err(error);
     }
-    let slot = take_slot(shared).await;
     let (transition, span) = execute(shared, registered, &run, token).await;
     drop((slot, beat));
     let moved = record(shared, registered, transition, &span, true).await;
@@ -531,13 +545,14 @@ pub(crate) async fn run_stage(
     Ok(moved)
 }
 
-/// Makes what the agent of claimed `run` may act on durable before it starts: the claim (so
+/// Makes what the agent of claimed `run` may act on durable right before it starts, its worker
+/// slot in hand: the claim (so
 /// that no effect is made, and no crash happens, under an attempt a crash could undo), and,
 /// for a run whose previous attempt ended with its worker gone, a marker that this attempt
 /// started (so that if this worker dies too, the crash is known to be the run's own: see
 /// [`crashes_in_a_row`]). The marker costs one sync, paid only by such runs.
 async fn ready_to_start(shared: &Shared, run: &RunRecord) -> Result<(), crate::store::StoreError> {
-    shared.store.wait_durable(run.id).await?;
+    shared.store.wait_durable(run.id).await?; // at once: waited for before the slot
     let pipeline = shared.agents.get(&run.agent).is_some_and(|r| r.pipeline);
     if !pipeline && ended_by_lease_expiry(run) {
         shared.store.record_effect(run.id, &started_marker(run.attempt), true.into()).await?;

@@ -78,7 +78,8 @@ pub(crate) fn drain_with(test: &str, env: &str, dir: &Path, vars: &[(&str, &str)
     }
 }
 
-/// Starts a worker, waits until it prints `marker` (at most 60 s), lets it work for `after`,
+/// Starts a worker, waits until it prints a line starting with `marker` (at most 60 s), lets
+/// it work for `after`,
 /// then SIGKILLs it. Returns what it printed, each line from its `@@ ` marker on.
 #[allow(dead_code)] // not every test binary that includes this module uses every helper
 pub(crate) fn kill_after_line(
@@ -101,7 +102,7 @@ pub(crate) fn kill_after_line(
     });
     let mut said = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !said.iter().any(|l: &String| l == marker) {
+    while !said.iter().any(|l: &String| l.starts_with(marker)) {
         match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) => said.push(line),
             Err(_) => {
