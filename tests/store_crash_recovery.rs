@@ -24,6 +24,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use serde_json::json;
 use steadfast::clock::{ManualClock, Timestamp};
 use steadfast::store::{
@@ -216,7 +218,7 @@ fn verify(db: &Path, lines: &[String], attempted: &mut HashSet<String>) -> Repor
         {
             report.recovered += 1;
         }
-        let runs = all_runs(&store).await;
+        let runs = common::all_runs(&store).await;
         let mut by_key: HashMap<&str, usize> = HashMap::new();
         for run in &runs {
             *by_key.entry(&run.idempotency_key).or_default() += 1;
@@ -230,19 +232,6 @@ fn verify(db: &Path, lines: &[String], attempted: &mut HashSet<String>) -> Repor
         check_indexes(&store, &runs).await;
         report
     })
-}
-
-async fn all_runs(store: &SledStore) -> Vec<RunRecord> {
-    let mut runs = Vec::new();
-    let mut query = ListQuery::new().oldest_first().limit(1000);
-    loop {
-        let page = store.list(query.clone()).await.unwrap();
-        runs.extend(page.runs);
-        match page.next {
-            Some(next) => query = query.cursor(next),
-            None => return runs,
-        }
-    }
 }
 
 /// The history is a chain of legal moves from creation to the current state.

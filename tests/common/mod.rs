@@ -1,5 +1,7 @@
 //! Helpers for the tests that run a worker in a child process (this test binary, re-run with
 //! an environment variable that makes one `#[test]` act as the worker) and kill it.
+// Each test binary that includes this module uses some of its helpers.
+#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -30,7 +32,6 @@ pub(crate) fn spawn_worker_with(test: &str, env: &str, dir: &Path, vars: &[(&str
 }
 
 /// Starts a worker and SIGKILLs it (`Child::kill` on Unix) after `after`.
-#[allow(dead_code)]
 pub(crate) fn kill_after(test: &str, env: &str, dir: &Path, after: Duration) {
     let mut child = spawn_worker(test, env, dir);
     std::thread::sleep(after);
@@ -81,7 +82,6 @@ pub(crate) fn drain_with(test: &str, env: &str, dir: &Path, vars: &[(&str, &str)
 /// Starts a worker, waits until it prints a line starting with `marker` (at most 60 s), lets
 /// it work for `after`,
 /// then SIGKILLs it. Returns what it printed, each line from its `@@ ` marker on.
-#[allow(dead_code)] // not every test binary that includes this module uses every helper
 pub(crate) fn kill_after_line(
     test: &str,
     env: &str,
@@ -120,7 +120,6 @@ pub(crate) fn kill_after_line(
 }
 
 /// Every run in `store`, oldest first.
-#[allow(dead_code)]
 pub(crate) async fn all_runs(
     store: &dyn steadfast::store::Store,
 ) -> Vec<steadfast::store::RunRecord> {
@@ -138,7 +137,6 @@ pub(crate) async fn all_runs(
 
 /// Whether `run`'s history is a chain of legal moves from its creation to its state, one entry
 /// per move, with a lease exactly while it is processing.
-#[allow(dead_code)]
 pub(crate) async fn history_is_legal(
     store: &dyn steadfast::store::Store,
     run: &steadfast::store::RunRecord,
