@@ -173,8 +173,8 @@ impl AgentError {
     }
 
     /// The error as stored on the run and its dead letter: class, message, source chain.
-    pub fn to_info(&self) -> crate::store::ErrorInfo {
-        crate::store::ErrorInfo::from_error(self.fault, self)
+    pub fn to_info(&self) -> ErrorInfo {
+        ErrorInfo::from_error(self.fault, self)
     }
 }
 
@@ -243,19 +243,43 @@ impl Classify for crate::schema::SchemaError {
     }
 }
 
-impl Classify for crate::store::StoreError {
-    /// The store failing under an agent (a full disk, I/O) is a resource problem; a refused
-    /// request is a bug in the caller: permanent.
-    fn fault(&self) -> Fault {
-        use crate::store::StoreError::*;
-        match self {
-            Io { source, .. } => source.fault(),
-            Backend { .. } => Fault::Resource,
-            NotFound(_) | IllegalTransition { .. } | InvalidRequest(_) | Corrupt { .. } => {
-                Fault::Permanent
-            }
-            _ => Fault::Unknown,
+/// A failure, kept on the run and in the dead letter queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ErrorInfo {
+    /// The class the failure was routed by.
+    pub fault: Fault,
+    /// The error's message.
+    pub message: String,
+    /// The messages of its sources, outermost first.
+    pub chain: Vec<String>,
+}
+
+impl ErrorInfo {
+    /// An error of `fault` class with `message` and no sources.
+    pub fn new(fault: Fault, message: impl Into<String>) -> Self {
+        ErrorInfo { fault, message: message.into(), chain: Vec::new() }
+    }
+
+    /// The error of `fault` class built from `error` and its `source()` chain.
+    pub fn from_error(fault: Fault, error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut chain = Vec::new();
+        let mut source = error.source();
+        while let Some(e) = source {
+            chain.push(e.to_string());
+            source = e.source();
         }
+        ErrorInfo { fault, message: error.to_string(), chain }
+    }
+}
+
+impl std::fmt::Display for ErrorInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} fault: {}", self.fault, self.message)?;
+        for cause in &self.chain {
+            write!(f, ": {cause}")?;
+        }
+        Ok(())
     }
 }
 

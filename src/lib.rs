@@ -112,6 +112,7 @@ pub mod agents;
 pub mod clock;
 pub mod fallback;
 pub mod fault;
+mod hash;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod lifecycle;

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::StateMachine;
+use crate::machine::StateMachine;
 
 /// The identity of a run: a ULID, so ids sort by creation time and are unique across
 /// processes and machines (48 bits of milliseconds, 80 random bits; monotonic within a

@@ -59,10 +59,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use crate::agent::erased::{ErasedAgent, Typed};
 use crate::agent::{Agent, Context, Data, IdempotencyKey, Outcome, WaitFor};
 use crate::fault::{AgentError, RetryPolicy};
 use crate::lifecycle::{RunId, RunState};
-use crate::runtime::erased::{ErasedAgent, Typed};
 use crate::schema::{self, SchemaError};
 use crate::store::{ListQuery, NewRun, RunRecord, Store};
 
@@ -197,7 +197,7 @@ where
 
     /// The registrations: the pipeline run's agent, then each stage's agent with the
     /// concurrency of its fan-out.
-    pub(crate) fn into_parts(self) -> (Arc<dyn ErasedAgent>, Vec<Stage>) {
+    pub(crate) fn into_parts(self) -> (Arc<PipelineAgent>, Vec<Stage>) {
         let parent = PipelineAgent {
             name: self.name,
             stages: self
@@ -295,6 +295,23 @@ fn item_done(fan_in: FanIn, child: &RunRecord) -> bool {
 }
 
 impl PipelineAgent {
+    /// The same test `run` makes before it waits: every child of the stage done (for a
+    /// fan-out, by its fan-in), or one stopped on a logic fault (compensation). Used when the
+    /// pipeline has just started waiting, to catch children that finished while it looked.
+    pub(crate) fn stage_ready(&self, stage: usize, children: &[&RunRecord]) -> bool {
+        let Some(declared) = self.stages.get(stage) else { return false };
+        if children.is_empty() {
+            return false;
+        }
+        if children.iter().any(|c| logic_fault(c)) {
+            return true;
+        }
+        match declared.fan_out {
+            None => children.iter().all(|c| settled(c.state)),
+            Some((_, fan_in)) => children.iter().all(|c| item_done(fan_in, c)),
+        }
+    }
+
     /// The saga: after a logic fault in stage `k`, undo the completed stages k-1..0 in reverse
     /// (the items of a fan-out stage in reverse too), each compensation journaled so that a
     /// crash in the middle resumes without repeating one; then hold the pipeline for review. A
@@ -533,23 +550,6 @@ impl ErasedAgent for PipelineAgent {
     }
 
     async fn cleanup(&self, _ctx: &Context, _error: &AgentError) {}
-
-    /// The same test `run` makes before it waits: every child of the stage done (for a
-    /// fan-out, by its fan-in), or one stopped on a logic fault (compensation). Used when the
-    /// pipeline has just started waiting, to catch children that finished while it looked.
-    fn stage_ready(&self, stage: usize, children: &[&RunRecord]) -> bool {
-        let Some(declared) = self.stages.get(stage) else { return false };
-        if children.is_empty() {
-            return false;
-        }
-        if children.iter().any(|c| logic_fault(c)) {
-            return true;
-        }
-        match declared.fan_out {
-            None => children.iter().all(|c| settled(c.state)),
-            Some((_, fan_in)) => children.iter().all(|c| item_done(fan_in, c)),
-        }
-    }
 
     /// A pipeline is not a stage of another pipeline: nothing to undo as a whole.
     async fn compensate(

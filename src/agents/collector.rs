@@ -174,16 +174,12 @@ fn dedupe(items: Vec<Item>, max: usize) -> Vec<Item> {
     items
         .into_iter()
         .filter(|item| {
-            let content = fnv(&[item.title.trim(), "\0", item.body.trim()].concat());
+            let content =
+                crate::hash::fnv1a([item.title.trim(), "\0", item.body.trim()].concat().as_bytes());
             ids.insert(item.id.clone()) & contents.insert(content)
         })
         .take(max)
         .collect()
-}
-
-fn fnv(text: &str) -> u64 {
-    text.bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn clip(text: &str) -> String {

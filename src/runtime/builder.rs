@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::breaker::{Breaker, BreakerPolicy};
-use super::erased::{ErasedAgent, Typed};
 use super::limit::{RateLimit, TokenBucket};
 use super::{Hook, Registered, Runtime, RuntimeError, Shared};
+use crate::agent::erased::{ErasedAgent, Typed};
 use crate::agent::{Agent, Data};
 use crate::store::{RunRecord, Store};
 
@@ -66,6 +66,11 @@ impl Default for AgentOptions {
     }
 }
 
+/// An agent as registered: its name, the agent, its options, and for a pipeline's own agent
+/// the pipeline (which the runtime asks whether a stage is ready).
+type Registration =
+    (String, Arc<dyn ErasedAgent>, AgentOptions, Option<Arc<crate::pipeline::PipelineAgent>>);
+
 /// Builds a [`Runtime`].
 #[must_use]
 pub struct RuntimeBuilder {
@@ -74,7 +79,7 @@ pub struct RuntimeBuilder {
     lease: Duration,
     worker_id: Option<String>,
     /// (registered name, agent, options, whether it is a pipeline's own agent)
-    agents: Vec<(String, Arc<dyn ErasedAgent>, AgentOptions, bool)>,
+    agents: Vec<Registration>,
     on_review: Vec<Hook>,
     on_dead_letter: Vec<Hook>,
     on_success: Vec<Hook>,
@@ -155,7 +160,7 @@ impl RuntimeBuilder {
 
     /// Registers an agent with options.
     pub fn register_with<A: Agent>(mut self, agent: A, options: AgentOptions) -> Self {
-        self.agents.push((agent.name().to_owned(), Arc::new(Typed(agent)), options, false));
+        self.agents.push((agent.name().to_owned(), Arc::new(Typed(agent)), options, None));
         self
     }
 
@@ -170,16 +175,16 @@ impl RuntimeBuilder {
         // Waiting on stages is not a failure of the pipeline's own service: no breaker.
         self.agents.push((
             parent.name().to_owned(),
-            parent,
+            parent.clone(),
             AgentOptions::new().no_breaker(),
-            true,
+            Some(parent),
         ));
         for stage in stages {
             let mut options = AgentOptions::new();
             if let Some((concurrency, _)) = stage.fan_out {
                 options = options.concurrency(concurrency);
             }
-            self.agents.push((stage.registered, stage.agent, options, false));
+            self.agents.push((stage.registered, stage.agent, options, None));
         }
         self
     }

@@ -38,7 +38,6 @@
 
 mod breaker;
 mod builder;
-pub(crate) mod erased;
 mod error;
 mod limit;
 pub(crate) mod worker;
@@ -54,9 +53,9 @@ use tokio::sync::{Notify, Semaphore};
 
 pub use self::breaker::{BreakerPolicy, BreakerState};
 pub use self::builder::{AgentOptions, RuntimeBuilder};
-use self::erased::ErasedAgent;
 pub use self::error::RuntimeError;
 pub use self::limit::RateLimit;
+use crate::agent::erased::ErasedAgent;
 use crate::lifecycle::{RunId, RunState};
 use crate::store::{Actor, Conflict, NewRun, Note, RunRecord, Store, Transition};
 
@@ -69,8 +68,15 @@ pub(crate) struct Registered {
     pub(crate) permits: Option<Arc<Semaphore>>,
     pub(crate) breaker: Option<breaker::Breaker>,
     pub(crate) bucket: Option<limit::TokenBucket>,
-    /// Whether this is a pipeline run's agent (it waits on its stages).
-    pub(crate) pipeline: bool,
+    /// A pipeline run's own agent (it waits on its stages), if this is one.
+    pub(crate) pipeline: Option<Arc<crate::pipeline::PipelineAgent>>,
+}
+
+impl Registered {
+    /// Whether this is a pipeline run's agent.
+    pub(crate) fn is_pipeline(&self) -> bool {
+        self.pipeline.is_some()
+    }
 }
 
 pub(crate) struct Shared {

@@ -91,7 +91,7 @@ pub(crate) async fn dispatch(shared: Arc<Shared>, until: Until) -> Result<(), Ru
 /// Wakes pipeline runs whose stage finished while no process was there to wake them (a crash
 /// between a stage's end and its signal), instead of leaving them to the slow re-check timer.
 async fn wake_stalled_pipelines(shared: &Shared, names: &[String]) -> Result<(), RuntimeError> {
-    for name in names.iter().filter(|n| shared.agents[*n].pipeline) {
+    for name in names.iter().filter(|n| shared.agents[*n].is_pipeline()) {
         let mut query = ListQuery::new().state(RunState::WaitingExternal).agent(name).limit(500);
         loop {
             let page = shared.store.list(query.clone()).await?;
@@ -118,7 +118,7 @@ async fn fire_timers(shared: &Shared) -> Result<bool, RuntimeError> {
             RunState::FailedTransient => after_backoff(shared, run).await,
             // A pipeline run looks at its stages again (a backstop for a lost wake-up).
             RunState::WaitingExternal
-                if shared.agents.get(&run.agent).is_some_and(|r| r.pipeline) =>
+                if shared.agents.get(&run.agent).is_some_and(|r| r.is_pipeline()) =>
             {
                 Transition::new(run.id, RunState::WaitingExternal, RunState::Queued)
                     .reason("re-checking its stages")
@@ -168,7 +168,7 @@ async fn after_backoff(shared: &Shared, run: &RunRecord) -> Transition {
         Transition::new(run.id, RunState::FailedTransient, RunState::Queued).reason(reason)
     };
     let Some(registered) = shared.agents.get(&run.agent) else { return back("backoff elapsed") };
-    if registered.pipeline || !ended_by_lease_expiry(run) {
+    if registered.is_pipeline() || !ended_by_lease_expiry(run) {
         return back("backoff elapsed");
     }
     let crashes = match crashes_in_a_row(shared.store.as_ref(), run.id).await {
@@ -254,7 +254,7 @@ async fn claim_and_start(
     // Pipeline runs hold no slot (their stages take one while they run), so they have their
     // own, larger budget and do not count against the other agents'.
     let coordinating = shared.coordinating.load(Ordering::SeqCst);
-    let mut free = if registered.pipeline {
+    let mut free = if registered.is_pipeline() {
         (PIPELINES_AHEAD * shared.workers).saturating_sub(coordinating)
     } else {
         let holding_or_waiting = shared
@@ -307,7 +307,7 @@ async fn claim_and_start(
             .clone()
             .map(|p| p.try_acquire_owned().expect("a counted free permit"));
         shared.in_flight.fetch_add(1, Ordering::SeqCst);
-        if registered.pipeline {
+        if registered.is_pipeline() {
             shared.coordinating.fetch_add(1, Ordering::SeqCst);
         }
         let token = run.lease.as_ref().map_or(0, |l| l.token);
@@ -350,7 +350,7 @@ async fn attempt(
     let claimed = shared.store.wait_durable(run.id).await;
     // A pipeline run only coordinates: the stages it runs itself take a slot each while
     // their agent runs (see `run_stage`), so it holds none, and waits for none.
-    let slot = if registered.pipeline { None } else { Some(take_slot(&shared).await) };
+    let slot = if registered.is_pipeline() { None } else { Some(take_slot(&shared).await) };
     // Claimed ahead, but the breaker opened meanwhile: defer the run, uncharged.
     if let Some(wait) = registered.breaker.as_ref().and_then(|b| b.open_for()) {
         drop(beat);
@@ -454,6 +454,28 @@ async fn execute(
     (route(shared, registered, run, token, &ctx, result).await, span)
 }
 
+/// The runtime as the engine of a pipeline run's attempt (see [`crate::agent::Engine`]).
+struct Engine(Arc<Shared>);
+
+#[async_trait::async_trait]
+impl crate::agent::Engine for Engine {
+    fn admit_stage(&self, agent: &str) -> Option<(String, Duration)> {
+        admit_stage(&self.0, agent).then(|| (self.0.worker_id.clone(), self.0.lease))
+    }
+
+    fn unadmit_stage(&self, agent: &str) {
+        unadmit_stage(&self.0, agent);
+    }
+
+    async fn run_stage(
+        &self,
+        child: &RunRecord,
+        claimed: bool,
+    ) -> Result<Option<RunRecord>, crate::store::StoreError> {
+        run_stage(&self.0, child, claimed).await
+    }
+}
+
 /// Asks whether the pipeline run whose attempt calls this may run a stage of `agent` itself,
 /// now: the agent has no concurrency limit (the dispatcher counts its permits before it
 /// claims), the runtime is not stopping, and the agent's circuit breaker and rate limit let
@@ -461,7 +483,9 @@ async fn execute(
 /// by [`run_stage`] or given back with [`unadmit_stage`].
 pub(crate) fn admit_stage(shared: &Shared, agent: &str) -> bool {
     let Some(registered) = shared.agents.get(agent) else { return false };
-    if registered.permits.is_some() || registered.pipeline || shared.stopping.load(Ordering::SeqCst)
+    if registered.permits.is_some()
+        || registered.is_pipeline()
+        || shared.stopping.load(Ordering::SeqCst)
     {
         return false;
     }
@@ -553,7 +577,7 @@ pub(crate) async fn run_stage(
 /// [`crashes_in_a_row`]). The marker costs one sync, paid only by such runs.
 async fn ready_to_start(shared: &Shared, run: &RunRecord) -> Result<(), crate::store::StoreError> {
     shared.store.wait_durable(run.id).await?; // at once: waited for before the slot
-    let pipeline = shared.agents.get(&run.agent).is_some_and(|r| r.pipeline);
+    let pipeline = shared.agents.get(&run.agent).is_some_and(|r| r.is_pipeline());
     if !pipeline && ended_by_lease_expiry(run) {
         shared.store.record_effect(run.id, &started_marker(run.attempt), true.into()).await?;
     }
@@ -610,7 +634,7 @@ impl<T> Drop for AbortOnDrop<T> {
 /// Bookkeeping when an attempt is over, whatever happened.
 fn finish(shared: &Shared, run: &RunRecord) {
     shared.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&run.id);
-    if shared.agents.get(&run.agent).is_some_and(|r| r.pipeline) {
+    if shared.agents.get(&run.agent).is_some_and(|r| r.is_pipeline()) {
         shared.coordinating.fetch_sub(1, Ordering::SeqCst);
     }
     shared.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -627,7 +651,7 @@ fn context_for(shared: &Arc<Shared>, run: &RunRecord, span: &tracing::Span) -> C
         review_note: run.review_note.clone(),
         store: shared.store.clone(),
         span: span.clone(),
-        runtime: Some(shared.clone()),
+        engine: Some(Arc::new(Engine(shared.clone()))),
     }
 }
 
@@ -680,7 +704,7 @@ async fn route(
             let mut t = base(RunState::WaitingExternal)
                 .waiting_for(wait.signal.clone())
                 .reason(format!("waiting for signal `{}`", wait.signal));
-            if registered.pipeline {
+            if registered.is_pipeline() {
                 // A pipeline run waits on its stages once per stage: that is progress, not a
                 // failed attempt, so it does not use up its retry budget.
                 t = t.refund_attempt();
@@ -770,7 +794,7 @@ async fn record(
             tracing::info!(parent: span, state = %moved.state, reason = ?moved.last_error.as_ref().map(|e| &e.message), "attempt finished");
             shared.notify_hooks(&moved);
             // A stage run inline is seen by its pipeline run at once: nobody to wake.
-            after_move(shared, &moved, registered.pipeline, inline).await;
+            after_move(shared, &moved, registered.is_pipeline(), inline).await;
             Some(moved)
         }
         Ok(Err(conflict)) => {
@@ -853,7 +877,7 @@ async fn stage_ready(shared: &Shared, pipeline: &RunRecord, stage: u32) -> Optio
         }
     }
     let children: Vec<&RunRecord> = children.iter().collect();
-    Some(registered.agent.stage_ready(stage as usize, &children))
+    Some(registered.pipeline.as_ref()?.stage_ready(stage as usize, &children))
 }
 
 /// Queues a waiting pipeline run to look at its stages.

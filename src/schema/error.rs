@@ -3,8 +3,6 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::extract::Rule;
-
 /// One way the JSON failed the schema (or deserialization), with where and why.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
@@ -177,5 +175,27 @@ impl SchemaError {
         out.push_str("Answer again with only the corrected JSON (no prose, no code fence), matching this JSON Schema:\n");
         out.push_str(&self.0.schema);
         out
+    }
+}
+
+/// How the JSON was found in the text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rule {
+    /// The whole text (after a BOM and surrounding white space) is the JSON.
+    Whole,
+    /// The JSON is the content of a ```` ``` ```` or ```` ```json ```` fenced block.
+    Fenced,
+    /// The JSON is the first balanced `{...}` or `[...]` inside prose that parses.
+    Embedded,
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Rule::Whole => "the whole text",
+            Rule::Fenced => "a fenced code block",
+            Rule::Embedded => "a JSON object or array inside the text",
+        })
     }
 }

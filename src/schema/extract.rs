@@ -3,29 +3,7 @@
 
 use serde_json::Value;
 
-use super::error::ErrorKind;
-
-/// How the JSON was found in the text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Rule {
-    /// The whole text (after a BOM and surrounding white space) is the JSON.
-    Whole,
-    /// The JSON is the content of a ```` ``` ```` or ```` ```json ```` fenced block.
-    Fenced,
-    /// The JSON is the first balanced `{...}` or `[...]` inside prose that parses.
-    Embedded,
-}
-
-impl std::fmt::Display for Rule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Rule::Whole => "the whole text",
-            Rule::Fenced => "a fenced code block",
-            Rule::Embedded => "a JSON object or array inside the text",
-        })
-    }
-}
+use super::error::{ErrorKind, Rule};
 
 /// Extracts the JSON value of `text`, or says why there is none.
 pub(crate) fn extract(text: &str) -> Result<(Value, Rule), ErrorKind> {

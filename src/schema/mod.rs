@@ -42,8 +42,8 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub use self::error::Rule;
 pub use self::error::{ErrorKind, SchemaError, Violation};
-pub use self::extract::Rule;
 pub use self::repair::{Ask, Attempt, Reask, Repair, RepairError, Repaired};
 pub(crate) use self::validate::text_by_hash;
 

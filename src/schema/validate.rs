@@ -30,7 +30,7 @@ impl Compiled {
             panic!("the schema of {} does not compile: {e}", std::any::type_name::<T>())
         });
         let text: Arc<str> = serde_json::to_string(&schema).expect("a schema serializes").into();
-        let hash = format!("{:016x}", fnv1a(text.as_bytes()));
+        let hash = format!("{:016x}", crate::hash::fnv1a(text.as_bytes()));
         Compiled { schema, text, hash, validator }
     }
 
@@ -39,7 +39,7 @@ impl Compiled {
     pub(crate) fn from_text(text: &str) -> Result<Self, String> {
         let schema: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
         let validator = jsonschema::validator_for(&schema).map_err(|e| e.to_string())?;
-        let hash = format!("{:016x}", fnv1a(text.as_bytes()));
+        let hash = format!("{:016x}", crate::hash::fnv1a(text.as_bytes()));
         Ok(Compiled { schema, text: text.into(), hash, validator })
     }
 
@@ -106,24 +106,4 @@ fn by_hash() -> &'static RwLock<HashMap<String, Arc<str>>> {
 /// The text of a schema compiled in this process, by its hash.
 pub(crate) fn text_by_hash(hash: &str) -> Option<Arc<str>> {
     by_hash().read().unwrap_or_else(|p| p.into_inner()).get(hash).cloned()
-}
-
-/// 64-bit FNV-1a: a hash that stays the same across Rust versions and machines (std's
-/// `DefaultHasher` promises neither), for schema hashes stored on disk.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::fnv1a;
-
-    #[test]
-    fn fnv1a_matches_the_reference_values() {
-        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
-    }
 }

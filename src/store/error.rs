@@ -2,11 +2,12 @@
 
 use std::path::PathBuf;
 
+use crate::fault::{Classify, Fault};
 use crate::lifecycle::{RunId, RunState};
 use crate::machine::TransitionError;
 
-/// A boxed error from a storage backend.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+// One definition, in `fault`; also reachable as `store::BoxError`.
+pub use crate::fault::BoxError;
 
 /// A store operation that failed. Expected races (a stale `from`, a stale lease) are not
 /// errors but a [`Conflict`](super::Conflict) value.
@@ -82,4 +83,20 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+}
+
+impl Classify for StoreError {
+    /// The store failing under an agent (a full disk, I/O) is a resource problem; a refused
+    /// request is a bug in the caller: permanent.
+    fn fault(&self) -> Fault {
+        use StoreError::*;
+        match self {
+            Io { source, .. } => source.fault(),
+            Backend { .. } => Fault::Resource,
+            NotFound(_) | IllegalTransition { .. } | InvalidRequest(_) | Corrupt { .. } => {
+                Fault::Permanent
+            }
+            _ => Fault::Unknown,
+        }
+    }
 }

@@ -18,9 +18,9 @@ use super::{
     FORMAT_VERSION, HistoryEntry, Lease, ListQuery, NewRun, Note, Page, RunRecord, StateCounts,
     Store, StoreError, Transition,
 };
-use crate::StateMachine;
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::lifecycle::{RunId, RunState};
+use crate::machine::StateMachine;
 
 /// The store contract in memory: transactional moves, leases with fencing, effects, dead
 /// letters and notes, without durability.

@@ -22,13 +22,15 @@ use crate::clock::Timestamp;
 use crate::lifecycle::RunId;
 
 pub use self::error::{BoxError, StoreError};
+// Defined with the faults it records; also reachable here, where runs carry it.
 pub use self::memory::MemoryStore;
 pub use self::record::{
-    Actor, Claim, Conflict, Created, DeadLetter, EffectRecord, ErrorInfo, FORMAT_VERSION,
-    HistoryEntry, Lease, ListQuery, NewRun, Note, Page, RunRecord, StateCounts, Transition,
+    Actor, Claim, Conflict, Created, DeadLetter, EffectRecord, FORMAT_VERSION, HistoryEntry, Lease,
+    ListQuery, NewRun, Note, Page, RunRecord, StateCounts, Transition,
 };
 pub(crate) use self::record::{LEASE_EXPIRED, MoveFields, enter, lease_expiry};
 pub use self::sled::{Durability, SledStore, SledStoreOptions};
+pub use crate::fault::ErrorInfo;
 
 /// The result of an operation that may meet a [`Conflict`]: the outer `Result` is the store
 /// failing, the inner one the run having moved under the caller.

@@ -7,10 +7,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::StateMachine;
 use crate::clock::Timestamp;
-use crate::fault::Fault;
+use crate::fault::ErrorInfo;
 use crate::lifecycle::{RunId, RunState};
+use crate::machine::StateMachine;
 
 /// The format version written into every record; a store refuses to open data of a newer
 /// version.
@@ -80,46 +80,6 @@ pub struct Lease {
     pub token: u64,
     /// When the lease runs out unless heartbeated.
     pub expires_at: Timestamp,
-}
-
-/// A failure, kept on the run and in the dead letter queue.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct ErrorInfo {
-    /// The class the failure was routed by.
-    pub fault: Fault,
-    /// The error's message.
-    pub message: String,
-    /// The messages of its sources, outermost first.
-    pub chain: Vec<String>,
-}
-
-impl ErrorInfo {
-    /// An error of `fault` class with `message` and no sources.
-    pub fn new(fault: Fault, message: impl Into<String>) -> Self {
-        ErrorInfo { fault, message: message.into(), chain: Vec::new() }
-    }
-
-    /// The error of `fault` class built from `error` and its `source()` chain.
-    pub fn from_error(fault: Fault, error: &(dyn std::error::Error + 'static)) -> Self {
-        let mut chain = Vec::new();
-        let mut source = error.source();
-        while let Some(e) = source {
-            chain.push(e.to_string());
-            source = e.source();
-        }
-        ErrorInfo { fault, message: error.to_string(), chain }
-    }
-}
-
-impl fmt::Display for ErrorInfo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} fault: {}", self.fault, self.message)?;
-        for cause in &self.chain {
-            write!(f, ": {cause}")?;
-        }
-        Ok(())
-    }
 }
 
 /// Who made a move: `worker:<id>`, `operator:<name>`, `timer` or `system`.
@@ -775,13 +735,13 @@ pub struct StateCounts(pub [u64; 7]);
 impl StateCounts {
     /// The count for `state`.
     pub fn get(&self, state: RunState) -> u64 {
-        use crate::StateMachine;
+        use crate::machine::StateMachine;
         self.0[state.index()]
     }
 
     /// Every state with its count, in lifecycle order.
     pub fn iter(&self) -> impl Iterator<Item = (RunState, u64)> + '_ {
-        use crate::StateMachine;
+        use crate::machine::StateMachine;
         RunState::STATES.iter().map(|&s| (s, self.0[s.index()]))
     }
 

@@ -35,9 +35,9 @@ use super::{
     HistoryEntry, Lease, ListQuery, NewRun, Note, Page, RunRecord, StateCounts, Store, StoreError,
     Transition,
 };
-use crate::StateMachine;
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::lifecycle::{RunId, RunState};
+use crate::machine::StateMachine;
 
 /// How durable a move is when the store says it happened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -204,7 +204,8 @@ impl SledStore {
             File::open(inner.path.join("db"))
                 .and_then(|log| log.sync_data())
                 .map_err(|e| io_error("fsync of the database log", e))?;
-            open::sync_blobs(&inner.path).map_err(|e| io_error("fsync of the database blobs", e))
+            committer::sync_blobs(&inner.path)
+                .map_err(|e| io_error("fsync of the database blobs", e))
         })
         .await
         .map_err(|e| io_error("flush", std::io::Error::other(e)))?

@@ -15,10 +15,13 @@
 //! a stale lease) aborts only itself, never the batch, because every operation checks before
 //! it writes.
 
-use std::fs::File;
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io;
+use std::path::Path;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
 use ::sled::Transactional;
@@ -26,7 +29,7 @@ use ::sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::oneshot;
 
 use super::tx::{Abort, Tx, TxResult};
-use super::{Durability, Trees, backend, io_error, open};
+use super::{Durability, Trees, backend, io_error};
 use crate::store::StoreError;
 
 /// One caller's write: re-runnable (sled may retry a transaction), checking before writing.
@@ -350,10 +353,45 @@ impl Syncer {
         self.db.flush().map_err(|e| backend("flushing the database", e))?;
         if self.durability == Durability::Fsync {
             self.log.sync_data().map_err(|e| io_error("fsync of the database log", e))?;
-            open::sync_blobs(&self.path).map_err(|e| io_error("fsync of the database blobs", e))?;
+            sync_blobs(&self.path).map_err(|e| io_error("fsync of the database blobs", e))?;
         }
         Ok(())
     }
+}
+
+/// sled 0.34 writes values too large for its log (about 1/4 of a segment) to files under
+/// `blobs/` without ever syncing them. Sync each new blob once, then the directory.
+pub(super) fn sync_blobs(path: &Path) -> io::Result<()> {
+    static SYNCED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+    let dir = path.join("blobs");
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut synced = SYNCED.lock().unwrap_or_else(|p| p.into_inner());
+    let synced = synced.get_or_insert_with(HashSet::new);
+    let mut present = HashSet::new();
+    let mut any = false;
+    for entry in entries {
+        let blob = entry?.path();
+        if !synced.contains(&blob) {
+            match File::open(&blob) {
+                Ok(file) => file.sync_data()?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // garbage-collected
+                Err(e) => return Err(e),
+            }
+            any = true;
+        }
+        present.insert(blob);
+    }
+    // Forget blobs sled has deleted, so the set does not grow for the life of the process.
+    synced.retain(|blob| !blob.starts_with(&dir) || present.contains(blob));
+    synced.extend(present);
+    if any {
+        fs::File::open(&dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// The same failure for every caller of a failed batch (errors are not `Clone`).

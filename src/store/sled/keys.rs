@@ -1,8 +1,8 @@
 //! Key layouts of the trees. Integers are big-endian so that keys sort in time and id order.
 
-use crate::StateMachine;
 use crate::clock::Timestamp;
 use crate::lifecycle::{RunId, RunState};
+use crate::machine::StateMachine;
 
 use super::codec::StoredRun;
 

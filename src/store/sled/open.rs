@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::committer::{Committer, Writer};
 use super::repair;
@@ -271,39 +271,4 @@ fn write_owner(path: &Path) {
 
 fn sync_dir(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_all()
-}
-
-/// sled 0.34 writes values too large for its log (about 1/4 of a segment) to files under
-/// `blobs/` without ever syncing them. Sync each new blob once, then the directory.
-pub(super) fn sync_blobs(path: &Path) -> io::Result<()> {
-    static SYNCED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
-    let dir = path.join("blobs");
-    let entries = match fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let mut synced = SYNCED.lock().unwrap_or_else(|p| p.into_inner());
-    let synced = synced.get_or_insert_with(HashSet::new);
-    let mut present = HashSet::new();
-    let mut any = false;
-    for entry in entries {
-        let blob = entry?.path();
-        if !synced.contains(&blob) {
-            match File::open(&blob) {
-                Ok(file) => file.sync_data()?,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // garbage-collected
-                Err(e) => return Err(e),
-            }
-            any = true;
-        }
-        present.insert(blob);
-    }
-    // Forget blobs sled has deleted, so the set does not grow for the life of the process.
-    synced.retain(|blob| !blob.starts_with(&dir) || present.contains(blob));
-    synced.extend(present);
-    if any {
-        sync_dir(&dir)?;
-    }
-    Ok(())
 }

@@ -27,11 +27,6 @@ pub(crate) trait ErasedAgent: Send + Sync + 'static {
         input: Value,
         output: Value,
     ) -> Result<(), AgentError>;
-    /// For a pipeline: whether the children of its stage `stage` are where the pipeline must
-    /// look at them again (done, or one needs compensation). Plain agents have no stages.
-    fn stage_ready(&self, _stage: usize, _children: &[&crate::store::RunRecord]) -> bool {
-        false
-    }
 }
 
 pub(crate) struct Typed<A>(pub(crate) A);

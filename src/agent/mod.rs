@@ -4,6 +4,8 @@
 //! An agent fails by returning an [`AgentError`], whose [`Fault`] decides what
 //! happens to the run; a panic inside an agent is caught and treated as an unknown fault.
 
+pub(crate) mod erased;
+
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use serde_json::Value;
 
 use crate::fault::{AgentError, Fault, RetryPolicy};
 use crate::lifecycle::RunId;
-use crate::store::Store;
+use crate::store::{RunRecord, Store, StoreError};
 
 /// What agents take and produce: values with a JSON form and a JSON Schema (for the schema
 /// gate), that can cross threads. Every such type is `Data`; there is nothing to implement.
@@ -158,9 +160,7 @@ impl IdempotencyKey {
     /// declaration order and maps sorted, so equal inputs give equal keys).
     pub fn of<T: Serialize + ?Sized>(agent: &str, input: &T) -> Self {
         let json = serde_json::to_vec(input).unwrap_or_default();
-        let hash = json.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+        let hash = crate::hash::fnv1a(&json);
         IdempotencyKey(format!("{agent}:{hash:016x}"))
     }
 
@@ -186,9 +186,33 @@ pub struct Context {
     pub(crate) review_note: Option<String>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) span: tracing::Span,
-    /// The runtime running this attempt (a pipeline run uses it to run a stage itself);
+    /// The engine running this attempt (a pipeline run asks it to run a stage itself);
     /// `None` for work done on a stage's behalf (its compensation).
-    pub(crate) runtime: Option<Arc<crate::runtime::Shared>>,
+    pub(crate) engine: Option<Arc<dyn Engine>>,
+}
+
+/// What an attempt may ask of the engine that runs it: a pipeline run runs its sequential
+/// stages itself, inside its own attempt. The runtime implements it, so that this module (and
+/// every agent) knows nothing of the runtime.
+#[async_trait]
+pub(crate) trait Engine: Send + Sync {
+    /// Whether this attempt may run a stage of `agent` itself, now; if so, the owner and lease
+    /// to claim the stage's run with. A `Some` must be followed by
+    /// [`run_stage`](Engine::run_stage) or given back with
+    /// [`unadmit_stage`](Engine::unadmit_stage).
+    fn admit_stage(&self, agent: &str) -> Option<(String, Duration)>;
+
+    /// Gives back an admission that ran nothing.
+    fn unadmit_stage(&self, agent: &str);
+
+    /// Runs admitted stage `child` inside this attempt (`claimed`: its creation claimed it
+    /// already); the stage's run after the move its attempt made, or `None` if someone else
+    /// claimed it first.
+    async fn run_stage(
+        &self,
+        child: &RunRecord,
+        claimed: bool,
+    ) -> Result<Option<RunRecord>, StoreError>;
 }
 
 impl fmt::Debug for Context {
@@ -204,7 +228,7 @@ impl fmt::Debug for Context {
 impl Context {
     /// A context for work done on behalf of `child` (a pipeline stage's compensation): its
     /// run, agent, attempt and key, this context's store.
-    pub(crate) fn for_child(&self, child: &crate::store::RunRecord) -> Context {
+    pub(crate) fn for_child(&self, child: &RunRecord) -> Context {
         Context {
             run: child.id,
             agent: child.agent.as_str().into(),
@@ -214,33 +238,30 @@ impl Context {
             review_note: None,
             store: self.store.clone(),
             span: self.span.clone(),
-            runtime: None,
+            engine: None,
         }
     }
 
-    /// Whether this attempt may run a pipeline stage of `agent` itself, now; if so, the
-    /// owner and lease to claim the stage's run with. See `runtime::worker::admit_stage`.
-    pub(crate) fn admit_stage(&self, agent: &str) -> Option<(String, std::time::Duration)> {
-        let rt = self.runtime.as_ref()?;
-        crate::runtime::worker::admit_stage(rt, agent).then(|| (rt.worker_id.clone(), rt.lease))
+    /// See [`Engine::admit_stage`]; `None` without an engine.
+    pub(crate) fn admit_stage(&self, agent: &str) -> Option<(String, Duration)> {
+        self.engine.as_ref()?.admit_stage(agent)
     }
 
-    /// Gives back an admission that ran nothing.
+    /// See [`Engine::unadmit_stage`].
     pub(crate) fn unadmit_stage(&self, agent: &str) {
-        if let Some(rt) = &self.runtime {
-            crate::runtime::worker::unadmit_stage(rt, agent);
+        if let Some(engine) = &self.engine {
+            engine.unadmit_stage(agent);
         }
     }
 
-    /// Runs admitted pipeline stage `child` inside this attempt (`claimed`: its creation
-    /// claimed it already); see `runtime::worker::run_stage`.
+    /// See [`Engine::run_stage`]; `None` without an engine.
     pub(crate) async fn run_stage(
         &self,
-        child: &crate::store::RunRecord,
+        child: &RunRecord,
         claimed: bool,
-    ) -> Result<Option<crate::store::RunRecord>, crate::store::StoreError> {
-        match &self.runtime {
-            Some(rt) => crate::runtime::worker::run_stage(rt, child, claimed).await,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        match &self.engine {
+            Some(engine) => engine.run_stage(child, claimed).await,
             None => Ok(None),
         }
     }
@@ -290,9 +311,7 @@ impl Context {
     /// Adds a note to this run (shown by `steadfast runs show` and the dashboard), once: a
     /// later attempt that adds the same text does not add it again.
     pub async fn note(&mut self, text: &str) -> Result<(), AgentError> {
-        let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+        let hash = crate::hash::fnv1a(text.as_bytes());
         let (store, run, text) = (self.store.clone(), self.run, text.to_owned());
         self.effect(&format!("note {hash:016x}"), |_| async move {
             store.add_note(run, crate::store::Actor::System, &text).await?;
