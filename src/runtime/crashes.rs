@@ -1,0 +1,105 @@
+//! Runs whose worker died under them: a run found in a dead worker is watched, and one whose
+//! watched attempts keep taking their worker down (a poison pill) is dead-lettered.
+
+use super::Shared;
+use crate::fault::AgentError;
+use crate::lifecycle::{RunId, RunState};
+use crate::store::{Actor, RunRecord, Transition};
+
+/// The move of a `failed_transient` run whose backoff elapsed: back to the queue, unless its
+/// agent keeps taking its worker process down with it (a poison pill: an agent that aborts, is
+/// OOM-killed or segfaults every time), which would otherwise crash-loop every worker forever.
+///
+/// A run whose lease expired (its worker gone) cannot be blamed at once: it may only have
+/// been claimed ahead, or running beside the run that crashed the process. So it is watched
+/// from then on: each later attempt durably records that its agent started before it runs
+/// ([`ready_to_start`]), and once [`RetryPolicy::max_crashes`] such attempts in a row ended
+/// with their worker gone, having journaled nothing, the run is dead-lettered. A run back from
+/// an expiry waits a jittered backoff first, so that the runs that shared a crashed process do
+/// not all come back together.
+///
+/// [`RetryPolicy::max_crashes`]: crate::fault::RetryPolicy::max_crashes
+pub(super) async fn after_backoff(shared: &Shared, run: &RunRecord) -> Transition {
+    let back = |reason: &str| {
+        Transition::new(run.id, RunState::FailedTransient, RunState::Queued).reason(reason)
+    };
+    let Some(registered) = shared.agents.get(&run.agent) else { return back("backoff elapsed") };
+    if registered.is_pipeline() || !ended_by_lease_expiry(run) {
+        return back("backoff elapsed");
+    }
+    let crashes = match crashes_in_a_row(shared.store.as_ref(), run.id).await {
+        Ok(crashes) => crashes,
+        Err(error) => {
+            tracing::warn!(run_id = %run.id, %error, "could not count the run's crashes");
+            0
+        }
+    };
+    let policy = registered.agent.retry_policy();
+    if crashes >= policy.max_crashes {
+        let error = AgentError::unknown(format!(
+            "its agent crashed its worker {crashes} times in a row (it was running, watched, \
+             each time the worker process ended and its lease expired): taken for a poison pill"
+        ));
+        return Transition::new(run.id, RunState::FailedTransient, RunState::FailedPermanent)
+            .error(error.to_info())
+            .reason(format!("dead-lettered: {error}"));
+    }
+    let delay = policy
+        .backoff_delay(crashes + 1, &mut shared.rng.lock().unwrap_or_else(|p| p.into_inner()));
+    let why = if crashes == 0 {
+        "found in a worker that ended; watched from now on".to_owned()
+    } else {
+        format!(
+            "its agent crashed its worker ({crashes} of at most {} times in a row)",
+            policy.max_crashes
+        )
+    };
+    back(&format!("{why}; back to the queue in {} ms", delay.as_millis())).due_in(delay)
+}
+
+/// Whether `run`'s last attempt ended with its lease expiring (the timer's move out of
+/// `processing`).
+pub(super) fn ended_by_lease_expiry(run: &RunRecord) -> bool {
+    run.last_error.as_ref().is_some_and(|e| e.message.starts_with(crate::store::LEASE_EXPIRED))
+}
+
+/// How many attempts of `run` in a row, counting back from its latest, were watched (their
+/// start recorded by [`ready_to_start`]) and ended with their lease expiring, having journaled
+/// no effect. An unwatched expiry (the one that made the run watched), an attempt that ended
+/// any other way, one that journaled an effect (progress: not what crashes), or an operator's
+/// move ends the count.
+pub(crate) async fn crashes_in_a_row(
+    store: &dyn crate::store::Store,
+    run: RunId,
+) -> Result<u32, crate::store::StoreError> {
+    let history = store.history(run).await?;
+    let effects = store.effects(run).await?;
+    let mut crashes = 0;
+    for entry in history.iter().rev() {
+        match (entry.from, &entry.actor) {
+            (_, Actor::Operator(_)) => break,
+            (Some(RunState::Processing), Actor::Timer) => {
+                let marker = started_marker(entry.attempt);
+                let watched = effects.iter().any(|e| e.name == marker);
+                let progressed = effects
+                    .iter()
+                    .any(|e| e.attempt == entry.attempt && !e.name.starts_with(STARTED));
+                if !watched || progressed {
+                    break;
+                }
+                crashes += 1;
+            }
+            (Some(RunState::Processing), _) => break,
+            _ => {}
+        }
+    }
+    Ok(crashes)
+}
+
+/// The name of the journaled marker that attempt `attempt` of a watched run started.
+pub(super) fn started_marker(attempt: u32) -> String {
+    format!("{STARTED}{attempt}")
+}
+
+/// How the names of the runtime's own journal markers start (not an effect of the agent's).
+const STARTED: &str = "steadfast/started attempt ";

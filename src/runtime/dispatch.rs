@@ -1,0 +1,234 @@
+//! The dispatcher: fires due timers, recovers expired leases, claims due runs as far as each
+//! agent's limits allow (slots, its own concurrency, its breaker, its rate limit) and starts an
+//! attempt for each; sleeps until the earliest due time or until woken, never on a fixed poll.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::attempt::attempt;
+use super::crashes::after_backoff;
+use super::wakeups::after_move;
+use super::{RuntimeError, Shared};
+use crate::fault::AgentError;
+use crate::lifecycle::RunState;
+use crate::store::{Actor, Claim, ListQuery, Transition};
+
+/// How many runs per worker slot the dispatcher keeps claimed (running or about to run).
+const CLAIM_AHEAD: usize = 4;
+
+/// How many pipeline runs per worker slot may be in an attempt at once.
+const PIPELINES_AHEAD: usize = 16;
+
+/// When the dispatcher returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Until {
+    /// When nothing can progress without outside input.
+    Idle,
+    /// When the runtime is shutting down.
+    Stopped,
+}
+
+pub(crate) async fn dispatch(shared: Arc<Shared>, until: Until) -> Result<(), RuntimeError> {
+    shared.keep_schemas().await;
+    let names: Vec<String> = shared.agents.keys().cloned().collect();
+    wake_stalled_pipelines(&shared, &names).await?;
+    loop {
+        if shared.stopping.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut progressed = fire_timers(&shared).await?;
+        progressed |= !shared.store.recover_expired(256).await?.is_empty();
+        // The earliest moment a breaker or a rate limit lets an agent's runs through again.
+        let mut unblocked_in: Option<Duration> = None;
+        for name in &names {
+            let (started, blocked) = claim_and_start(&shared, name).await?;
+            progressed |= started;
+            if let Some(wait) = blocked {
+                unblocked_in = Some(unblocked_in.map_or(wait, |w| w.min(wait)));
+            }
+        }
+        if progressed {
+            continue;
+        }
+        let in_flight = shared.in_flight.load(Ordering::SeqCst);
+        if until == Until::Idle && in_flight == 0 && !has_pending_work(&shared, &names).await? {
+            return Ok(());
+        }
+        // Sleep until the earliest due time, or until woken (new work, a signal, a finished
+        // attempt); never a fixed polling interval.
+        let now = shared.store.now();
+        let mut sleep = match shared.store.next_due().await? {
+            Some(due) if due > now => due.since(now),
+            // Something is due but could not be claimed: all slots are busy (a finished
+            // attempt wakes us), a breaker or a rate limit holds it (`unblocked_in`), or it
+            // belongs to an agent this runtime does not run.
+            Some(_) if in_flight > 0 || unblocked_in.is_some() => Duration::from_secs(60),
+            Some(_) => Duration::from_millis(250),
+            None => Duration::from_secs(60),
+        };
+        if let Some(wait) = unblocked_in {
+            sleep = sleep.min(wait);
+        }
+        tokio::select! {
+            () = shared.wake.notified() => {}
+            () = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+/// Wakes pipeline runs whose stage finished while no process was there to wake them (a crash
+/// between a stage's end and its signal), instead of leaving them to the slow re-check timer.
+async fn wake_stalled_pipelines(shared: &Shared, names: &[String]) -> Result<(), RuntimeError> {
+    for name in names.iter().filter(|n| shared.agents[*n].is_pipeline()) {
+        let mut query = ListQuery::new().state(RunState::WaitingExternal).agent(name).limit(500);
+        loop {
+            let page = shared.store.list(query.clone()).await?;
+            for run in &page.runs {
+                after_move(shared, run, true, false).await;
+            }
+            match page.next {
+                Some(next) => query = query.cursor(next),
+                None => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Moves the runs whose timer is due: a backoff elapsed (→ `queued`), a wait timed out
+/// (→ `failed_transient`, retried like any transient fault).
+async fn fire_timers(shared: &Shared) -> Result<bool, RuntimeError> {
+    let due = shared.store.due_timers(256).await?;
+    // Concurrently, so that the moves share the store's syncs instead of taking one each.
+    let mut moves = tokio::task::JoinSet::new();
+    for run in &due {
+        let transition = match run.state {
+            RunState::FailedTransient => after_backoff(shared, run).await,
+            // A pipeline run looks at its stages again (a backstop for a lost wake-up).
+            RunState::WaitingExternal
+                if shared.agents.get(&run.agent).is_some_and(|r| r.is_pipeline()) =>
+            {
+                Transition::new(run.id, RunState::WaitingExternal, RunState::Queued)
+                    .reason("re-checking its stages")
+            }
+            RunState::WaitingExternal => {
+                let signal = run.waiting_for.as_deref().unwrap_or("?");
+                let error =
+                    AgentError::transient(format!("timed out waiting for signal `{signal}`"));
+                Transition::new(run.id, RunState::WaitingExternal, RunState::FailedTransient)
+                    .reason(format!("timed out waiting for signal `{signal}`"))
+                    .error(error.to_info())
+            }
+            _ => continue,
+        };
+        let store = shared.store.clone();
+        moves.spawn(async move { store.transition(transition.by(Actor::Timer)).await });
+    }
+    while let Some(moved) = moves.join_next().await {
+        // A conflict means someone else moved it first (a signal, an operator): fine.
+        if let Ok(moved) = moved.map_err(|e| {
+            RuntimeError::Store(crate::store::StoreError::Io {
+                context: "firing a timer".into(),
+                source: std::io::Error::other(e),
+            })
+        })?? {
+            tracing::debug!(run_id = %moved.id, state = %moved.state, "timer fired");
+        }
+    }
+    Ok(!due.is_empty())
+}
+
+/// Claims as many due runs of `name` as its limits allow (slots, its own concurrency, its
+/// breaker, its rate limit), and starts an attempt for each. Returns whether any started, and
+/// how long until a breaker or rate limit that held runs back lets them through.
+async fn claim_and_start(
+    shared: &Arc<Shared>,
+    name: &str,
+) -> Result<(bool, Option<Duration>), RuntimeError> {
+    let registered = &shared.agents[name];
+    // Claim up to one batch ahead of the workers: the next runs are leased and waiting for a
+    // slot while the current ones finish, so claims overlap with attempts instead of
+    // alternating with them. An agent with its own limit is claimed exactly.
+    // Pipeline runs hold no slot (their stages take one while they run), so they have their
+    // own, larger budget and do not count against the other agents'.
+    let coordinating = shared.coordinating.load(Ordering::SeqCst);
+    let mut free = if registered.is_pipeline() {
+        (PIPELINES_AHEAD * shared.workers).saturating_sub(coordinating)
+    } else {
+        let holding_or_waiting = shared
+            .in_flight
+            .load(Ordering::SeqCst)
+            .saturating_sub(shared.recording.load(Ordering::SeqCst) + coordinating);
+        (CLAIM_AHEAD * shared.workers).saturating_sub(holding_or_waiting)
+    };
+    if let Some(own) = &registered.permits {
+        free = free.min(own.available_permits());
+    }
+    if free == 0 {
+        return Ok((false, None));
+    }
+    let mut blocked = None;
+    let mut admitted = free;
+    if let Some(breaker) = &registered.breaker {
+        let (n, wait) = breaker.admit(admitted);
+        (admitted, blocked) = (n, wait);
+    }
+    let mut tokens = 0;
+    if let Some(bucket) = &registered.bucket
+        && admitted > 0
+    {
+        let (n, wait) = bucket.take(admitted);
+        tokens = n;
+        admitted = n;
+        blocked = blocked.or(wait);
+    }
+    if admitted == 0 {
+        if let Some(breaker) = &registered.breaker {
+            breaker.unused(free.min(1));
+        }
+        return Ok((false, blocked));
+    }
+    let claim = Claim::new(shared.worker_id.clone(), admitted, shared.lease).agents([name]);
+    let claimed = shared.store.claim(claim).await?;
+    if let Some(bucket) = &registered.bucket {
+        bucket.give_back(tokens - claimed.len());
+    }
+    if claimed.is_empty()
+        && let Some(breaker) = &registered.breaker
+    {
+        breaker.unused(admitted);
+    }
+    for run in &claimed {
+        // Free permits were counted above and only this task takes them: these cannot wait.
+        let own = registered
+            .permits
+            .clone()
+            .map(|p| p.try_acquire_owned().expect("a counted free permit"));
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        if registered.is_pipeline() {
+            shared.coordinating.fetch_add(1, Ordering::SeqCst);
+        }
+        let token = run.lease.as_ref().map_or(0, |l| l.token);
+        // Held across the spawn, so that an attempt that finishes at once cannot remove its
+        // entry before it is inserted (and leave a stale one behind).
+        let mut attempts = shared.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        let task = tokio::spawn(attempt(shared.clone(), run.clone(), own));
+        attempts.insert(run.id, (token, task.abort_handle()));
+    }
+    Ok((!claimed.is_empty(), None))
+}
+
+/// Whether a registered agent has a run that will progress without outside input.
+async fn has_pending_work(shared: &Shared, names: &[String]) -> Result<bool, RuntimeError> {
+    for state in [RunState::Queued, RunState::Processing, RunState::FailedTransient] {
+        for name in names {
+            let page =
+                shared.store.list(ListQuery::new().state(state).agent(name).limit(1)).await?;
+            if !page.runs.is_empty() {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}

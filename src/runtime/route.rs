@@ -1,0 +1,143 @@
+//! Fault routing: the move an attempt's outcome calls for, by DESIGN §4's table.
+//!
+//! | outcome or fault | move |
+//! |---|---|
+//! | done | `succeeded` with the output |
+//! | wait | `waiting_external` (a pipeline run's wait on its stages is no failed attempt) |
+//! | review | `needs_review` |
+//! | transient (L1) | `failed_transient` with a jittered backoff; `failed_permanent` after `max_attempts` |
+//! | resource (L2) | `cleanup`, then `failed_transient` with the cooldown; `needs_review` after the budget |
+//! | logic (L3) | `needs_review` (a pipeline compensates first) |
+//! | permanent | `failed_permanent` (dead letter) |
+//! | unknown | one short retry, then `failed_permanent` |
+
+use super::{Registered, Shared};
+use crate::agent::{Context, Outcome};
+use crate::fault::{AgentError, Fault};
+use crate::lifecycle::{RunId, RunState};
+use crate::store::{Actor, RunRecord, Transition};
+
+// The moves this module makes, proven against the lifecycle table.
+const _: () = {
+    use RunState::*;
+    assert!(FailedTransient.can_transition(Queued)); // backoff elapsed
+    assert!(WaitingExternal.can_transition(FailedTransient)); // wait timed out
+    assert!(Processing.can_transition(Succeeded));
+    assert!(Processing.can_transition(WaitingExternal));
+    assert!(Processing.can_transition(NeedsReview));
+    assert!(Processing.can_transition(FailedTransient));
+    assert!(Processing.can_transition(FailedPermanent));
+};
+
+/// The move the attempt's outcome calls for, by the fault table (a resource fault's
+/// `cleanup` runs here, in the attempt's slot).
+pub(super) async fn route(
+    shared: &Shared,
+    registered: &Registered,
+    run: &RunRecord,
+    token: u64,
+    ctx: &Context,
+    result: Result<Outcome<serde_json::Value>, AgentError>,
+) -> Transition {
+    let policy = registered.agent.retry_policy();
+    if let Some(breaker) = &registered.breaker {
+        breaker.record(result.as_ref().err().map(AgentError::fault));
+    }
+    let base = |to: RunState| {
+        Transition::new(run.id, RunState::Processing, to)
+            .fenced(token)
+            .by(Actor::Worker(shared.worker_id.clone()))
+    };
+    match result {
+        Ok(Outcome::Done(output)) => base(RunState::Succeeded).output(output).reason("done"),
+        Ok(Outcome::Wait(wait)) => {
+            let mut t = base(RunState::WaitingExternal)
+                .waiting_for(wait.signal.clone())
+                .reason(format!("waiting for signal `{}`", wait.signal));
+            if registered.is_pipeline() {
+                // A pipeline run waits on its stages once per stage: that is progress, not a
+                // failed attempt, so it does not use up its retry budget.
+                t = t.refund_attempt();
+            }
+            if let Some(timeout) = wait.timeout {
+                t = t.due_in(timeout);
+            }
+            t
+        }
+        Ok(Outcome::Review(reason)) => base(RunState::NeedsReview).reason(reason),
+        Err(error) => {
+            let info = error.to_info();
+            match error.fault() {
+                Fault::Transient if run.attempt >= policy.max_attempts => {
+                    base(RunState::FailedPermanent)
+                        .error(info)
+                        .reason(format!("gave up after {} attempts: {error}", run.attempt))
+                }
+                Fault::Transient => {
+                    let backoff = policy.backoff_delay(
+                        run.attempt,
+                        &mut shared.rng.lock().unwrap_or_else(|p| p.into_inner()),
+                    );
+                    let delay = backoff.max(error.retry_after_delay().unwrap_or_default());
+                    base(RunState::FailedTransient).due_in(delay).error(info).reason(format!(
+                        "transient fault, retry in {} ms: {error}",
+                        delay.as_millis()
+                    ))
+                }
+                Fault::Resource => {
+                    registered.agent.cleanup(ctx, &error).await;
+                    let earlier = faults_in_history(shared, run.id, Fault::Resource).await;
+                    if earlier + 1 >= policy.resource_budget {
+                        base(RunState::NeedsReview).error(info).reason(format!(
+                            "resource fault {} times; paused until manual cleanup: {error}",
+                            earlier + 1
+                        ))
+                    } else {
+                        base(RunState::FailedTransient)
+                            .due_in(policy.resource_cooldown)
+                            .error(info)
+                            .reason(format!(
+                                "resource fault, cooling down {} ms: {error}",
+                                policy.resource_cooldown.as_millis()
+                            ))
+                    }
+                }
+                Fault::Logic => {
+                    base(RunState::NeedsReview).error(info).reason(format!("logic fault: {error}"))
+                }
+                Fault::Permanent => base(RunState::FailedPermanent)
+                    .error(info)
+                    .reason(format!("permanent fault: {error}")),
+                _ => {
+                    if faults_in_history(shared, run.id, Fault::Unknown).await == 0 {
+                        base(RunState::FailedTransient)
+                            .due_in(policy.unknown_retry_delay)
+                            .error(info)
+                            .reason(format!(
+                                "unknown fault, one retry in {} ms: {error}",
+                                policy.unknown_retry_delay.as_millis()
+                            ))
+                    } else {
+                        base(RunState::FailedPermanent)
+                            .error(info)
+                            .reason(format!("unknown fault again: {error}"))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How many earlier moves of `run` were caused by a fault of class `fault`.
+async fn faults_in_history(shared: &Shared, run: RunId, fault: Fault) -> u32 {
+    match shared.store.history(run).await {
+        Ok(history) => {
+            history.iter().filter(|h| h.error.as_ref().is_some_and(|e| e.fault == fault)).count()
+                as u32
+        }
+        Err(error) => {
+            tracing::warn!(run_id = %run, %error, "could not read the history; counting no earlier faults");
+            0
+        }
+    }
+}
