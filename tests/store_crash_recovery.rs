@@ -116,7 +116,7 @@ fn sigkill_loses_nothing_acknowledged() {
     let mut total = Report::default();
     let mut rng = fastrand::Rng::with_seed(0x5eed);
     for cycle in 0..KILLS {
-        let lines = run_child_and_kill(&db, Duration::from_millis(rng.u64(30..250)));
+        let lines = run_child_and_kill(&db, Duration::from_millis(rng.u64(30..250)), true);
         let report = verify(&db, &lines, &mut attempted);
         assert!(
             report.lost.is_empty() && report.duplicated.is_empty() && report.unexpected.is_empty(),
@@ -136,8 +136,9 @@ fn sigkill_loses_nothing_acknowledged() {
     drain_and_check(&db);
 }
 
-/// Runs the child until `after` has passed (and it has done some work), then SIGKILLs it.
-fn run_child_and_kill(db: &Path, after: Duration) -> Vec<String> {
+/// Runs the child and SIGKILLs it `after` it started, or with `from_work`, `after` its first
+/// acknowledged operation (so that the kill lands in its work however slow its start-up is).
+fn run_child_and_kill(db: &Path, after: Duration, from_work: bool) -> Vec<String> {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, db)
@@ -146,14 +147,26 @@ fn run_child_and_kill(db: &Path, after: Duration) -> Vec<String> {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let (working, started) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
-        BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>()
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("@@ done ") {
+                let _ = working.send(());
+            }
+            lines.push(line);
+        }
+        lines
     });
     let start = Instant::now();
+    if from_work {
+        // A child that dies first ends the wait too (its lines tell what it did).
+        let _ = started.recv_timeout(Duration::from_secs(30));
+    }
     std::thread::sleep(after);
     child.kill().expect("SIGKILL the child"); // Child::kill sends SIGKILL on Unix
     child.wait().unwrap();
-    assert!(start.elapsed() < Duration::from_secs(30));
+    assert!(start.elapsed() < Duration::from_secs(60));
     reader.join().unwrap()
 }
 
@@ -337,7 +350,7 @@ fn sigkill_while_opening_never_leaves_a_database_that_will_not_open() {
         // Most kills fall in the child's first milliseconds; a few later ones let the database
         // grow, so that the next open has a log to recover and a snapshot to write.
         let after = if cycle % 5 == 4 { rng.u64(50..300) } else { rng.u64(1..50) };
-        lines.extend(run_child_and_kill(&db, Duration::from_millis(after)));
+        lines.extend(run_child_and_kill(&db, Duration::from_millis(after), false));
         // Checked every few kills only: the checker's own open writes the snapshot that the
         // next child would otherwise be killed writing.
         if cycle % 3 != 2 && cycle + 1 != cycles {

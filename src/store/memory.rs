@@ -14,9 +14,9 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::{
-    Actor, Claim, Conflict, ConflictResult, Created, DeadLetter, EffectRecord, ErrorInfo,
-    FORMAT_VERSION, HistoryEntry, Lease, ListQuery, NewRun, Note, Page, RunRecord, StateCounts,
-    Store, StoreError, Transition,
+    Actor, Claim, ConflictResult, Created, DeadLetter, EffectRecord, ErrorInfo, FORMAT_VERSION,
+    HistoryEntry, ListQuery, NewRun, Note, Page, RunRecord, StateCounts, Store, StoreError,
+    Transition,
 };
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::lifecycle::{RunId, RunState};
@@ -134,6 +134,7 @@ fn fields(run: &mut RunRecord) -> super::MoveFields<'_> {
         due_at: &mut run.due_at,
         lease: &mut run.lease,
         attempt: &mut run.attempt,
+        fence: &mut run.fence,
         waiting_for: &mut run.waiting_for,
         review_note: &mut run.review_note,
         last_error: &mut run.last_error,
@@ -263,14 +264,7 @@ impl Store for MemoryStore {
                 continue; // a run with the same key is processing
             }
             let mut run = state.runs[&id].clone();
-            moved(&mut run, RunState::Processing, None, now);
-            run.attempt += 1;
-            run.fence += 1;
-            run.lease = Some(Lease {
-                owner: claim.owner.clone(),
-                token: run.fence,
-                expires_at: now.after(claim.lease),
-            });
+            super::rules::claim(fields(&mut run), &claim.owner, claim.lease, now);
             state.record_move(Some(RunState::Queued), &mut run, &actor, "claimed", None, now);
             claimed.push(run);
         }
@@ -286,21 +280,7 @@ impl Store for MemoryStore {
         let now = self.now();
         let mut state = self.lock();
         let run = state.runs.get_mut(&id).ok_or(StoreError::NotFound(id))?;
-        if run.state != RunState::Processing {
-            return Ok(Err(Conflict::State {
-                run: id,
-                expected: RunState::Processing,
-                current: run.state,
-            }));
-        }
-        let current = run.lease.as_ref().map_or(run.fence, |l| l.token);
-        match run.lease.as_mut().filter(|l| l.token == token) {
-            Some(lease) => {
-                lease.expires_at = now.after(extend);
-                Ok(Ok(lease.expires_at))
-            }
-            None => Ok(Err(Conflict::Fenced { run: id, token, current })),
-        }
+        Ok(super::rules::heartbeat(id, run.state, run.fence, &mut run.lease, token, extend, now))
     }
 
     async fn recover_expired(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {

@@ -9,7 +9,10 @@
 
 mod error;
 mod memory;
-mod record;
+mod queries;
+mod records;
+mod requests;
+mod rules;
 mod sled;
 
 #[cfg(feature = "testing")]
@@ -22,14 +25,15 @@ use crate::clock::Timestamp;
 use crate::lifecycle::RunId;
 
 pub use self::error::{BoxError, StoreError};
-// Defined with the faults it records; also reachable here, where runs carry it.
 pub use self::memory::MemoryStore;
-pub use self::record::{
-    Actor, Claim, Conflict, Created, DeadLetter, EffectRecord, FORMAT_VERSION, HistoryEntry, Lease,
-    ListQuery, NewRun, Note, Page, RunRecord, StateCounts, Transition,
+pub use self::queries::{ListQuery, Page, StateCounts};
+pub use self::records::{
+    Actor, DeadLetter, EffectRecord, FORMAT_VERSION, HistoryEntry, Lease, Note, RunRecord,
 };
-pub(crate) use self::record::{LEASE_EXPIRED, MoveFields, enter, lease_expiry};
+pub use self::requests::{Claim, Conflict, Created, NewRun, Transition};
+pub(crate) use self::rules::{LEASE_EXPIRED, MoveFields, enter, lease_expiry};
 pub use self::sled::{Durability, SledStore, SledStoreOptions};
+// Defined with the faults it records; also reachable here, where runs carry it.
 pub use crate::fault::ErrorInfo;
 
 /// The result of an operation that may meet a [`Conflict`]: the outer `Result` is the store

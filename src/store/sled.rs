@@ -31,9 +31,8 @@ use self::committer::Committer;
 use self::keys::*;
 use self::tx::{Abort, Move, Tx, abort, moved};
 use super::{
-    Actor, Claim, Conflict, ConflictResult, Created, DeadLetter, EffectRecord, FORMAT_VERSION,
-    HistoryEntry, Lease, ListQuery, NewRun, Note, Page, RunRecord, StateCounts, Store, StoreError,
-    Transition,
+    Actor, Claim, ConflictResult, Created, DeadLetter, EffectRecord, FORMAT_VERSION, HistoryEntry,
+    ListQuery, NewRun, Note, Page, RunRecord, StateCounts, Store, StoreError, Transition,
 };
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::lifecycle::{RunId, RunState};
@@ -340,7 +339,7 @@ fn claim_step(
     lease: Duration,
     now: Timestamp,
 ) -> Option<(StoredRun, Move)> {
-    if before.state != RunState::Queued || before.due_at.is_some_and(|due| due > now) {
+    if !super::rules::claimable(before.state, before.due_at, now) {
         return None;
     }
     if let Some(key) = &before.concurrency_key
@@ -348,11 +347,8 @@ fn claim_step(
     {
         return None;
     }
-    let mut run = moved(before, RunState::Processing, None, now);
-    run.attempt += 1;
-    run.fence += 1;
-    run.lease =
-        Some(Lease { owner: owner.to_owned(), token: run.fence, expires_at: now.after(lease) });
+    let mut run = before.clone();
+    super::rules::claim(run.fields(), owner, lease, now);
     let m =
         Move { actor: Actor::Worker(owner.to_owned()), reason: "claimed".into(), error: None, now };
     Some((run, m))
@@ -612,20 +608,22 @@ impl Store for SledStore {
         let (outcome, _) = self
             .write_lazy(move |tx| {
                 let mut run = tx.run(id)?;
-                if run.state != RunState::Processing {
-                    return abort(Abort::Conflict(Conflict::State {
-                        run: id,
-                        expected: RunState::Processing,
-                        current: run.state,
-                    }));
-                }
-                let current = run.lease.as_ref().map_or(run.fence, |l| l.token);
-                let Some(lease) = run.lease.as_mut().filter(|l| l.token == token) else {
-                    return abort(Abort::Conflict(Conflict::Fenced { run: id, token, current }));
+                let before = run.lease.as_ref().map(|l| l.expires_at);
+                let expires = match super::rules::heartbeat(
+                    id,
+                    run.state,
+                    run.fence,
+                    &mut run.lease,
+                    token,
+                    extend,
+                    now,
+                ) {
+                    Ok(expires) => expires,
+                    Err(conflict) => return abort(Abort::Conflict(conflict)),
                 };
-                tx.leases.remove(lease_key(lease.expires_at, id))?;
-                lease.expires_at = now.after(extend);
-                let expires = lease.expires_at;
+                if let Some(before) = before {
+                    tx.leases.remove(lease_key(before, id))?;
+                }
                 tx.leases.insert(lease_key(expires, id), &token.to_be_bytes())?;
                 tx.runs.insert(&id.to_bytes(), codec::to_bin(&run))?;
                 Ok(expires)

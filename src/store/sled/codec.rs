@@ -44,6 +44,7 @@ impl StoredRun {
             due_at: &mut self.due_at,
             lease: &mut self.lease,
             attempt: &mut self.attempt,
+            fence: &mut self.fence,
             waiting_for: &mut self.waiting_for,
             review_note: &mut self.review_note,
             last_error: &mut self.last_error,

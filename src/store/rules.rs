@@ -1,0 +1,260 @@
+//! The rules of the store contract, written once for every backend: what a move changes in
+//! a run, what a claim, a heartbeat and a lease expiry write, when a move is refused. A
+//! backend reads and writes; it decides none of these itself.
+
+use std::time::Duration;
+
+use crate::clock::Timestamp;
+use crate::fault::ErrorInfo;
+use crate::lifecycle::{RunId, RunState};
+use crate::machine::StateMachine;
+
+use super::records::Lease;
+use super::requests::{Conflict, Transition};
+
+/// The fields of a run a move changes, borrowed from a store's own representation of it.
+pub(crate) struct MoveFields<'a> {
+    pub(crate) state: &'a mut RunState,
+    pub(crate) due_at: &'a mut Option<Timestamp>,
+    pub(crate) lease: &'a mut Option<Lease>,
+    pub(crate) attempt: &'a mut u32,
+    pub(crate) fence: &'a mut u64,
+    pub(crate) waiting_for: &'a mut Option<String>,
+    pub(crate) review_note: &'a mut Option<String>,
+    pub(crate) last_error: &'a mut Option<ErrorInfo>,
+}
+
+/// A due `queued` run claimed by `owner` for `lease` from `now`: it enters `processing`, its
+/// attempt and fencing token grow by one, and it holds a lease under that token. (Whether the
+/// run may be claimed, see [`claimable`], and its concurrency key are the caller's to check.)
+pub(crate) fn claim(run: MoveFields<'_>, owner: &str, lease: Duration, now: Timestamp) {
+    enter(run.state, run.due_at, run.lease, RunState::Processing, None, now);
+    *run.attempt += 1;
+    *run.fence += 1;
+    *run.lease =
+        Some(Lease { owner: owner.to_owned(), token: *run.fence, expires_at: now.after(lease) });
+}
+
+/// Whether a run in `state`, due at `due_at`, may be claimed at `now`.
+pub(crate) fn claimable(state: RunState, due_at: Option<Timestamp>, now: Timestamp) -> bool {
+    state == RunState::Queued && due_at.is_none_or(|due| due <= now)
+}
+
+/// A heartbeat of run `id` (in `state`, its last fencing token `fence`) by the holder of lease
+/// `token`: the lease now expires at `now + extend`, returned; a conflict if the run is not
+/// processing or the lease is not the caller's any more.
+pub(crate) fn heartbeat(
+    id: RunId,
+    state: RunState,
+    fence: u64,
+    lease: &mut Option<Lease>,
+    token: u64,
+    extend: Duration,
+    now: Timestamp,
+) -> Result<Timestamp, Conflict> {
+    if state != RunState::Processing {
+        return Err(Conflict::State { run: id, expected: RunState::Processing, current: state });
+    }
+    let current = lease.as_ref().map_or(fence, |l| l.token);
+    match lease.as_mut().filter(|l| l.token == token) {
+        Some(lease) => {
+            lease.expires_at = now.after(extend);
+            Ok(lease.expires_at)
+        }
+        None => Err(Conflict::Fenced { run: id, token, current }),
+    }
+}
+
+/// How the message of a lease expiry's error starts (see [`lease_expiry`]), for those who
+/// tell a crashed attempt from a failed one.
+pub(crate) const LEASE_EXPIRED: &str = "lease of worker:";
+
+/// What recovering an expired `lease` records, the same in every store: the reason of the
+/// move to `failed_transient` and its error.
+pub(crate) fn lease_expiry(lease: &Lease) -> (String, ErrorInfo) {
+    let reason = format!("{LEASE_EXPIRED}{} expired at {}", lease.owner, lease.expires_at);
+    let error = ErrorInfo::new(crate::fault::Fault::Transient, reason.clone());
+    (reason, error)
+}
+
+/// A run entering state `to`: `queued` and `failed_transient` are due at `due_at` or now, a
+/// wait has an optional timeout, other states no due time; only `processing` holds a lease.
+pub(crate) fn enter(
+    state: &mut RunState,
+    due: &mut Option<Timestamp>,
+    lease: &mut Option<Lease>,
+    to: RunState,
+    due_at: Option<Timestamp>,
+    now: Timestamp,
+) {
+    *state = to;
+    *due = match to {
+        RunState::Queued | RunState::FailedTransient => Some(due_at.unwrap_or(now)),
+        RunState::WaitingExternal => due_at,
+        _ => None,
+    };
+    if to != RunState::Processing {
+        *lease = None;
+    }
+}
+
+impl Transition {
+    /// What the move does to the run's own fields, the same in every store: the new state with
+    /// its due time and lease (see [`enter`]), attempts refunded or reset, the signal awaited,
+    /// the approval's note kept until the run next needs review or ends, and the last error.
+    /// The payloads (output, signal) are the store's to write.
+    pub(crate) fn apply(&self, run: MoveFields<'_>, now: Timestamp) {
+        let due_at = self.due_in.map(|d| now.after(d)).or(self.due_at);
+        enter(run.state, run.due_at, run.lease, self.to, due_at, now);
+        if self.review_note.is_some() {
+            *run.review_note = self.review_note.clone();
+        } else if matches!(self.to, RunState::NeedsReview | RunState::Succeeded) {
+            *run.review_note = None;
+        }
+        if self.refund_attempt {
+            *run.attempt = run.attempt.saturating_sub(1);
+        }
+        if self.reset_attempts {
+            *run.attempt = 0;
+        }
+        *run.waiting_for =
+            if self.to == RunState::WaitingExternal { self.waiting_for.clone() } else { None };
+        if self.to == RunState::Succeeded {
+            *run.last_error = None;
+        }
+        if let Some(error) = &self.error {
+            *run.last_error = Some(error.clone());
+        }
+    }
+
+    /// The compare-and-set every store makes against the run as it is: refused if the run is
+    /// not in `from`, or if it is processing under a lease whose token is not the caller's.
+    /// `lease_token` is the token of the run's current lease (its last fence if it has none).
+    pub(crate) fn conflict(&self, state: RunState, lease_token: u64) -> Option<Conflict> {
+        let run = self.run;
+        if state != self.from {
+            return Some(Conflict::State { run, expected: self.from, current: state });
+        }
+        match (state, self.fence) {
+            (RunState::Processing, Some(token)) if token != lease_token => {
+                Some(Conflict::Fenced { run, token, current: lease_token })
+            }
+            _ => None,
+        }
+    }
+
+    /// The checks every store makes before looking at the run: the lifecycle allows the move,
+    /// only a claim enters `processing`, and a move out of it carries a fencing token.
+    pub(crate) fn validate(&self) -> Result<(), super::StoreError> {
+        use super::StoreError;
+        let run = self.run;
+        self.from
+            .transition(self.to)
+            .map_err(|source| StoreError::IllegalTransition { run, source })?;
+        if self.to == RunState::Processing {
+            return Err(StoreError::InvalidRequest(format!(
+                "run {run}: only a claim moves a run to `processing` (use `Store::claim`)"
+            )));
+        }
+        if self.from == RunState::Processing && self.fence.is_none() {
+            return Err(StoreError::InvalidRequest(format!(
+                "run {run}: a move out of `processing` must carry the lease's fencing token"
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Run {
+        state: RunState,
+        due_at: Option<Timestamp>,
+        lease: Option<Lease>,
+        attempt: u32,
+        fence: u64,
+        waiting_for: Option<String>,
+        review_note: Option<String>,
+        last_error: Option<ErrorInfo>,
+    }
+
+    impl Run {
+        fn queued() -> Self {
+            Run {
+                state: RunState::Queued,
+                due_at: Some(Timestamp::from_millis(1_000)),
+                lease: None,
+                attempt: 2,
+                fence: 7,
+                waiting_for: None,
+                review_note: None,
+                last_error: None,
+            }
+        }
+
+        fn fields(&mut self) -> MoveFields<'_> {
+            MoveFields {
+                state: &mut self.state,
+                due_at: &mut self.due_at,
+                lease: &mut self.lease,
+                attempt: &mut self.attempt,
+                fence: &mut self.fence,
+                waiting_for: &mut self.waiting_for,
+                review_note: &mut self.review_note,
+                last_error: &mut self.last_error,
+            }
+        }
+    }
+
+    #[test]
+    fn a_claim_takes_the_next_attempt_and_token_under_a_lease() {
+        let now = Timestamp::from_millis(2_000);
+        assert!(claimable(RunState::Queued, Some(now), now));
+        assert!(!claimable(RunState::Queued, Some(now.after(Duration::from_millis(1))), now));
+        assert!(!claimable(RunState::FailedTransient, None, now));
+        let mut run = Run::queued();
+        claim(run.fields(), "w1", Duration::from_secs(30), now);
+        assert_eq!(
+            (run.state, run.attempt, run.fence, run.due_at),
+            (RunState::Processing, 3, 8, None)
+        );
+        let lease = run.lease.clone().unwrap();
+        assert_eq!((lease.owner.as_str(), lease.token), ("w1", 8));
+        assert_eq!(lease.expires_at, now.after(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_heartbeat_extends_only_the_callers_lease_of_a_processing_run() {
+        let now = Timestamp::from_millis(2_000);
+        let id = RunId::new();
+        let mut run = Run::queued();
+        claim(run.fields(), "w1", Duration::from_secs(1), now);
+        let later = now.after(Duration::from_millis(500));
+        let extended =
+            heartbeat(id, run.state, run.fence, &mut run.lease, 8, Duration::from_secs(1), later);
+        assert_eq!(extended, Ok(later.after(Duration::from_secs(1))));
+        let stale =
+            heartbeat(id, run.state, run.fence, &mut run.lease, 7, Duration::from_secs(1), later);
+        assert_eq!(stale, Err(Conflict::Fenced { run: id, token: 7, current: 8 }));
+        let done =
+            heartbeat(id, RunState::Succeeded, 8, &mut None, 8, Duration::from_secs(1), later);
+        assert_eq!(
+            done,
+            Err(Conflict::State {
+                run: id,
+                expected: RunState::Processing,
+                current: RunState::Succeeded
+            })
+        );
+    }
+
+    #[test]
+    fn a_lease_expiry_is_a_transient_fault_that_names_the_worker() {
+        let lease = Lease { owner: "w9".into(), token: 3, expires_at: Timestamp::from_millis(5) };
+        let (reason, error) = lease_expiry(&lease);
+        assert!(reason.starts_with(LEASE_EXPIRED) && reason.contains("w9"));
+        assert_eq!(error.fault, crate::fault::Fault::Transient);
+    }
+}
