@@ -1,0 +1,429 @@
+//! [`SledStore`]: the embedded default store, on sled 0.34.
+//!
+//! Trees: `runs` (id → the run's moving part), `inputs`, `outputs` and `signals` (id → JSON
+//! payload), `history` (id|seq → entry), `keys` (agent|key → id), `ready` (kind|due|id →
+//! state|agent: queued runs, and timers), `leases` (expiry|id → token), `by_state` (state|id),
+//! `effects` (id|name → record), `dead_letter` (id → entry), `notes` (id|seq → note) and `meta`
+//! (format version). Every move is one transaction over the run, its history entry and its
+//! index entries, so the indexes always agree with the records, and is made durable (see
+//! [`Durability`]) before the caller hears of it.
+
+mod codec;
+mod committer;
+mod keys;
+mod open;
+mod reads;
+mod repair;
+mod tx;
+mod writes;
+
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::sled::{IVec, Tree};
+use async_trait::async_trait;
+use serde_json::Value;
+
+use self::codec::{StoredRun, from_bin, from_json};
+use self::committer::Committer;
+use self::keys::*;
+use self::tx::{Abort, Tx};
+use super::{
+    Actor, Claim, ConflictResult, Created, DeadLetter, EffectRecord, HistoryEntry, ListQuery,
+    NewRun, Note, Page, RunRecord, StateCounts, Store, StoreError, Transition,
+};
+use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::lifecycle::RunId;
+
+/// How durable a move is when the store says it happened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// sled's flush, then `fdatasync` of its files: survives a killed process and a power loss
+    /// (as far as the disk honours fsync). The default.
+    #[default]
+    Fsync,
+    /// sled's flush alone, which on Linux writes with `sync_file_range`: survives a killed
+    /// process, not a power loss or a kernel crash.
+    Flush,
+    /// No flush per move; sled flushes in the background every period. A crash loses up to
+    /// that window of moves that were already reported as done. An explicit opt-out.
+    Periodic(Duration),
+}
+
+/// How to open a [`SledStore`].
+#[derive(Clone, Debug)]
+pub struct SledStoreOptions {
+    /// How durable a move is before it is reported (default [`Durability::Fsync`]).
+    pub durability: Durability,
+    /// The clock leases and due times are read from (default the system clock).
+    pub clock: Arc<dyn Clock>,
+    /// sled's page cache size in bytes (default 64 MiB).
+    pub cache_capacity: u64,
+    /// Whether concurrent moves share one flush (default `true`). `false` makes every move
+    /// run its own flush (and fsync), one at a time: only useful as a benchmark baseline.
+    pub group_commit: bool,
+}
+
+impl Default for SledStoreOptions {
+    fn default() -> Self {
+        SledStoreOptions {
+            durability: Durability::Fsync,
+            clock: Arc::new(SystemClock),
+            cache_capacity: 64 << 20,
+            group_commit: true,
+        }
+    }
+}
+
+impl SledStoreOptions {
+    /// The given durability.
+    #[must_use]
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Group commit on or off (see [`SledStoreOptions::group_commit`]).
+    #[must_use]
+    pub fn group_commit(mut self, on: bool) -> Self {
+        self.group_commit = on;
+        self
+    }
+
+    /// The given clock.
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+}
+
+/// The embedded store: one directory, one process at a time (sled takes a file lock).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), steadfast::store::StoreError> {
+/// use steadfast::store::{NewRun, SledStore, Store};
+///
+/// let store = SledStore::open("steadfast-data")?;
+/// let created = store.create(NewRun::new("mailer", "digest-2026-11-23", serde_json::json!({}))).await?;
+/// assert!(created.created);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SledStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: ::sled::Db,
+    trees: Trees,
+    path: PathBuf,
+    durability: Durability,
+    clock: Arc<dyn Clock>,
+    /// Every write goes through it (see `committer`).
+    committer: Committer,
+    /// Runs whose latest claim (or creation already claimed) was acknowledged before its
+    /// sync, with the number of the batch that applied it; see `Store::wait_durable`.
+    unsynced_claims: std::sync::Mutex<std::collections::HashMap<RunId, u64>>,
+    /// Counts the database as open in this process until the store is dropped.
+    _registration: open::Registration,
+}
+
+#[derive(Clone)]
+struct Trees {
+    runs: Tree,
+    inputs: Tree,
+    outputs: Tree,
+    signals: Tree,
+    history: Tree,
+    keys: Tree,
+    ready: Tree,
+    queue: Tree,
+    locks: Tree,
+    children: Tree,
+    leases: Tree,
+    by_state: Tree,
+    effects: Tree,
+    dead_letter: Tree,
+    notes: Tree,
+    meta: Tree,
+}
+
+impl fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SledStore")
+            .field("path", &self.inner.path)
+            .field("durability", &self.inner.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SledStore {
+    /// Opens (or creates) the database in directory `path`, with the default options.
+    ///
+    /// Fails with a clear error, never a hang, when the path is not a steadfast database, was
+    /// written by a newer steadfast, or is open in another process (named if possible).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, SledStoreOptions::default())
+    }
+
+    /// Opens (or creates) the database in `path` with `options`.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        options: SledStoreOptions,
+    ) -> Result<Self, StoreError> {
+        open::open(path.as_ref(), options)
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The durability mode.
+    pub fn durability(&self) -> Durability {
+        self.inner.durability
+    }
+
+    /// How many flushes (with fsync, in `Fsync` mode) the store has run: with group commit,
+    /// far fewer than the moves it made.
+    pub fn syncs(&self) -> u64 {
+        self.inner.committer.syncs()
+    }
+
+    /// Makes everything written so far durable, whatever the durability mode.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner.db.flush().map_err(|e| backend("flushing the database", e))?;
+            File::open(inner.path.join("db"))
+                .and_then(|log| log.sync_data())
+                .map_err(|e| io_error("fsync of the database log", e))?;
+            committer::sync_blobs(&inner.path)
+                .map_err(|e| io_error("fsync of the database blobs", e))
+        })
+        .await
+        .map_err(|e| io_error("flush", std::io::Error::other(e)))?
+    }
+
+    fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// Applies `apply` through the committer; returns once it is durable.
+    async fn write<T: Send + 'static>(
+        &self,
+        apply: impl Fn(&Tx<'_>) -> tx::TxResult<T> + Send + 'static,
+    ) -> Result<Result<T, Abort>, StoreError> {
+        self.inner.committer.write(Box::new(apply)).await
+    }
+
+    /// Applies `apply` through the committer; returns once it is applied, durable with the
+    /// next sync, with the number of the batch that applied it.
+    async fn write_lazy<T: Send + 'static>(
+        &self,
+        apply: impl Fn(&Tx<'_>) -> tx::TxResult<T> + Send + 'static,
+    ) -> Result<(Result<T, Abort>, u64), StoreError> {
+        self.inner.committer.write_lazy(Box::new(apply)).await
+    }
+
+    /// Remembers that the claims of `runs` were applied in batch `batch`, not yet synced.
+    fn claimed_unsynced(&self, runs: impl IntoIterator<Item = RunId>, batch: u64) {
+        if matches!(self.inner.durability, Durability::Periodic(_)) {
+            return; // an explicit opt-out: nothing waits for a sync
+        }
+        let mut unsynced = self.inner.unsynced_claims.lock().unwrap_or_else(|p| p.into_inner());
+        unsynced.extend(runs.into_iter().map(|run| (run, batch)));
+        if unsynced.len() > 4096 {
+            // Claims whose claimer never asked (a user's own claim loop): forget synced ones.
+            let committer = &self.inner.committer;
+            unsynced.retain(|_, batch| !committer.is_synced(*batch));
+        }
+    }
+
+    /// A payload of `run` from `tree` (inputs, outputs, signals).
+    fn payload(
+        &self,
+        tree: &Tree,
+        name: &'static str,
+        run: RunId,
+    ) -> Result<Option<Value>, StoreError> {
+        match tree.get(run.to_bytes()).map_err(|e| backend("reading a payload", e))? {
+            Some(bytes) => from_json(name, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The full record of a stored run.
+    fn assemble(&self, id: RunId, run: StoredRun) -> Result<RunRecord, StoreError> {
+        let t = &self.inner.trees;
+        let input = self.payload(&t.inputs, "inputs", id)?.unwrap_or(Value::Null);
+        let output = self.payload(&t.outputs, "outputs", id)?;
+        let signal = self.payload(&t.signals, "signals", id)?;
+        Ok(run.into_record(id, input, output, signal))
+    }
+
+    fn get_record(&self, run: RunId) -> Result<Option<RunRecord>, StoreError> {
+        match self.inner.trees.runs.get(run.to_bytes()).map_err(|e| backend("reading a run", e))? {
+            Some(bytes) => self.assemble(run, from_bin("runs", &bytes)?).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The records of the ids yielded by `ids` that pass `query`, a page at a time.
+    fn page(
+        &self,
+        ids: impl Iterator<Item = Result<RunId, StoreError>>,
+        query: &ListQuery,
+    ) -> Result<Page, StoreError> {
+        let size = query.page_size();
+        let mut runs = Vec::with_capacity(size.min(1024));
+        for id in ids {
+            let Some(record) = self.get_record(id?)? else { continue };
+            if !query.matches(&record) {
+                continue;
+            }
+            if runs.len() == size {
+                let next = runs.last().map(|r: &RunRecord| r.id);
+                return Ok(Page { runs, next });
+            }
+            runs.push(record);
+        }
+        Ok(Page { runs, next: None })
+    }
+
+    /// `ready` entries of `kind` due now or earlier: (id, state byte, agent).
+    fn due_entries(&self, kind: u8) -> impl Iterator<Item = Result<(RunId, u8, IVec), StoreError>> {
+        let end =
+            ready_key(kind, self.now().after(Duration::from_millis(1)), RunId::from_bytes([0; 16]));
+        self.inner.trees.ready.range(vec![kind]..end).map(|item| {
+            let (key, value) = item.map_err(|e| backend("scanning due runs", e))?;
+            Ok((ready_key_run(&key), value[0], value.subslice(1, value.len() - 1)))
+        })
+    }
+}
+
+fn backend(
+    context: &'static str,
+    error: impl std::error::Error + Send + Sync + 'static,
+) -> StoreError {
+    StoreError::Backend { context, source: Box::new(error) }
+}
+
+fn io_error(context: &str, source: std::io::Error) -> StoreError {
+    StoreError::Io { context: context.to_owned(), source }
+}
+
+#[async_trait]
+impl Store for SledStore {
+    fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    async fn create(&self, new: NewRun) -> Result<Created, StoreError> {
+        writes::create(self, new).await
+    }
+
+    async fn get(&self, run: RunId) -> Result<Option<RunRecord>, StoreError> {
+        reads::get(self, run).await
+    }
+
+    async fn wait_durable(&self, run: RunId) -> Result<(), StoreError> {
+        writes::wait_durable(self, run).await
+    }
+
+    async fn find_by_key(
+        &self,
+        agent: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        reads::find_by_key(self, agent, idempotency_key).await
+    }
+
+    async fn transition(&self, request: Transition) -> ConflictResult<RunRecord> {
+        writes::transition(self, request).await
+    }
+
+    async fn claim(&self, claim: Claim) -> Result<Vec<RunRecord>, StoreError> {
+        writes::claim(self, claim).await
+    }
+
+    async fn heartbeat(
+        &self,
+        id: RunId,
+        token: u64,
+        extend: Duration,
+    ) -> ConflictResult<Timestamp> {
+        writes::heartbeat(self, id, token, extend).await
+    }
+
+    async fn recover_expired(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        writes::recover_expired(self, limit).await
+    }
+
+    async fn due_timers(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        reads::due_timers(self, limit).await
+    }
+
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        reads::next_due(self).await
+    }
+
+    async fn record_effect(
+        &self,
+        run: RunId,
+        name: &str,
+        result: Value,
+    ) -> Result<EffectRecord, StoreError> {
+        writes::record_effect(self, run, name, result).await
+    }
+
+    async fn effect(&self, run: RunId, name: &str) -> Result<Option<EffectRecord>, StoreError> {
+        reads::effect(self, run, name).await
+    }
+
+    async fn effects(&self, run: RunId) -> Result<Vec<EffectRecord>, StoreError> {
+        reads::effects(self, run).await
+    }
+
+    async fn history(&self, run: RunId) -> Result<Vec<HistoryEntry>, StoreError> {
+        reads::history(self, run).await
+    }
+
+    async fn add_note(&self, run: RunId, author: Actor, text: &str) -> Result<Note, StoreError> {
+        writes::add_note(self, run, author, text).await
+    }
+
+    async fn notes(&self, run: RunId) -> Result<Vec<Note>, StoreError> {
+        reads::notes(self, run).await
+    }
+
+    async fn dead_letters(
+        &self,
+        cursor: Option<RunId>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        reads::dead_letters(self, cursor, limit).await
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
+        reads::list(self, query).await
+    }
+
+    async fn counts(&self) -> Result<StateCounts, StoreError> {
+        reads::counts(self).await
+    }
+
+    /// Kept in the `meta` tree under `schema/<hash>`; flushed before it returns.
+    async fn put_schema(&self, hash: &str, schema: &str) -> Result<(), StoreError> {
+        writes::put_schema(self, hash, schema).await
+    }
+
+    async fn schema(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        reads::schema(self, hash).await
+    }
+}
