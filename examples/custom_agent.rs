@@ -74,7 +74,7 @@ impl Notify {
             .send()
             .await?;
         let status = response.status().as_u16();
-        let after = steadfast::http::retry_after(response.headers());
+        let after = steadfast::http_fault::retry_after(response.headers());
         let body = response.text().await?;
         match status {
             200..=299 => Ok(Receipt { id: body }),

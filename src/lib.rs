@@ -95,7 +95,7 @@
 //!   `agents`.
 //! - `agents`: the flagship agents (`steadfast::agents`); implies `http` and `tls`.
 //! - `tls`: HTTPS for `reqwest` (rustls with reqwest's default provider).
-//! - `http`: `Classify` for `reqwest` errors and `steadfast::http` (HTTP status and
+//! - `http`: `Classify` for `reqwest` errors and `steadfast::http_fault` (HTTP statuses and
 //!   `Retry-After` to faults).
 //! - `testing`: `steadfast::testing` (a harness to test agents in-process on tokio's paused
 //!   clock, fault injection, assertions on runs) and `store::conformance`, the suite every
@@ -113,8 +113,14 @@ pub mod clock;
 pub mod fallback;
 pub mod fault;
 mod hash;
+/// The former name of [`http_fault`].
 #[cfg(feature = "http")]
-pub mod http;
+#[deprecated(since = "0.1.0", note = "renamed `http_fault` (`http` will name the server's side)")]
+pub mod http {
+    pub use crate::http_fault::{check, retry_after, status_fault};
+}
+#[cfg(feature = "http")]
+pub mod http_fault;
 pub mod lifecycle;
 #[cfg(feature = "cli")]
 pub mod logging;

@@ -28,7 +28,7 @@ async fn server(response: &'static str, delay: Duration) -> String {
 async fn get(url: &str) -> Result<reqwest::Response, AgentError> {
     let client = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
     let response = client.get(url).send().await?;
-    steadfast::http::check(response)
+    steadfast::http_fault::check(response)
 }
 
 #[tokio::test]

@@ -89,7 +89,7 @@ impl Classify for FetchError {
     fn fault(&self) -> Fault {
         match self {
             FetchError::Status { status, .. } => {
-                crate::http::status_fault(*status).unwrap_or(Fault::Unknown)
+                crate::http_fault::status_fault(*status).unwrap_or(Fault::Unknown)
             }
             // A refused certificate will be refused next time too.
             FetchError::Http { source, .. } if super::refused_certificate(source) => {
@@ -420,7 +420,7 @@ impl Fetcher {
                 continue;
             }
             if !status.is_success() {
-                let retry_after = crate::http::retry_after(response.headers());
+                let retry_after = crate::http_fault::retry_after(response.headers());
                 return Err(FetchError::Status { url: shown, status, retry_after });
             }
             let too_large = || FetchError::TooLarge { url: shown.clone(), limit: self.max_bytes };

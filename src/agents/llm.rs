@@ -80,7 +80,7 @@ impl Classify for ChatError {
     fn fault(&self) -> Fault {
         match self {
             ChatError::Status { status, .. } => {
-                crate::http::status_fault(*status).unwrap_or(Fault::Unknown)
+                crate::http_fault::status_fault(*status).unwrap_or(Fault::Unknown)
             }
             ChatError::Http(e) => e.fault(),
             ChatError::Refusal(_) | ChatError::Truncated { .. } | ChatError::BadResponse(_) => {
@@ -250,7 +250,7 @@ impl ChatClient {
         let response = request.send().await?;
         let status = response.status();
         if !status.is_success() {
-            let retry_after = crate::http::retry_after(response.headers());
+            let retry_after = crate::http_fault::retry_after(response.headers());
             let text = response.text().await.unwrap_or_default();
             let body = super::one_line(&text, 300);
             return Err(ChatError::Status { status, body, retry_after });

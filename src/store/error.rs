@@ -31,7 +31,7 @@ pub enum StoreError {
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     /// Another process has the database open.
-    #[error("{} is locked by {}: sled lets one process at a time open a database; stop it first", .path.display(), .holder.as_deref().unwrap_or("another process"))]
+    #[error("{} is locked by {}: the embedded store lets one process at a time open a database; stop it first", .path.display(), .holder.as_deref().unwrap_or("another process"))]
     Locked {
         /// The database directory.
         path: PathBuf,

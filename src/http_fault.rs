@@ -4,7 +4,7 @@
 //! ```no_run
 //! # async fn fetch(client: reqwest::Client) -> Result<String, steadfast::AgentError> {
 //! let response = client.get("http://127.0.0.1:8080/feed.xml").send().await?; // `?`: classified
-//! let body = steadfast::http::check(response)?.text().await?;
+//! let body = steadfast::http_fault::check(response)?.text().await?;
 //! # Ok(body) }
 //! ```
 
