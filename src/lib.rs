@@ -131,6 +131,7 @@ pub mod schema;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod view;
 
 pub use agent::{Agent, Context, Outcome, WaitFor};
 pub use fallback::Fallback;

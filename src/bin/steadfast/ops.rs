@@ -1,7 +1,6 @@
 //! The operator commands: see runs, replay them, review them, signal, cancel, annotate, and
 //! the numbers (`stats`).
 
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,6 +9,7 @@ use serde_json::{Value, json};
 use steadfast::agents::{self, Classifier, Collector, Mailer, Reporter, Rules, Transport};
 use steadfast::prelude::*;
 use steadfast::store::{Actor, ListQuery, RunRecord};
+use steadfast::view::{RunView, Stats};
 use steadfast::{RuntimeError, StateMachine};
 
 use crate::{CliError, Paths};
@@ -360,26 +360,15 @@ pub(crate) async fn runs(paths: &Paths, out: Out, command: RunsCommand) -> Resul
 }
 
 async fn show(store: &SledStore, out: Out, id: RunId) -> Result<(), CliError> {
-    let run = store
-        .get(id)
+    let view = RunView::load(store, id)
         .await
         .map_err(CliError::from_store)?
         .ok_or_else(|| CliError::refused(format!("no run {id}")))?;
-    let history = store.history(id).await.map_err(CliError::from_store)?;
-    let effects = store.effects(id).await.map_err(CliError::from_store)?;
-    let notes = store.notes(id).await.map_err(CliError::from_store)?;
-    let stages = store
-        .list(ListQuery::new().parent(id).oldest_first().limit(10_000))
-        .await
-        .map_err(CliError::from_store)?
-        .runs;
     if out.json {
-        out.print_json(&json!({
-            "run": run, "history": history, "effects": effects, "notes": notes,
-            "stages": stages.iter().map(|s| json!({"id": s.id, "agent": s.agent, "state": s.state, "stage": s.stage})).collect::<Vec<_>>(),
-        }));
+        out.print_json(&view);
         return Ok(());
     }
+    let RunView { run, history, effects, notes, stages, .. } = view;
     println!("run       {}", run.id);
     println!("agent     {}", run.agent);
     println!("state     {}", out.state(run.state));
@@ -676,80 +665,34 @@ pub(crate) async fn dlq(paths: &Paths, out: Out, command: DlqCommand) -> Result<
 /// Rates and latencies per agent over the runs created within `window`.
 pub(crate) async fn stats(paths: &Paths, out: Out, window: Duration) -> Result<(), CliError> {
     let store = existing_store(paths)?;
-    let since = steadfast::clock::Timestamp::from_millis(
-        store.now().as_millis().saturating_sub(window.as_millis() as u64),
-    );
-    #[derive(Default, serde::Serialize)]
-    struct Agg {
-        runs: u64,
-        by_state: BTreeMap<String, u64>,
-        retried: u64,
-        #[serde(skip)]
-        latencies: Vec<u64>,
-    }
-    let mut per_agent: BTreeMap<String, Agg> = BTreeMap::new();
-    let mut query = ListQuery::new().since(since).limit(1000);
-    loop {
-        let page = store.list(query.clone()).await.map_err(CliError::from_store)?;
-        for r in &page.runs {
-            for key in [r.agent.clone(), "(all)".to_owned()] {
-                let agg = per_agent.entry(key).or_default();
-                agg.runs += 1;
-                *agg.by_state.entry(r.state.to_string()).or_default() += 1;
-                if r.attempt > 1 {
-                    agg.retried += 1;
-                }
-                if r.state == RunState::Succeeded {
-                    agg.latencies.push(r.updated_at.since(r.created_at).as_millis() as u64);
-                }
-            }
-        }
-        match page.next {
-            Some(next) => query = query.cursor(next),
-            None => break,
-        }
-    }
-    let pct = |sorted: &[u64], p: f64| -> Option<u64> {
-        (!sorted.is_empty()).then(|| sorted[((sorted.len() as f64 - 1.0) * p).round() as usize])
-    };
-    let mut rows = Vec::new();
-    let mut report = Vec::new();
-    for (agent, agg) in &mut per_agent {
-        agg.latencies.sort_unstable();
-        let count = |s: RunState| agg.by_state.get(&s.to_string()).copied().unwrap_or(0);
-        let settled = count(RunState::Succeeded) + count(RunState::FailedPermanent);
-        let rate = |n: u64, of: u64| if of == 0 { None } else { Some(n as f64 / of as f64) };
-        let success = rate(count(RunState::Succeeded), settled);
-        let dead = rate(count(RunState::FailedPermanent), agg.runs);
-        let retry = rate(agg.retried, agg.runs);
-        let (p50, p95) = (pct(&agg.latencies, 0.5), pct(&agg.latencies, 0.95));
-        let show =
-            |r: Option<f64>| r.map(|r| format!("{:.0}%", r * 100.0)).unwrap_or_else(|| "-".into());
-        let ms = |v: Option<u64>| v.map(|v| format!("{v} ms")).unwrap_or_else(|| "-".into());
-        rows.push(vec![
-            agent.clone(),
-            agg.runs.to_string(),
-            show(success),
-            show(retry),
-            show(dead),
-            count(RunState::NeedsReview).to_string(),
-            ms(p50),
-            ms(p95),
-        ]);
-        report.push(json!({
-            "agent": agent, "runs": agg.runs, "by_state": agg.by_state,
-            "success_rate": success, "retry_rate": retry, "dead_letter_rate": dead,
-            "p50_ms": p50, "p95_ms": p95,
-        }));
-    }
+    let stats = Stats::compute(&store, window).await.map_err(CliError::from_store)?;
     if out.json {
-        out.print_json(&json!({"window_secs": window.as_secs(), "agents": report}));
+        out.print_json(&stats);
         return Ok(());
     }
-    if rows.is_empty() {
+    if stats.agents.is_empty() {
         println!("no runs in the last {}", humantime(window));
         return Ok(());
     }
+    let show =
+        |r: Option<f64>| r.map(|r| format!("{:.0}%", r * 100.0)).unwrap_or_else(|| "-".into());
+    let ms = |v: Option<u64>| v.map(|v| format!("{v} ms")).unwrap_or_else(|| "-".into());
+    let rows: Vec<Vec<String>> = stats
+        .agents
+        .iter()
+        .map(|a| {
+            vec![
+                a.agent.clone(),
+                a.runs.to_string(),
+                show(a.success_rate),
+                show(a.retry_rate),
+                show(a.dead_letter_rate),
+                a.count(RunState::NeedsReview).to_string(),
+                ms(a.p50_ms),
+                ms(a.p95_ms),
+            ]
+        })
+        .collect();
     println!("runs created in the last {}", humantime(window));
     table(&["AGENT", "RUNS", "SUCCESS", "RETRIED", "DEAD", "REVIEW", "P50", "P95"], &rows);
     Ok(())

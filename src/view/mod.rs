@@ -1,0 +1,27 @@
+//! The read model: store records turned into what people look at, with no HTTP and no
+//! terminal in it. The command line, and the HTTP API and dashboard to come, render these, so
+//! the three always agree.
+//!
+//! - [`RunView`]: a run with its history, effects, notes and stages.
+//! - [`Stats`]: per agent, over a window: runs by state, success, retry and dead-letter rates,
+//!   p50/p95 latency.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use steadfast::store::{MemoryStore, NewRun, Store};
+//! use steadfast::view::{RunView, Stats};
+//!
+//! let store = MemoryStore::new();
+//! let run = store.create(NewRun::new("mailer", "k1", serde_json::json!({}))).await?.run;
+//! let view = RunView::load(&store, run.id).await?.expect("the run exists");
+//! assert_eq!(view.history.len(), 1);
+//! let stats = Stats::compute(&store, std::time::Duration::from_secs(3600)).await?;
+//! assert_eq!(stats.agents[0].agent, "(all)");
+//! # Ok::<(), steadfast::store::StoreError>(()) }).unwrap();
+//! ```
+
+mod run;
+mod stats;
+
+pub use self::run::{RunView, StageView};
+pub use self::stats::{ALL_AGENTS, AgentStats, Stats};

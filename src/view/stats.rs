@@ -1,0 +1,151 @@
+//! The numbers per agent over a window: runs by state, success, retry and dead-letter rates,
+//! and p50/p95 latency from creation to success.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::clock::Timestamp;
+use crate::lifecycle::RunState;
+use crate::machine::StateMachine;
+use crate::store::{ListQuery, Store, StoreError};
+
+/// The row that sums up every agent.
+pub const ALL_AGENTS: &str = "(all)";
+
+/// Per-agent numbers over the runs created in a window.
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct Stats {
+    /// The window, in seconds.
+    pub window_secs: u64,
+    /// One row per agent, by name, and [`ALL_AGENTS`] for every agent together (first, as `(`
+    /// sorts before letters).
+    pub agents: Vec<AgentStats>,
+}
+
+/// The numbers of one agent (or of all, [`ALL_AGENTS`]).
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct AgentStats {
+    /// The agent.
+    pub agent: String,
+    /// Runs created in the window.
+    pub runs: u64,
+    /// Of those, how many are in each state now (snake_case names).
+    pub by_state: BTreeMap<String, u64>,
+    /// Succeeded of the settled (succeeded or dead-lettered); `None` if none settled.
+    pub success_rate: Option<f64>,
+    /// Runs that took more than one attempt, of all.
+    pub retry_rate: Option<f64>,
+    /// Dead-lettered, of all.
+    pub dead_letter_rate: Option<f64>,
+    /// Median time from creation to success, in milliseconds.
+    pub p50_ms: Option<u64>,
+    /// 95th percentile of the same.
+    pub p95_ms: Option<u64>,
+}
+
+impl AgentStats {
+    /// How many of the agent's runs are in `state`.
+    pub fn count(&self, state: RunState) -> u64 {
+        self.by_state.get(state.name()).copied().unwrap_or(0)
+    }
+}
+
+/// What one agent's runs add up to while they are read.
+#[derive(Default)]
+struct Tally {
+    runs: u64,
+    by_state: BTreeMap<String, u64>,
+    retried: u64,
+    latencies: Vec<u64>,
+}
+
+impl Stats {
+    /// The numbers over the runs created in the last `window` (by the store's clock).
+    pub async fn compute(store: &dyn Store, window: Duration) -> Result<Stats, StoreError> {
+        let since = Timestamp::from_millis(
+            store.now().as_millis().saturating_sub(window.as_millis() as u64),
+        );
+        let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
+        let mut query = ListQuery::new().since(since).limit(1000);
+        loop {
+            let page = store.list(query.clone()).await?;
+            for r in &page.runs {
+                for key in [r.agent.as_str(), ALL_AGENTS] {
+                    let tally = tallies.entry(key.to_owned()).or_default();
+                    tally.runs += 1;
+                    *tally.by_state.entry(r.state.to_string()).or_default() += 1;
+                    if r.attempt > 1 {
+                        tally.retried += 1;
+                    }
+                    if r.state == RunState::Succeeded {
+                        tally.latencies.push(r.updated_at.since(r.created_at).as_millis() as u64);
+                    }
+                }
+            }
+            match page.next {
+                Some(next) => query = query.cursor(next),
+                None => break,
+            }
+        }
+        let agents = tallies.into_iter().map(|(agent, tally)| tally.into_stats(agent)).collect();
+        Ok(Stats { window_secs: window.as_secs(), agents })
+    }
+}
+
+impl Tally {
+    fn into_stats(mut self, agent: String) -> AgentStats {
+        self.latencies.sort_unstable();
+        let count = |s: RunState| self.by_state.get(s.name()).copied().unwrap_or(0);
+        let settled = count(RunState::Succeeded) + count(RunState::FailedPermanent);
+        let rate = |n: u64, of: u64| (of > 0).then(|| n as f64 / of as f64);
+        let pct = |p: f64| {
+            (!self.latencies.is_empty())
+                .then(|| self.latencies[((self.latencies.len() as f64 - 1.0) * p).round() as usize])
+        };
+        AgentStats {
+            success_rate: rate(count(RunState::Succeeded), settled),
+            retry_rate: rate(self.retried, self.runs),
+            dead_letter_rate: rate(count(RunState::FailedPermanent), self.runs),
+            p50_ms: pct(0.5),
+            p95_ms: pct(0.95),
+            agent,
+            runs: self.runs,
+            by_state: self.by_state,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_and_percentiles_follow_the_runs() {
+        let mut tally = Tally::default();
+        for (state, attempt, ms) in [
+            (RunState::Succeeded, 1, 10),
+            (RunState::Succeeded, 2, 30),
+            (RunState::Succeeded, 1, 20),
+            (RunState::FailedPermanent, 5, 0),
+        ] {
+            tally.runs += 1;
+            *tally.by_state.entry(state.to_string()).or_default() += 1;
+            tally.retried += u64::from(attempt > 1);
+            if state == RunState::Succeeded {
+                tally.latencies.push(ms);
+            }
+        }
+        let stats = tally.into_stats("a".into());
+        assert_eq!(stats.success_rate, Some(0.75));
+        assert_eq!(stats.retry_rate, Some(0.5));
+        assert_eq!(stats.dead_letter_rate, Some(0.25));
+        assert_eq!((stats.p50_ms, stats.p95_ms), (Some(20), Some(30)));
+        assert_eq!(stats.count(RunState::Succeeded), 3);
+        let none = Tally::default().into_stats("b".into());
+        assert_eq!((none.success_rate, none.p50_ms), (None, None));
+    }
+}
