@@ -1,0 +1,90 @@
+//! `dlq list` and `dlq replay`.
+
+use super::*;
+
+pub(crate) async fn dlq(paths: &Paths, out: Out, command: DlqCommand) -> Result<(), CliError> {
+    match command {
+        DlqCommand::List { limit } => {
+            let store = existing_store(paths)?;
+            let dead = store
+                .dead_letters(None, limit.clamp(1, 10_000))
+                .await
+                .map_err(CliError::from_store)?;
+            let now = store.now();
+            listing(
+                out,
+                &dead,
+                "the dead letter queue is empty",
+                &["RUN", "AGENT", "ATTEMPTS", "DEAD", "WHY"],
+                |dead| {
+                    dead.iter()
+                        .map(|d| {
+                            let why = d
+                                .error
+                                .as_ref()
+                                .map(|e| e.to_string())
+                                .unwrap_or_else(|| d.reason.clone());
+                            vec![
+                                d.run.to_string(),
+                                d.agent.clone(),
+                                d.attempt.to_string(),
+                                age(now, d.at),
+                                clip(&why, 100),
+                            ]
+                        })
+                        .collect()
+                },
+            );
+            Ok(())
+        }
+        DlqCommand::Replay { all: _, agent, force } => {
+            let rt = operator_runtime(paths)?;
+            let mut dead = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page =
+                    rt.store().dead_letters(cursor, 1000).await.map_err(CliError::from_store)?;
+                let Some(last) = page.last() else { break };
+                cursor = Some(last.run);
+                dead.extend(
+                    page.into_iter().filter(|d| agent.as_ref().is_none_or(|a| *a == d.agent)),
+                );
+            }
+            let (mut replayed, mut refused) = (0, 0);
+            let mut report = Vec::new();
+            for d in dead {
+                match rt.replay(d.run, operator(), force).await {
+                    Ok(run) => {
+                        replayed += 1;
+                        if !out.json {
+                            println!(
+                                "replayed {} ({}): now {}",
+                                run.id,
+                                run.agent,
+                                out.state(run.state)
+                            );
+                        }
+                        report.push(json!({"id": run.id, "agent": run.agent, "replayed": true}));
+                    }
+                    Err(error) => {
+                        refused += 1;
+                        if !out.json {
+                            println!("refused  {} ({}): {error}", d.run, d.agent);
+                        }
+                        report.push(json!({"id": d.run, "agent": d.agent, "replayed": false, "error": error.to_string()}));
+                    }
+                }
+            }
+            if out.json {
+                out.print_json(&report);
+            } else {
+                println!("{replayed} replayed, {refused} refused");
+            }
+            if refused > 0 {
+                Err(CliError::refused(format!("{refused} dead letter(s) could not be replayed")))
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
