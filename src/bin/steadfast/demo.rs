@@ -104,7 +104,7 @@ pub(crate) async fn run(paths: &Paths, args: DemoArgs) -> Result<(), CliError> {
 
     let store = paths.open_store()?;
     let rt = Runtime::builder()
-        .store(store)
+        .shared_store(store)
         .workers(4)
         .lease(Duration::from_secs(3))
         .pipeline(pipeline)

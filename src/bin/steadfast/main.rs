@@ -6,8 +6,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use steadfast::store::Store;
 use steadfast::store::StoreError;
 use steadfast::{RunId, SledStore};
 
@@ -120,15 +122,17 @@ impl Paths {
         self.data.join("db")
     }
 
-    /// Opens (or creates) the store.
-    pub(crate) fn open_store(&self) -> Result<SledStore, CliError> {
+    /// Opens (or creates) the store: the one place the command line chooses a backend;
+    /// every command holds it as a `Store`.
+    pub(crate) fn open_store(&self) -> Result<Arc<dyn Store>, CliError> {
         let db = self.db();
-        SledStore::open(&db).map_err(|e| {
+        let store = SledStore::open(&db).map_err(|e| {
             CliError::store(format!(
                 "cannot open the store at {}: {e} (is another steadfast process using it?)",
                 db.display()
             ))
-        })
+        })?;
+        Ok(Arc::new(store))
     }
 }
 

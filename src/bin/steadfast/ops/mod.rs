@@ -3,6 +3,7 @@
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -138,7 +139,7 @@ fn operator() -> Actor {
 }
 
 /// Opens the existing store (a read or an operation never creates one).
-fn existing_store(paths: &Paths) -> Result<SledStore, CliError> {
+fn existing_store(paths: &Paths) -> Result<Arc<dyn Store>, CliError> {
     let db = paths.db();
     if !db.is_dir() {
         return Err(CliError::store(format!(
@@ -171,7 +172,7 @@ fn known_digest(paths: &Paths) -> steadfast::pipeline::Pipeline<agents::Edition,
 fn operator_runtime(paths: &Paths) -> Result<Runtime, CliError> {
     let store = existing_store(paths)?;
     Runtime::builder()
-        .store(store)
+        .shared_store(store)
         .pipeline(known_digest(paths))
         .build()
         .map_err(|e| CliError::store(e.to_string()))

@@ -5,7 +5,7 @@ use super::*;
 /// Rates and latencies per agent over the runs created within `window`.
 pub(crate) async fn stats(paths: &Paths, out: Out, window: Duration) -> Result<(), CliError> {
     let store = existing_store(paths)?;
-    let stats = Stats::compute(&store, window).await.map_err(CliError::from_store)?;
+    let stats = Stats::compute(store.as_ref(), window).await.map_err(CliError::from_store)?;
     if out.json {
         out.print_json(&stats);
         return Ok(());

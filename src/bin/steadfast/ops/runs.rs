@@ -45,11 +45,11 @@ pub(crate) async fn runs(paths: &Paths, out: Out, command: RunsCommand) -> Resul
             );
             Ok(())
         }
-        RunsCommand::Show { id } => show(&store, out, id).await,
+        RunsCommand::Show { id } => show(store.as_ref(), out, id).await,
     }
 }
 
-async fn show(store: &SledStore, out: Out, id: RunId) -> Result<(), CliError> {
+async fn show(store: &dyn Store, out: Out, id: RunId) -> Result<(), CliError> {
     let view = RunView::load(store, id)
         .await
         .map_err(CliError::from_store)?
