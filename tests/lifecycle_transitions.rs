@@ -51,7 +51,7 @@ fn state() -> impl Strategy<Value = RunState> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
 
     /// For random sequences of requested moves, `transition` accepts exactly the pairs in
     /// `TRANSITIONS`; an accepted move changes the state, a refused one leaves it unchanged.

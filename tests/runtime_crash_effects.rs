@@ -144,6 +144,7 @@ fn soak_runtime(dir: &Path) -> Runtime {
         .unwrap()
 }
 
+#[ignore = "a worker process that another test starts"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn effects_child() {
     let Ok(dir) = std::env::var(CHILD_ENV) else { return };
@@ -390,6 +391,7 @@ const KINDS: [(&str, &str, &[&str]); 4] = [
     ("saga", "undo", &["saga", "undo saga"]),
 ];
 
+#[ignore = "a worker process that another test starts"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_child() {
     let Ok(dir) = std::env::var(ABORT_ENV) else { return };
@@ -490,6 +492,7 @@ impl Agent for Poison {
     }
 }
 
+#[ignore = "a worker process that another test starts"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_child() {
     let Ok(dir) = std::env::var(POISON_ENV) else { return };

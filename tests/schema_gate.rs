@@ -324,7 +324,13 @@ fn strict_schema_closes_every_object_and_drops_unsupported_keywords() {
 
 #[test]
 fn schema_hash_is_stable_per_type() {
-    assert_eq!(schema::schema_hash::<Labeled>(), schema::schema_hash::<Labeled>());
+    // Hashes are kept in stores (a run's `input_schema`/`output_schema`, the schemas kept for
+    // the CLI): one that changed between builds (a new schemars, another JSON layout, another
+    // hash) would make every stored run look like it has another type. Pinned to the values
+    // recorded when this was written; a change here is a format change to be handled on
+    // purpose, not a test to update.
+    assert_eq!(schema::schema_hash::<Labeled>(), "b58951c4d4272d2c");
+    assert_eq!(schema::schema_hash::<String>(), "a91175ebe8858240");
     assert_ne!(schema::schema_hash::<Labeled>(), schema::schema_hash::<Batch>());
     assert_eq!(schema::schema_hash::<Labeled>().len(), 16);
 }
@@ -371,7 +377,7 @@ fn prose() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
     #[test]
     fn any_value_survives_prose_and_fences(value in batch(), before in prose(), after in prose(), wrap in 0u8..4, pretty in any::<bool>()) {

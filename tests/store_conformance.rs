@@ -27,6 +27,11 @@ async fn sled_store_conforms_with_fsync() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_store_conforms_with_flush() {
+    conforms(Durability::Flush).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_conforms() {
     conformance::run(|clock| async move { MemoryStore::with_clock(clock) }).await;
 }

@@ -291,7 +291,7 @@ async fn apply(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
     fn store_agrees_with_model(ops in proptest::collection::vec(op(), 1..80)) {

@@ -21,7 +21,7 @@ pub(crate) fn spawn_worker_with(test: &str, env: &str, dir: &Path, vars: &[(&str
         .open(dir.join("worker.stderr"))
         .unwrap();
     Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .args(["--exact", test, "--ignored", "--nocapture", "--test-threads=1"])
         .env(env, dir)
         .envs(vars.iter().copied())
         .env("RUST_BACKTRACE", "1")
