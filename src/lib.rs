@@ -37,8 +37,11 @@
 //! Every run moves through [`RunState`]: `queued → processing → waiting_external | succeeded |
 //! failed_transient | failed_permanent | needs_review`, and only along the table documented on
 //! [`RunState`]. The table is declared with the same derive users have, so an impossible move
-//! is refused with a [`TransitionError`] and the moves the runtime makes are proven at compile
-//! time.
+//! is refused with a [`TransitionError`] and changes nothing. Every move the runtime makes with
+//! a fixed pair of states is built by one macro that asserts the pair against the table in a
+//! `const`, so a move the table forbids does not compile; the two operator calls whose `from`
+//! is the run's current state (replay, cancel) are checked by the store against the same table
+//! at run time.
 //!
 //! # The derive
 //!

@@ -15,7 +15,7 @@ use super::wakeups::after_move;
 use super::{Registered, Shared};
 use crate::agent::Context;
 use crate::fault::AgentError;
-use crate::lifecycle::{RunId, RunState};
+use crate::lifecycle::RunId;
 use crate::store::{Actor, Claim, RunRecord, Transition};
 
 /// One attempt of one run, from claim to its next state. `_own` is the agent's own
@@ -38,7 +38,7 @@ pub(super) async fn attempt(
     // Claimed ahead, but the breaker opened meanwhile: defer the run, uncharged.
     if let Some(wait) = registered.breaker.as_ref().and_then(|b| b.open_for()) {
         drop(beat);
-        let defer = Transition::new(run.id, RunState::Processing, RunState::FailedTransient)
+        let defer = checked_move!(run.id, Processing => FailedTransient)
             .fenced(token)
             .refund_attempt()
             .due_in(wait)
@@ -163,7 +163,7 @@ async fn release_unstarted(
     error: &crate::store::StoreError,
 ) {
     tracing::error!(run_id = %run.id, %error, "the claim could not be made durable; the agent does not start");
-    let release = Transition::new(run.id, RunState::Processing, RunState::FailedTransient)
+    let release = checked_move!(run.id, Processing => FailedTransient)
         .fenced(token)
         .refund_attempt()
         .due_in(Duration::from_secs(1))

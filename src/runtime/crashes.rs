@@ -20,9 +20,7 @@ use crate::store::{Actor, RunRecord, Transition};
 ///
 /// [`RetryPolicy::max_crashes`]: crate::fault::RetryPolicy::max_crashes
 pub(super) async fn after_backoff(shared: &Shared, run: &RunRecord) -> Transition {
-    let back = |reason: &str| {
-        Transition::new(run.id, RunState::FailedTransient, RunState::Queued).reason(reason)
-    };
+    let back = |reason: &str| checked_move!(run.id, FailedTransient => Queued).reason(reason);
     let Some(registered) = shared.agents.get(&run.agent) else { return back("backoff elapsed") };
     if registered.is_pipeline() || !ended_by_lease_expiry(run) {
         return back("backoff elapsed");
@@ -40,7 +38,7 @@ pub(super) async fn after_backoff(shared: &Shared, run: &RunRecord) -> Transitio
             "its agent crashed its worker {crashes} times in a row (it was running, watched, \
              each time the worker process ended and its lease expired): taken for a poison pill"
         ));
-        return Transition::new(run.id, RunState::FailedTransient, RunState::FailedPermanent)
+        return checked_move!(run.id, FailedTransient => FailedPermanent)
             .error(error.to_info())
             .reason(format!("dead-lettered: {error}"));
     }

@@ -12,7 +12,7 @@ use super::wakeups::after_move;
 use super::{RuntimeError, Shared};
 use crate::fault::AgentError;
 use crate::lifecycle::RunState;
-use crate::store::{Actor, Claim, ListQuery, Transition};
+use crate::store::{Actor, Claim, ListQuery};
 
 /// How many runs per worker slot the dispatcher keeps claimed (running or about to run).
 const CLAIM_AHEAD: usize = 4;
@@ -109,14 +109,13 @@ async fn fire_timers(shared: &Shared) -> Result<bool, RuntimeError> {
             RunState::WaitingExternal
                 if shared.agents.get(&run.agent).is_some_and(|r| r.is_pipeline()) =>
             {
-                Transition::new(run.id, RunState::WaitingExternal, RunState::Queued)
-                    .reason("re-checking its stages")
+                checked_move!(run.id, WaitingExternal => Queued).reason("re-checking its stages")
             }
             RunState::WaitingExternal => {
                 let signal = run.waiting_for.as_deref().unwrap_or("?");
                 let error =
                     AgentError::transient(format!("timed out waiting for signal `{signal}`"));
-                Transition::new(run.id, RunState::WaitingExternal, RunState::FailedTransient)
+                checked_move!(run.id, WaitingExternal => FailedTransient)
                     .reason(format!("timed out waiting for signal `{signal}`"))
                     .error(error.to_info())
             }

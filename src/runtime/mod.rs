@@ -36,6 +36,24 @@
 //! # }).unwrap();
 //! ```
 
+/// A move of `run` from state `$from` to state `$to` (variants of `RunState`), checked against
+/// the lifecycle table at compile time: a move the table forbids does not compile. Every move
+/// the runtime makes with a fixed pair is built with it; the operator's replay and cancel,
+/// whose `from` is the run's current state, are checked by the store against the same table.
+macro_rules! checked_move {
+    ($run:expr, $from:ident => $to:ident) => {{
+        const _: () = assert!(
+            $crate::lifecycle::RunState::$from.can_transition($crate::lifecycle::RunState::$to),
+            concat!("the lifecycle forbids ", stringify!($from), " -> ", stringify!($to))
+        );
+        $crate::store::Transition::new(
+            $run,
+            $crate::lifecycle::RunState::$from,
+            $crate::lifecycle::RunState::$to,
+        )
+    }};
+}
+
 mod attempt;
 mod breaker;
 mod builder;
@@ -337,7 +355,7 @@ impl Runtime {
             shared.attempts.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
         for (run, (token, handle)) in left {
             handle.abort();
-            let release = Transition::new(run, RunState::Processing, RunState::FailedTransient)
+            let release = checked_move!(run, Processing => FailedTransient)
                 .fenced(token)
                 .refund_attempt()
                 .by(Actor::Worker(shared.worker_id.clone()))

@@ -61,7 +61,7 @@ impl Runtime {
             });
         }
         self.operate(
-            Transition::new(run, RunState::WaitingExternal, RunState::Queued)
+            checked_move!(run, WaitingExternal => Queued)
                 .by(by)
                 .signal(payload)
                 .reason(format!("signal `{name}` received")),
@@ -78,7 +78,7 @@ impl Runtime {
         note: Option<&str>,
     ) -> Result<RunRecord, RuntimeError> {
         self.get_in(run, "approve", &[RunState::NeedsReview]).await?;
-        let mut t = Transition::new(run, RunState::NeedsReview, RunState::Queued)
+        let mut t = checked_move!(run, NeedsReview => Queued)
             .by(by.clone())
             .reset_attempts()
             .reason(reason_with("approved", note));
@@ -101,7 +101,7 @@ impl Runtime {
             self.shared.store.add_note(run, by.clone(), note).await?;
         }
         self.operate(
-            Transition::new(run, RunState::NeedsReview, RunState::FailedPermanent)
+            checked_move!(run, NeedsReview => FailedPermanent)
                 .by(by)
                 .reason(reason_with("rejected", note)),
         )
@@ -131,7 +131,7 @@ impl Runtime {
         }
         .map_err(|source| RuntimeError::InvalidOutput { run, source })?;
         self.operate(
-            Transition::new(run, RunState::NeedsReview, RunState::Succeeded)
+            checked_move!(run, NeedsReview => Succeeded)
                 .by(by)
                 .output(output)
                 .reason("resolved by an operator"),

@@ -14,21 +14,10 @@
 use super::{Registered, Shared};
 use crate::agent::{Context, Outcome};
 use crate::fault::{AgentError, Fault};
-use crate::lifecycle::{RunId, RunState};
+use crate::lifecycle::RunId;
 use crate::store::{Actor, RunRecord, Transition};
 
 // The moves this module makes, proven against the lifecycle table.
-const _: () = {
-    use RunState::*;
-    assert!(FailedTransient.can_transition(Queued)); // backoff elapsed
-    assert!(WaitingExternal.can_transition(FailedTransient)); // wait timed out
-    assert!(Processing.can_transition(Succeeded));
-    assert!(Processing.can_transition(WaitingExternal));
-    assert!(Processing.can_transition(NeedsReview));
-    assert!(Processing.can_transition(FailedTransient));
-    assert!(Processing.can_transition(FailedPermanent));
-};
-
 /// The move the attempt's outcome calls for, by the fault table (a resource fault's
 /// `cleanup` runs here, in the attempt's slot).
 pub(super) async fn route(
@@ -43,15 +32,13 @@ pub(super) async fn route(
     if let Some(breaker) = &registered.breaker {
         breaker.record(result.as_ref().err().map(AgentError::fault));
     }
-    let base = |to: RunState| {
-        Transition::new(run.id, RunState::Processing, to)
-            .fenced(token)
-            .by(Actor::Worker(shared.worker_id.clone()))
-    };
+    let base = |t: Transition| t.fenced(token).by(Actor::Worker(shared.worker_id.clone()));
     match result {
-        Ok(Outcome::Done(output)) => base(RunState::Succeeded).output(output).reason("done"),
+        Ok(Outcome::Done(output)) => {
+            base(checked_move!(run.id, Processing => Succeeded)).output(output).reason("done")
+        }
         Ok(Outcome::Wait(wait)) => {
-            let mut t = base(RunState::WaitingExternal)
+            let mut t = base(checked_move!(run.id, Processing => WaitingExternal))
                 .waiting_for(wait.signal.clone())
                 .reason(format!("waiting for signal `{}`", wait.signal));
             if registered.is_pipeline() {
@@ -64,12 +51,14 @@ pub(super) async fn route(
             }
             t
         }
-        Ok(Outcome::Review(reason)) => base(RunState::NeedsReview).reason(reason),
+        Ok(Outcome::Review(reason)) => {
+            base(checked_move!(run.id, Processing => NeedsReview)).reason(reason)
+        }
         Err(error) => {
             let info = error.to_info();
             match error.fault() {
                 Fault::Transient if run.attempt >= policy.max_attempts => {
-                    base(RunState::FailedPermanent)
+                    base(checked_move!(run.id, Processing => FailedPermanent))
                         .error(info)
                         .reason(format!("gave up after {} attempts: {error}", run.attempt))
                 }
@@ -79,21 +68,26 @@ pub(super) async fn route(
                         &mut shared.rng.lock().unwrap_or_else(|p| p.into_inner()),
                     );
                     let delay = backoff.max(error.retry_after_delay().unwrap_or_default());
-                    base(RunState::FailedTransient).due_in(delay).error(info).reason(format!(
-                        "transient fault, retry in {} ms: {error}",
-                        delay.as_millis()
-                    ))
+                    base(checked_move!(run.id, Processing => FailedTransient))
+                        .due_in(delay)
+                        .error(info)
+                        .reason(format!(
+                            "transient fault, retry in {} ms: {error}",
+                            delay.as_millis()
+                        ))
                 }
                 Fault::Resource => {
                     registered.agent.cleanup(ctx, &error).await;
                     let earlier = faults_in_history(shared, run.id, Fault::Resource).await;
                     if earlier + 1 >= policy.resource_budget {
-                        base(RunState::NeedsReview).error(info).reason(format!(
-                            "resource fault {} times; paused until manual cleanup: {error}",
-                            earlier + 1
-                        ))
+                        base(checked_move!(run.id, Processing => NeedsReview)).error(info).reason(
+                            format!(
+                                "resource fault {} times; paused until manual cleanup: {error}",
+                                earlier + 1
+                            ),
+                        )
                     } else {
-                        base(RunState::FailedTransient)
+                        base(checked_move!(run.id, Processing => FailedTransient))
                             .due_in(policy.resource_cooldown)
                             .error(info)
                             .reason(format!(
@@ -102,15 +96,15 @@ pub(super) async fn route(
                             ))
                     }
                 }
-                Fault::Logic => {
-                    base(RunState::NeedsReview).error(info).reason(format!("logic fault: {error}"))
-                }
-                Fault::Permanent => base(RunState::FailedPermanent)
+                Fault::Logic => base(checked_move!(run.id, Processing => NeedsReview))
+                    .error(info)
+                    .reason(format!("logic fault: {error}")),
+                Fault::Permanent => base(checked_move!(run.id, Processing => FailedPermanent))
                     .error(info)
                     .reason(format!("permanent fault: {error}")),
                 _ => {
                     if faults_in_history(shared, run.id, Fault::Unknown).await == 0 {
-                        base(RunState::FailedTransient)
+                        base(checked_move!(run.id, Processing => FailedTransient))
                             .due_in(policy.unknown_retry_delay)
                             .error(info)
                             .reason(format!(
@@ -118,7 +112,7 @@ pub(super) async fn route(
                                 policy.unknown_retry_delay.as_millis()
                             ))
                     } else {
-                        base(RunState::FailedPermanent)
+                        base(checked_move!(run.id, Processing => FailedPermanent))
                             .error(info)
                             .reason(format!("unknown fault again: {error}"))
                     }

@@ -3,7 +3,7 @@
 
 use super::Shared;
 use crate::lifecycle::{RunId, RunState};
-use crate::store::{Actor, ListQuery, RunRecord, Transition};
+use crate::store::{Actor, ListQuery, RunRecord};
 
 /// What a move means for pipelines: a stage that finished wakes its waiting pipeline run once
 /// the whole stage is ready for it (every item of a fan-out done, or one stopped on a logic
@@ -65,9 +65,8 @@ async fn stage_ready(shared: &Shared, pipeline: &RunRecord, stage: u32) -> Optio
 
 /// Queues a waiting pipeline run to look at its stages.
 async fn wake(shared: &Shared, run: RunId) {
-    let transition = Transition::new(run, RunState::WaitingExternal, RunState::Queued)
-        .by(Actor::System)
-        .reason("a stage finished");
+    let transition =
+        checked_move!(run, WaitingExternal => Queued).by(Actor::System).reason("a stage finished");
     // A conflict means it is not waiting (processing, or already woken): it will look anyway.
     if let Ok(Ok(_)) = shared.store.transition(transition).await {
         shared.wake.notify_one();
