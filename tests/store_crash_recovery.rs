@@ -117,7 +117,7 @@ fn sigkill_loses_nothing_acknowledged() {
     let mut total = Report::default();
     let mut rng = fastrand::Rng::with_seed(0x5eed);
     for cycle in 0..KILLS {
-        let lines = run_child_and_kill(&db, Duration::from_millis(rng.u64(30..250)), true);
+        let lines = run_child_and_kill(&db, Duration::from_millis(rng.u64(30..250)), "@@ done ");
         let report = verify(&db, &lines, &mut attempted);
         assert!(
             report.lost.is_empty() && report.duplicated.is_empty() && report.unexpected.is_empty(),
@@ -137,9 +137,10 @@ fn sigkill_loses_nothing_acknowledged() {
     drain_and_check(&db);
 }
 
-/// Runs the child and SIGKILLs it `after` it started, or with `from_work`, `after` its first
-/// acknowledged operation (so that the kill lands in its work however slow its start-up is).
-fn run_child_and_kill(db: &Path, after: Duration, from_work: bool) -> Vec<String> {
+/// Runs the child and SIGKILLs it `after` the first line it prints that contains `from` (so
+/// that the kill lands where it is aimed however slow the process starts under load; a child
+/// that dies first ends the wait too).
+fn run_child_and_kill(db: &Path, after: Duration, from: &'static str) -> Vec<String> {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, db)
@@ -152,7 +153,7 @@ fn run_child_and_kill(db: &Path, after: Duration, from_work: bool) -> Vec<String
     let reader = std::thread::spawn(move || {
         let mut lines = Vec::new();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("@@ done ") {
+            if line.contains(from) {
                 let _ = working.send(());
             }
             lines.push(line);
@@ -160,10 +161,7 @@ fn run_child_and_kill(db: &Path, after: Duration, from_work: bool) -> Vec<String
         lines
     });
     let start = Instant::now();
-    if from_work {
-        // A child that dies first ends the wait too (its lines tell what it did).
-        let _ = started.recv_timeout(Duration::from_secs(30));
-    }
+    let _ = started.recv_timeout(Duration::from_secs(30));
     std::thread::sleep(after);
     child.kill().expect("SIGKILL the child"); // Child::kill sends SIGKILL on Unix
     child.wait().unwrap();
@@ -342,22 +340,32 @@ fn sigkill_while_opening_never_leaves_a_database_that_will_not_open() {
     let mut attempted: HashSet<String> = HashSet::new();
     let mut db = dir.path().join("db-0");
     let mut lines = Vec::new();
+    let mut open_ms = 20;
     for cycle in 0..cycles {
         // A multiple of the checking period below: no unchecked lines of the old directory.
         if cycle % 48 == 0 {
             db = dir.path().join(format!("db-{cycle}"));
             attempted.clear();
         }
-        // Most kills fall in the child's first milliseconds; a few later ones let the database
-        // grow, so that the next open has a log to recover and a snapshot to write.
-        let after = if cycle % 5 == 4 { rng.u64(50..300) } else { rng.u64(1..50) };
-        lines.extend(run_child_and_kill(&db, Duration::from_millis(after), false));
+        // Most kills are aimed inside the child's open (between its `started` and `opened`
+        // lines: within as long as the checker's own last open took, on the same machine under
+        // the same load); one in five falls after it and lets the database grow, so that the
+        // next open has a log to recover and a snapshot to write.
+        let (after, from) = if cycle % 5 == 4 {
+            (rng.u64(50..300), "@@ opened")
+        } else {
+            (rng.u64(0..=open_ms.max(1)), "@@ started")
+        };
+        lines.extend(run_child_and_kill(&db, Duration::from_millis(after), from));
         // Checked every few kills only: the checker's own open writes the snapshot that the
         // next child would otherwise be killed writing.
         if cycle % 3 != 2 && cycle + 1 != cycles {
             continue;
         }
+        let opening = Instant::now();
         let report = verify(&db, &std::mem::take(&mut lines), &mut attempted);
+        // An upper bound of an open (verify also reads every run), for aiming the next kills.
+        open_ms = opening.elapsed().as_millis() as u64;
         assert!(
             report.lost.is_empty() && report.duplicated.is_empty() && report.unexpected.is_empty(),
             "cycle {cycle}: lost {} (first {:?}), duplicated {:?}, unexpected {:?}",
