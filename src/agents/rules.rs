@@ -258,6 +258,45 @@ mod tests {
         }
     }
 
+    /// One keyword of each bundled rule, with its label.
+    const KEYWORDS: [(&str, Label); 5] = [
+        ("CVE", Label::Security),
+        ("outage", Label::Incident),
+        ("released", Label::Release),
+        ("arXiv", Label::Research),
+        ("meetup", Label::Community),
+    ];
+
+    proptest::proptest! {
+        /// Text that holds keywords (in any case, among noise that holds no words or version
+        /// numbers, which the release rule's patterns take) is always
+        /// labelled, by a rule whose keyword it holds, with a verdict that fits the schema:
+        /// the body of the property above, run on every case instead of almost none.
+        #[test]
+        fn text_with_keywords_is_labelled_by_one_of_them(
+            noise in proptest::collection::vec("[,;:!?()\\- ]{0,12}", 1..6),
+            picks in proptest::collection::vec((0..KEYWORDS.len(), proptest::bool::ANY), 1..4),
+            in_title in proptest::bool::ANY,
+        ) {
+            static RULES: std::sync::LazyLock<Rules> = std::sync::LazyLock::new(Rules::builtin);
+            let mut words = noise.clone();
+            for (k, &(pick, upper)) in picks.iter().enumerate() {
+                let keyword = KEYWORDS[pick].0;
+                let keyword = if upper { keyword.to_uppercase() } else { keyword.to_lowercase() };
+                words.insert(k.min(words.len()), keyword);
+            }
+            let text = words.join(" ");
+            let (title, body) = if in_title { (text.as_str(), "") } else { ("", text.as_str()) };
+            let labelled = RULES.classify(&item(title, body));
+            proptest::prop_assert!(labelled.is_some(), "no label for {text:?}");
+            let (verdict, _) = labelled.unwrap();
+            let allowed: Vec<Label> = picks.iter().map(|&(p, _)| KEYWORDS[p].1).collect();
+            proptest::prop_assert!(allowed.contains(&verdict.label), "{:?} for {text:?}", verdict.label);
+            proptest::prop_assert!((0.3..=0.95).contains(&verdict.confidence));
+            crate::schema::check::<Verdict>(&serde_json::to_value(&verdict).unwrap()).unwrap();
+        }
+    }
+
     #[test]
     fn keywords_match_whole_words_in_any_case() {
         let rules = Rules::from_toml(
