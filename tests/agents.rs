@@ -526,12 +526,30 @@ mod mailer {
         let mailer = Mailer::new(transport, "a@example.com", ["b@example.com"]).unwrap();
         let rt = Runtime::builder().store(MemoryStore::new()).register(mailer).build().unwrap();
         let run = rt.submit("mailer", report("x").await).await.unwrap();
-        // One attempt: claim, fail, and stop (the retry is a minute away).
-        tokio::time::timeout(Duration::from_secs(1), rt.run_until_idle()).await.ok();
-        let record = rt.store().get(run.id).await.unwrap().unwrap();
-        let history = rt.store().history(run.id).await.unwrap();
-        let failure = history.iter().find(|h| h.to == RunState::FailedTransient);
-        assert!(failure.is_some(), "{:?} {history:?}", record.state);
+        // Work until the first attempt's outcome is stored (the retry is a minute away), not
+        // for a fixed time: the store says when it happened. The bound only ends a hang.
+        let worker = {
+            let rt = rt.clone();
+            tokio::spawn(async move { rt.run_until_idle().await })
+        };
+        let failed = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let history = rt.store().history(run.id).await.unwrap();
+                if let Some(h) = history
+                    .iter()
+                    .find(|h| h.to != RunState::Queued && h.from == Some(RunState::Processing))
+                {
+                    return h.clone();
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the first attempt ended within a minute");
+        worker.abort();
+        assert_eq!(failed.to, RunState::FailedTransient, "{failed:?}");
+        let error = failed.error.unwrap();
+        assert_eq!(error.fault, steadfast::fault::Fault::Transient, "{error}");
     }
 }
 

@@ -395,10 +395,20 @@ async fn items_held_for_review_are_left_out_by_a_lenient_fan_in_and_awaited_by_a
         lenient_runs.push(rt.submit("lenient", n + 1).await.unwrap().id);
     }
     let strict_run = rt.submit("strict", 5).await.unwrap().id;
-    tokio::time::timeout(Duration::from_secs(30), rt.run_until_idle())
+    // A lost wake-up would leave a pipeline run to the backstop timer (a minute later), which
+    // records "re-checking its stages": the history says whether that happened, whatever the
+    // clock did. The timeout only turns a hang (a wake-up loop) into a failure.
+    tokio::time::timeout(Duration::from_secs(300), rt.run_until_idle())
         .await
-        .expect("run_until_idle returns: no lost wake-up, no wake-up loop")
+        .expect("run_until_idle returns: no wake-up loop")
         .unwrap();
+    for id in lenient_runs.iter().chain([&strict_run]) {
+        let history = rt.store().history(*id).await.unwrap();
+        assert!(
+            history.iter().all(|h| h.reason != "re-checking its stages"),
+            "pipeline run {id} was found by the backstop timer, not woken: {history:?}"
+        );
+    }
     for (n, id) in (2..).zip(lenient_runs) {
         let run = rt.store().get(id).await.unwrap().unwrap();
         assert_eq!(
