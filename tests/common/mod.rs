@@ -103,8 +103,15 @@ pub(crate) fn kill_after_line(
     let mut said = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !said.iter().any(|l: &String| l.starts_with(marker)) {
-        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        match lines.recv_timeout(Duration::from_millis(100)) {
             Ok(line) => said.push(line),
+            // A worker that finished (nothing left to do) is not killed: what it said tells.
+            Err(_) if child.try_wait().unwrap().is_some() => {
+                reader.join().unwrap();
+                said.extend(lines.try_iter());
+                return said;
+            }
+            Err(_) if Instant::now() < deadline => {}
             Err(_) => {
                 let _ = child.kill();
                 panic!("the worker did not say `{marker}` within 60 s: {said:?}");
