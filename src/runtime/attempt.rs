@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
-use super::crashes::{ended_by_lease_expiry, started_marker};
+use super::crashes::watch_start;
 use super::route::route;
 use super::wakeups::after_move;
 use super::{Registered, Shared};
@@ -29,8 +29,8 @@ pub(super) async fn attempt(
     let token = run.lease.as_ref().map_or(0, |l| l.token);
     // The lease is kept alive while the run waits for a worker slot.
     let beat = AbortOnDrop(tokio::spawn(heartbeat(shared.clone(), run.id, token)));
-    // The claim synced while the run waits for its slot (at load, a later group commit has
-    // synced it already and this returns at once).
+    // Nothing may act on a claim a crash could undo (see `Store::wait_durable`): at load a
+    // later group commit has synced it already and this returns at once.
     let claimed = shared.store.wait_durable(run.id).await;
     // A pipeline run only coordinates: the stages it runs itself take a slot each while
     // their agent runs (see `run_stage`), so it holds none, and waits for none.
@@ -50,10 +50,10 @@ pub(super) async fn attempt(
         finish(&shared, &run);
         return;
     }
-    // Checked with the slot in hand: a run claimed ahead and waiting for a slot has not
-    // started, and is not to be blamed for a crash (see `ready_to_start`).
+    // With the slot in hand: a run claimed ahead and waiting for a slot has not started,
+    // and is not to be blamed for a crash.
     let ready = match claimed {
-        Ok(()) => ready_to_start(&shared, &run).await,
+        Ok(()) => watch_start(shared.store.as_ref(), registered, &run).await,
         Err(error) => Err(error),
     };
     if let Err(error) = ready {
@@ -94,7 +94,7 @@ async fn execute(
         duration_ms = tracing::field::Empty,
         outcome = tracing::field::Empty,
     );
-    let ctx = context_for(shared, run, &span);
+    let ctx = context_for(shared, registered, run, &span);
     let started = Instant::now();
     let agent = registered.agent.clone();
     let input = run.input.clone();
@@ -113,7 +113,7 @@ async fn execute(
             Err(_) => {
                 task.0.abort();
                 Ok((
-                    context_for(shared, run, &span),
+                    context_for(shared, registered, run, &span),
                     Err(AgentError::transient(format!("the attempt timed out after {limit:?}"))),
                 ))
             }
@@ -129,28 +129,13 @@ async fn execute(
                 "the attempt was cancelled".into()
             };
             (
-                context_for(shared, run, &span),
+                context_for(shared, registered, run, &span),
                 Err(AgentError::unknown(format!("the agent panicked: {what}"))),
             )
         }
     };
     span.record("duration_ms", started.elapsed().as_millis() as u64);
     (route(shared, registered, run, token, &ctx, result).await, span)
-}
-
-/// Makes what the agent of claimed `run` may act on durable right before it starts, its worker
-/// slot in hand: the claim (so
-/// that no effect is made, and no crash happens, under an attempt a crash could undo), and,
-/// for a run whose previous attempt ended with its worker gone, a marker that this attempt
-/// started (so that if this worker dies too, the crash is known to be the run's own: see
-/// [`crashes_in_a_row`]). The marker costs one sync, paid only by such runs.
-async fn ready_to_start(shared: &Shared, run: &RunRecord) -> Result<(), crate::store::StoreError> {
-    shared.store.wait_durable(run.id).await?; // at once: waited for before the slot
-    let pipeline = shared.agents.get(&run.agent).is_some_and(|r| r.is_pipeline());
-    if !pipeline && ended_by_lease_expiry(run) {
-        shared.store.record_effect(run.id, &started_marker(run.attempt), true.into()).await?;
-    }
-    Ok(())
 }
 
 /// Gives back, uncharged, a claimed run whose agent cannot start because its claim could not
@@ -202,7 +187,13 @@ fn finish(shared: &Shared, run: &RunRecord) {
     shared.wake.notify_one();
 }
 
-fn context_for(shared: &Arc<Shared>, run: &RunRecord, span: &tracing::Span) -> Context {
+/// The context of an attempt; only a pipeline run's has the engine (to run its stages).
+fn context_for(
+    shared: &Arc<Shared>,
+    registered: &Registered,
+    run: &RunRecord,
+    span: &tracing::Span,
+) -> Context {
     Context {
         run: run.id,
         agent: run.agent.as_str().into(),
@@ -212,7 +203,9 @@ fn context_for(shared: &Arc<Shared>, run: &RunRecord, span: &tracing::Span) -> C
         review_note: run.review_note.clone(),
         store: shared.store.clone(),
         span: span.clone(),
-        engine: Some(Arc::new(Engine(shared.clone()))),
+        engine: registered
+            .is_pipeline()
+            .then(|| Arc::new(Engine(shared.clone())) as Arc<dyn crate::agent::Engine>),
     }
 }
 
@@ -369,7 +362,7 @@ pub(crate) async fn run_stage(
     let claimed = shared.store.wait_durable(run.id).await;
     let slot = take_slot(shared).await;
     let ready = match claimed {
-        Ok(()) => ready_to_start(shared, &run).await,
+        Ok(()) => watch_start(shared.store.as_ref(), registered, &run).await,
         Err(error) => Err(error),
     };
     if let Err(error) = ready {

@@ -1,7 +1,7 @@
 //! Runs whose worker died under them: a run found in a dead worker is watched, and one whose
 //! watched attempts keep taking their worker down (a poison pill) is dead-lettered.
 
-use super::Shared;
+use super::{Registered, Shared};
 use crate::fault::AgentError;
 use crate::lifecycle::{RunId, RunState};
 use crate::store::{Actor, RunRecord, Transition};
@@ -13,7 +13,7 @@ use crate::store::{Actor, RunRecord, Transition};
 /// A run whose lease expired (its worker gone) cannot be blamed at once: it may only have
 /// been claimed ahead, or running beside the run that crashed the process. So it is watched
 /// from then on: each later attempt durably records that its agent started before it runs
-/// ([`ready_to_start`]), and once [`RetryPolicy::max_crashes`] such attempts in a row ended
+/// ([`watch_start`]), and once [`RetryPolicy::max_crashes`] such attempts in a row ended
 /// with their worker gone, having journaled nothing, the run is dead-lettered. A run back from
 /// an expiry waits a jittered backoff first, so that the runs that shared a crashed process do
 /// not all come back together.
@@ -57,12 +57,12 @@ pub(super) async fn after_backoff(shared: &Shared, run: &RunRecord) -> Transitio
 
 /// Whether `run`'s last attempt ended with its lease expiring (the timer's move out of
 /// `processing`).
-pub(super) fn ended_by_lease_expiry(run: &RunRecord) -> bool {
+fn ended_by_lease_expiry(run: &RunRecord) -> bool {
     run.last_error.as_ref().is_some_and(|e| e.message.starts_with(crate::store::LEASE_EXPIRED))
 }
 
 /// How many attempts of `run` in a row, counting back from its latest, were watched (their
-/// start recorded by [`ready_to_start`]) and ended with their lease expiring, having journaled
+/// start recorded by [`watch_start`]) and ended with their lease expiring, having journaled
 /// no effect. An unwatched expiry (the one that made the run watched), an attempt that ended
 /// any other way, one that journaled an effect (progress: not what crashes), or an operator's
 /// move ends the count.
@@ -95,9 +95,24 @@ pub(crate) async fn crashes_in_a_row(
 }
 
 /// The name of the journaled marker that attempt `attempt` of a watched run started.
-pub(super) fn started_marker(attempt: u32) -> String {
+fn started_marker(attempt: u32) -> String {
     format!("{STARTED}{attempt}")
 }
 
 /// How the names of the runtime's own journal markers start (not an effect of the agent's).
 const STARTED: &str = "steadfast/started attempt ";
+
+/// Right before the agent of claimed `run` starts, its worker slot in hand: for a run whose
+/// previous attempt ended with its worker gone, journals (durably) that this attempt started,
+/// so that if this worker dies too, the crash is known to be the run's own (see
+/// [`crashes_in_a_row`]). One sync, paid only by such runs; pipeline runs are never blamed.
+pub(super) async fn watch_start(
+    store: &dyn crate::store::Store,
+    registered: &Registered,
+    run: &RunRecord,
+) -> Result<(), crate::store::StoreError> {
+    if !registered.is_pipeline() && ended_by_lease_expiry(run) {
+        store.record_effect(run.id, &started_marker(run.attempt), true.into()).await?;
+    }
+    Ok(())
+}

@@ -31,14 +31,6 @@ pub(crate) fn spawn_worker_with(test: &str, env: &str, dir: &Path, vars: &[(&str
         .unwrap()
 }
 
-/// Starts a worker and SIGKILLs it (`Child::kill` on Unix) after `after`.
-pub(crate) fn kill_after(test: &str, env: &str, dir: &Path, after: Duration) {
-    let mut child = spawn_worker(test, env, dir);
-    std::thread::sleep(after);
-    child.kill().expect("SIGKILL the worker");
-    child.wait().unwrap();
-}
-
 /// Starts a worker and lets it drain the queue: it must exit successfully, having printed
 /// `@@ idle`, within two minutes.
 pub(crate) fn drain(test: &str, env: &str, dir: &Path) {

@@ -37,30 +37,27 @@ pub(super) fn open(path: &Path, options: SledStoreOptions) -> Result<SledStore, 
         repair::before_open(path).map_err(|e| io_error("checking the database files", e))?;
     let mut replayed_log = false;
     let db = loop {
-        match config.open() {
-            Err(::sled::Error::Corruption { .. }) if !replayed_log => {
-                // A snapshot sled cannot read: recover from the log alone.
-                replayed_log = true;
-                let moved = repair::all_snapshots(path)
-                    .map_err(|e| io_error("setting snapshots aside", e))?;
-                if moved.is_empty() {
-                    continue; // the same error again, reported below
-                }
-                repaired.extend(moved);
-                continue;
+        let opened = config.open();
+        if matches!(opened, Err(::sled::Error::Corruption { .. })) && !replayed_log {
+            // A snapshot sled cannot read: recover from the log alone (once; a second
+            // corruption is reported below).
+            replayed_log = true;
+            repaired.extend(
+                repair::all_snapshots(path).map_err(|e| io_error("setting snapshots aside", e))?,
+            );
+            continue;
+        }
+        match opened.map_err(|e| open_error(path, e)) {
+            Err(StoreError::Locked { holder, .. })
+                if registration.is_some()
+                    && holder
+                        .as_ref()
+                        .is_none_or(|h| h.starts_with(&format!("pid {} ", std::process::id())))
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            opened => match opened.map_err(|e| open_error(path, e)) {
-                Err(StoreError::Locked { holder, .. })
-                    if registration.is_some()
-                        && holder.as_ref().is_none_or(|h| {
-                            h.starts_with(&format!("pid {} ", std::process::id()))
-                        })
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                opened => break opened?,
-            },
+            opened => break opened?,
         }
     };
     if fresh || !repaired.is_empty() {
