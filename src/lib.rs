@@ -112,6 +112,8 @@ extern crate self as steadfast;
 pub mod agent;
 #[cfg(feature = "agents")]
 pub mod agents;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod clock;
 pub mod fallback;
 pub mod fault;
@@ -124,6 +126,11 @@ pub mod http {
 }
 #[cfg(feature = "http")]
 pub mod http_fault;
+/// The `reqwest` this crate is built with: [`Classify`](fault::Classify) and
+/// [`http::check`] apply to its errors and responses (use it, or the same version, for the
+/// HTTP calls of your agents).
+#[cfg(feature = "http")]
+pub use reqwest;
 pub mod lifecycle;
 #[cfg(feature = "cli")]
 pub mod logging;

@@ -39,10 +39,6 @@ fn filter_or(default: &str) -> EnvFilter {
         .unwrap_or_else(|| EnvFilter::new(default))
 }
 
-fn filter() -> EnvFilter {
-    filter_or("info")
-}
-
 /// Installs the global subscriber as the environment says, writing to stderr. Returns an
 /// error if one is installed already.
 pub fn init() -> Result<(), tracing_subscriber::util::TryInitError> {
@@ -54,7 +50,7 @@ pub fn init() -> Result<(), tracing_subscriber::util::TryInitError> {
 pub fn init_or(default: &str) -> Result<(), tracing_subscriber::util::TryInitError> {
     use tracing_subscriber::util::SubscriberInitExt;
     match Format::from_env() {
-        Format::Json => json(io::stderr).try_init(),
+        Format::Json => json_or(io::stderr, default).try_init(),
         Format::Text => tracing_subscriber::fmt()
             .with_env_filter(filter_or(default))
             .with_writer(io::stderr)
@@ -99,11 +95,19 @@ pub fn json<W>(writer: W) -> impl tracing::Subscriber + Send + Sync
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    json_or(writer, "info")
+}
+
+/// [`json`], with `default` as the filter when the environment sets none (as [`init_or`]).
+pub fn json_or<W>(writer: W, default: &str) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     tracing_subscriber::fmt()
         .json()
         .with_current_span(true)
         .with_span_list(true)
-        .with_env_filter(filter())
+        .with_env_filter(filter_or(default))
         .with_writer(writer)
         .finish()
 }

@@ -215,6 +215,48 @@ mod collector {
         assert_eq!(run.state, RunState::FailedPermanent);
         assert!(run.last_error.unwrap().to_string().contains("reading the folder"));
     }
+
+    /// Issue 16, defects 1 and 2: an edition over the item cap says how many it left out, an
+    /// item file over the size cap is skipped with a reason, and a title is bounded.
+    #[tokio::test]
+    async fn caps_on_items_file_sizes_and_titles_are_said_not_silent() {
+        let dir = tempfile::tempdir().unwrap();
+        let many: Vec<Value> = (0..3000)
+            .map(|i| json!({"id": format!("i{i}"), "title": format!("item {i}")}))
+            .collect();
+        std::fs::write(dir.path().join("many.json"), serde_json::to_vec(&many).unwrap()).unwrap();
+        let (rt, run) = run_one(Collector::folder(dir.path()), Edition::new("e")).await;
+        let items: Vec<Item> = output(&run);
+        assert_eq!(items.len(), 500, "the default cap");
+        let notes = rt.store().notes(run.id).await.unwrap();
+        assert!(
+            notes.iter().any(|n| n.text.contains("left out 2500 of 3000 items")),
+            "the cap is said in a note: {notes:?}"
+        );
+        let (rt, run) =
+            run_one(Collector::folder(dir.path()).max_items(3000), Edition::new("e")).await;
+        assert_eq!(output::<Vec<Item>>(&run).len(), 3000, "the cap is a setting");
+        assert!(rt.store().notes(run.id).await.unwrap().is_empty());
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("huge.txt"), "x".repeat(3 * 1024 * 1024)).unwrap();
+        std::fs::write(dir.path().join("long.txt"), format!("{}\nbody", "t".repeat(5000))).unwrap();
+        let (rt, run) = run_one(Collector::folder(dir.path()), Edition::new("e")).await;
+        let items: Vec<Item> = output(&run);
+        assert_eq!(items.len(), 1, "the oversized file is skipped: {items:?}");
+        assert_eq!(items[0].title.chars().count(), agents::MAX_TITLE_CHARS + 1);
+        let notes = rt.store().notes(run.id).await.unwrap();
+        assert!(
+            notes.iter().any(|n| n.text.contains("huge.txt") && n.text.contains("limit")),
+            "{notes:?}"
+        );
+        let (_, run) = run_one(
+            Collector::folder(dir.path()).max_file_bytes(4 * 1024 * 1024),
+            Edition::new("e"),
+        )
+        .await;
+        assert_eq!(output::<Vec<Item>>(&run).len(), 2);
+    }
 }
 
 /// A scripted OpenAI-compatible server: answers are taken from a queue, one per request.

@@ -110,7 +110,9 @@ mod demo {
         let _held = steadfast::SledStore::open(dir.path().join("db")).unwrap();
         let output = steadfast(dir.path(), &["demo"]);
         assert_eq!(output.status.code(), Some(3), "{}", text(&output));
-        assert!(text(&output).contains("cannot open the store at"), "{}", text(&output));
+        let out = text(&output);
+        assert!(out.contains("is locked by") && out.contains("stop it first"), "{out}");
+        assert!(!dir.path().join("sample-items").exists(), "nothing written on refusal");
     }
 
     #[test]
@@ -347,7 +349,7 @@ mod ops {
     /// Ids of the runs of `agent`, oldest first.
     fn ids(dir: &Path, agent: &str) -> Vec<String> {
         let listed = steadfast(dir, &["runs", "list", "--agent", agent, "--json"]);
-        let mut ids: Vec<String> = json_of(&listed)
+        let mut ids: Vec<String> = json_of(&listed)["runs"]
             .as_array()
             .unwrap()
             .iter()
@@ -388,17 +390,18 @@ mod ops {
         assert!(out.contains("cannot read"), "the last error is shown:\n{out}");
 
         let all = json_of(&steadfast(dir.path(), &["runs", "list", "--json"]));
-        assert_eq!(all.as_array().unwrap().len(), 7);
+        assert_eq!(all["runs"].as_array().unwrap().len(), 7);
+        assert_eq!(all["next"], Value::Null, "one page");
         let dead = json_of(&steadfast(
             dir.path(),
             &["runs", "list", "--state", "failed_permanent", "--json"],
         ));
-        assert_eq!(dead.as_array().unwrap().len(), 2);
+        assert_eq!(dead["runs"].as_array().unwrap().len(), 2);
         let recent = json_of(&steadfast(
             dir.path(),
             &["runs", "list", "--since", "1h", "--limit", "3", "--json"],
         ));
-        assert_eq!(recent.as_array().unwrap().len(), 3);
+        assert_eq!(recent["runs"].as_array().unwrap().len(), 3);
 
         let id = &ids(dir.path(), "reader")[1];
         let shown = steadfast(dir.path(), &["runs", "show", id]);

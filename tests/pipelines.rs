@@ -480,6 +480,38 @@ async fn a_failed_stage_fails_the_pipeline_with_its_reason() {
     assert_eq!(json!(report.path().last().unwrap()), json!("failed_permanent"));
 }
 
+/// Issue 16, defect 7: replaying a pipeline run that failed on a dead stage replays that
+/// stage too, and the pipeline goes on from there (the completed stage is not run again).
+#[tokio::test(start_paused = true)]
+async fn replaying_a_failed_pipeline_replays_its_dead_stage_and_goes_on() {
+    let first = step("first", |_, n: u32| Ok(Outcome::Done(n + 1)));
+    let first_calls = first.calls.clone();
+    let broken = steadfast::testing::inject(
+        step("broken", |_, n: u32| Ok(Outcome::Done(n * 10))),
+        Fault::Permanent,
+        1,
+    );
+    let harness = Harness::new(|rt| rt.pipeline(Pipeline::new("p").then(first).then(broken)));
+    let report = harness.run("p", 1).await;
+    report.assert_state(RunState::FailedPermanent);
+    let rt = harness.runtime();
+    let replayed = rt.replay(report.run.id, Actor::Operator("ada".into()), false).await.unwrap();
+    assert_eq!(replayed.state, RunState::Queued);
+    let report = harness.settle(report.run.id).await;
+    report.assert_state(RunState::Succeeded);
+    assert_eq!(report.output::<u32>(), 20);
+    assert_eq!(first_calls.load(Ordering::SeqCst), 1, "the completed stage did not run again");
+    let stages = rt.store().list(ListQuery::new().parent(report.run.id)).await.unwrap().runs;
+    let dead = stages.iter().find(|s| s.stage == Some(1)).unwrap();
+    let history = rt.store().history(dead.id).await.unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|h| h.reason.contains(&format!("with its pipeline run {}", report.run.id))),
+        "the stage's history says why it was replayed: {history:#?}"
+    );
+}
+
 /// A booking step that can be undone; `charge` fails with a logic fault.
 #[derive(Clone)]
 struct Booking {

@@ -72,6 +72,12 @@ pub trait Agent: Send + Sync + 'static {
 
     /// The key that deduplicates submissions: the same key never creates a second run. The
     /// default is the agent's name and a hash of the input's JSON.
+    ///
+    /// Used for runs submitted to the agent ([`Runtime::submit`](crate::Runtime::submit)).
+    /// When the agent runs as a stage of a pipeline, its runs are keyed by their place
+    /// instead (`<pipeline run>/<stage>` and, in a fan-out, `/<item>`), since the pipeline run
+    /// already is the unit that is deduplicated; this method is not called then. The key
+    /// effects pass to a receiver ([`Context::effect`]) derives from the run's key either way.
     fn idempotency_key(&self, input: &Self::Input) -> IdempotencyKey {
         IdempotencyKey::of(self.name(), input)
     }

@@ -138,6 +138,27 @@ fn user_prompt(item: &Item) -> String {
     format!("Title: {}\n\n{}", one_line(&item.title, 500), body)
 }
 
+/// The one label an operator's note names as a word (`label: community`, "it's community"),
+/// `None` if it names none; an error if it names several.
+fn label_in_note(note: &str) -> Result<Option<Label>, String> {
+    let mut found: Vec<Label> = Vec::new();
+    for word in note.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        if let Ok(label) = word.parse::<Label>()
+            && !found.contains(&label)
+        {
+            found.push(label);
+        }
+    }
+    match found.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(*one)),
+        many => Err(format!(
+            "the approving note names several labels ({})",
+            many.iter().map(|l| l.as_str()).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
 #[async_trait]
 impl Agent for Classifier {
     type Input = Item;
@@ -159,6 +180,26 @@ impl Agent for Classifier {
                 "item `{}` from {} has neither a title nor a text",
                 item.id, item.source
             )));
+        }
+        // An operator who approved the item from review may have named its label in the note
+        // (`--note "label: community"`): that decides, as the operator's verdict.
+        let mut note_problem = None;
+        if let Some(note) = ctx.review_note() {
+            match label_in_note(note) {
+                Ok(Some(label)) => {
+                    let summary = match one_line(&item.title, 300) {
+                        t if t.trim().is_empty() => one_line(note, 300),
+                        t => t,
+                    };
+                    let verdict = Verdict { label, confidence: 1.0, summary };
+                    return Ok(Outcome::Done(Labeled { item, verdict, by: LabeledBy::Operator }));
+                }
+                Ok(None) => {
+                    note_problem =
+                        Some(format!("the approving note `{}` names no label", one_line(note, 80)))
+                }
+                Err(why) => note_problem = Some(why),
+            }
         }
         let mut model_failure = None;
         if let Some(client) = &self.llm {
@@ -189,18 +230,35 @@ impl Agent for Classifier {
         {
             return Ok(Outcome::Done(Labeled { item, verdict, by: LabeledBy::Rules { rule } }));
         }
-        let why = match (model_failure, &self.rules) {
+        let mut why = match (model_failure, &self.rules) {
             (Some(model), Some(_)) => {
                 format!("the model gave no valid label ({model}) and no rule matched")
             }
             (Some(model), None) => format!("the model gave no valid label ({model})"),
             (None, _) => "no rule matched".to_owned(),
         };
+        if let Some(problem) = note_problem {
+            why = format!("{problem}, and {why}; approve with a note that names one");
+        }
         Ok(Outcome::Review(format!(
             "item `{}` (\"{}\"): {why}; resolve it with a label ({})",
             item.id,
             one_line(&item.title, 80),
             Label::ALL.map(Label::as_str).join(", ")
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_note_names_one_label_or_none() {
+        assert_eq!(label_in_note("it's community"), Ok(Some(Label::Community)));
+        assert_eq!(label_in_note("label: SECURITY."), Ok(Some(Label::Security)));
+        assert_eq!(label_in_note("looks fine to me"), Ok(None));
+        assert_eq!(label_in_note("securityish"), Ok(None), "a word, not a substring");
+        assert!(label_in_note("release or research?").unwrap_err().contains("several"));
     }
 }

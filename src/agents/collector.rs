@@ -16,6 +16,16 @@ use crate::fault::{AgentError, Classify, Fault, RetryPolicy};
 /// The longest body kept for an item, in characters (the rest is cut).
 const MAX_BODY_CHARS: usize = 20_000;
 
+/// The longest title kept for an item, in characters (the rest is cut).
+pub const MAX_TITLE_CHARS: usize = 300;
+
+/// The largest item file read from a folder by default, in bytes (2 MiB, like the
+/// fetcher's body cap); a larger file is skipped with a note.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 2 * 1024 * 1024;
+
+/// How many items an edition keeps by default.
+pub const DEFAULT_MAX_ITEMS: usize = 500;
+
 /// Where items come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -38,11 +48,20 @@ pub enum Source {
 /// run (`steadfast runs show`), so one bad file does not hold the digest; a feed that fails
 /// transiently (a timeout, a 503) fails the attempt, which is retried. If no source could be
 /// read at all, the run fails.
+///
+/// Bounds, each said in a note when it applies: a file over [`max_file_bytes`] (2 MiB by
+/// default) is skipped; a title is cut at [`MAX_TITLE_CHARS`] characters and a body at
+/// 20,000; an edition keeps the first [`max_items`] items (500 by default) and says how
+/// many it left out.
+///
+/// [`max_file_bytes`]: Collector::max_file_bytes
+/// [`max_items`]: Collector::max_items
 #[derive(Clone, Debug)]
 pub struct Collector {
     sources: Vec<Source>,
     fetcher: Fetcher,
     max_items: usize,
+    max_file_bytes: u64,
 }
 
 impl Collector {
@@ -51,7 +70,8 @@ impl Collector {
         Collector {
             sources: sources.into_iter().collect(),
             fetcher: Fetcher::new(),
-            max_items: 500,
+            max_items: DEFAULT_MAX_ITEMS,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
         }
     }
 
@@ -79,10 +99,18 @@ impl Collector {
         self
     }
 
-    /// Keeps at most `n` items per edition (500 by default).
+    /// Keeps at most `n` items per edition (500 by default); the rest are left out, and a
+    /// note on the run says how many.
     #[must_use]
     pub fn max_items(mut self, n: usize) -> Self {
         self.max_items = n;
+        self
+    }
+
+    /// Skips item files larger than `bytes` (2 MiB by default), with a note.
+    #[must_use]
+    pub fn max_file_bytes(mut self, bytes: u64) -> Self {
+        self.max_file_bytes = bytes;
         self
     }
 }
@@ -132,7 +160,7 @@ impl Agent for Collector {
         let mut failures = Vec::new();
         for source in &self.sources {
             let harvest = match source {
-                Source::Folder(path) => read_folder(path).await,
+                Source::Folder(path) => read_folder(path, self.max_file_bytes).await,
                 Source::Feed(url) => match self.fetcher.get(url).await {
                     Ok((url, body)) => parse_feed(&url, &body),
                     // The error names the feed's URL.
@@ -163,34 +191,62 @@ impl Agent for Collector {
             let first = failures.swap_remove(0);
             return Err(first.context("no source could be read"));
         }
-        Ok(Outcome::Done(dedupe(all, self.max_items)))
+        let (kept, left_out) = dedupe(all, self.max_items);
+        if left_out > 0 {
+            let why = format!(
+                "left out {left_out} of {} items: an edition keeps at most {} \
+                 (Collector::max_items; `steadfast demo --max-items N`)",
+                kept.len() + left_out,
+                self.max_items
+            );
+            tracing::warn!(parent: ctx.span(), edition = %edition.name, "{why}");
+            ctx.note(&why).await?;
+        }
+        Ok(Outcome::Done(kept))
     }
 }
 
-/// Drops items whose id or content was seen before, keeping the first; keeps at most `max`.
-fn dedupe(items: Vec<Item>, max: usize) -> Vec<Item> {
+/// Drops items whose id or content was seen before, keeping the first; keeps at most `max`
+/// and returns how many distinct items it left out over that cap.
+fn dedupe(items: Vec<Item>, max: usize) -> (Vec<Item>, usize) {
     let mut ids = HashSet::new();
     let mut contents = HashSet::new();
-    items
-        .into_iter()
-        .filter(|item| {
-            let content =
-                crate::hash::fnv1a([item.title.trim(), "\0", item.body.trim()].concat().as_bytes());
-            ids.insert(item.id.clone()) & contents.insert(content)
-        })
-        .take(max)
-        .collect()
+    let mut kept = Vec::new();
+    let mut left_out = 0;
+    for item in items {
+        let content =
+            crate::hash::fnv1a([item.title.trim(), "\0", item.body.trim()].concat().as_bytes());
+        if ids.insert(item.id.clone()) & contents.insert(content) {
+            if kept.len() < max {
+                kept.push(item);
+            } else {
+                left_out += 1;
+            }
+        }
+    }
+    (kept, left_out)
 }
 
-fn clip(text: &str) -> String {
+/// `text`, trimmed, cut at `max` characters (with an ellipsis).
+fn cut(text: &str, max: usize) -> String {
     let text = text.trim();
-    match text.char_indices().nth(MAX_BODY_CHARS) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
         None => text.to_owned(),
     }
 }
 
-async fn read_folder(path: &Path) -> Result<Harvest, AgentError> {
+fn clip(text: &str) -> String {
+    cut(text, MAX_BODY_CHARS)
+}
+
+/// A title on one line, cut at [`MAX_TITLE_CHARS`].
+fn clip_title(text: &str) -> String {
+    let one: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    cut(&one, MAX_TITLE_CHARS)
+}
+
+async fn read_folder(path: &Path, max_bytes: u64) -> Result<Harvest, AgentError> {
     let shown = path.display();
     let mut entries = tokio::fs::read_dir(path)
         .await
@@ -214,7 +270,26 @@ async fn read_folder(path: &Path) -> Result<Harvest, AgentError> {
     for file in files {
         let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let source = file.display().to_string();
+        let too_big = |size: u64| {
+            format!("{source}: {size} bytes, over the {max_bytes}-byte limit for an item file")
+        };
+        match tokio::fs::metadata(&file).await {
+            Ok(meta) if meta.len() > max_bytes => {
+                harvest.skipped.push(too_big(meta.len()));
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                harvest.skipped.push(format!("{source}: {e}"));
+                continue;
+            }
+        }
         let bytes = match tokio::fs::read(&file).await {
+            // It may have grown since.
+            Ok(bytes) if bytes.len() as u64 > max_bytes => {
+                harvest.skipped.push(too_big(bytes.len() as u64));
+                continue;
+            }
             Ok(bytes) => bytes,
             Err(e) => {
                 harvest.skipped.push(format!("{source}: {e}"));
@@ -236,7 +311,7 @@ async fn read_folder(path: &Path) -> Result<Harvest, AgentError> {
                 harvest.items.push(Item {
                     id: format!("file:{name}"),
                     source,
-                    title,
+                    title: clip_title(&title),
                     body: clip(&body),
                     link: None,
                     published: None,
@@ -282,7 +357,7 @@ fn read_json(name: &str, source: &str, text: &str, harvest: &mut Harvest) {
             Ok(item) => harvest.items.push(Item {
                 id: item.id.unwrap_or_else(|| format!("file:{name}#{i}")),
                 source: source.to_owned(),
-                title: item.title.trim().to_owned(),
+                title: clip_title(&item.title),
                 body: clip(&item.body),
                 link: item.link,
                 published: item.published,
@@ -311,7 +386,7 @@ fn parse_feed(url: &str, body: &[u8]) -> Result<Harvest, AgentError> {
         harvest.items.push(Item {
             id: entry.id,
             source: url.to_owned(),
-            title: title.trim().to_owned(),
+            title: clip_title(&title),
             body: clip(&body),
             link: entry.links.first().map(|l| l.href.clone()),
             published: entry.published.or(entry.updated).map(|d| d.to_rfc3339()),
@@ -370,9 +445,22 @@ mod tests {
             link: None,
             published: None,
         };
-        let kept = dedupe(vec![item("1", "a"), item("1", "b"), item("2", "a"), item("3", "c")], 10);
+        let (kept, left_out) =
+            dedupe(vec![item("1", "a"), item("1", "b"), item("2", "a"), item("3", "c")], 10);
         assert_eq!(kept.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["1", "3"]);
-        assert_eq!(dedupe(vec![item("1", "a"), item("2", "b")], 1).len(), 1);
+        assert_eq!(left_out, 0);
+        // Over the cap: the first are kept, the distinct rest counted (duplicates are not).
+        let (kept, left_out) =
+            dedupe(vec![item("1", "a"), item("2", "b"), item("2", "b"), item("3", "c")], 1);
+        assert_eq!((kept.len(), left_out), (1, 2));
+    }
+
+    #[test]
+    fn titles_are_one_line_and_bounded() {
+        let long = "x".repeat(MAX_TITLE_CHARS * 3);
+        let title = clip_title(&long);
+        assert_eq!(title.chars().count(), MAX_TITLE_CHARS + 1, "cut, with an ellipsis");
+        assert_eq!(clip_title("  a\nb\tc "), "a b c");
     }
 
     #[test]

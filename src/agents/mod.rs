@@ -50,7 +50,9 @@ use serde::{Deserialize, Serialize};
 use crate::pipeline::{FanIn, Pipeline};
 
 pub use self::classifier::Classifier;
-pub use self::collector::{Collector, Source};
+pub use self::collector::{
+    Collector, DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_ITEMS, MAX_TITLE_CHARS, Source,
+};
 pub use self::fetch::{FetchError, Fetcher};
 pub use self::llm::{ChatClient, ChatError, ResponseFormat};
 pub use self::mailer::{AddressError, Mailer, Receipt, SmtpSecurity, Transport};

@@ -51,7 +51,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
 //! ```
 
-use std::fmt::Write as _;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -170,23 +169,15 @@ where
 
     /// The stages as a Mermaid flowchart.
     pub fn mermaid(&self) -> String {
-        let mut out = format!("flowchart LR\n    input([{} input])\n", self.name);
-        let mut previous = "input".to_owned();
-        for (k, stage) in self.stages.iter().enumerate() {
-            let id = format!("s{k}");
-            match stage.fan_out {
-                Some((n, fan_in)) => {
-                    let _ = writeln!(out, "    {id}[[\"{} ×{n} ({fan_in:?})\"]]", stage.registered);
-                }
-                None => {
-                    let _ = writeln!(out, "    {id}[\"{}\"]", stage.registered);
-                }
-            }
-            let _ = writeln!(out, "    {previous} --> {id}");
-            previous = id;
-        }
-        let _ = writeln!(out, "    {previous} --> output([{} output])", self.name);
-        out
+        self.graph().mermaid()
+    }
+
+    /// The stages as a graph (nodes and edges), to draw or to serialize.
+    pub fn graph(&self) -> PipelineGraph {
+        PipelineGraph::new(
+            &self.name,
+            self.stages.iter().map(|s| (s.registered.as_str(), s.fan_out)),
+        )
     }
 
     /// The registrations: the pipeline run's agent, then each stage's agent with the
@@ -240,7 +231,14 @@ where
     }
 }
 
+mod graph;
 mod run;
+
+pub use self::graph::{GraphNode, PipelineGraph};
+
+/// The prefix of the signal a pipeline run waits on while its stage runs (`stage:2`); the
+/// runtime sends it when the stage settles, and refuses it from an operator.
+pub(crate) const STAGE_SIGNAL: &str = "stage:";
 
 use self::run::StageRef;
 pub(crate) use self::run::{PipelineAgent, wakes_pipeline};

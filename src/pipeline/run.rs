@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{FanIn, RECHECK};
+use super::{FanIn, RECHECK, STAGE_SIGNAL};
 use crate::agent::erased::ErasedAgent;
 use crate::agent::{Context, IdempotencyKey, Outcome, WaitFor};
 use crate::fault::{AgentError, RetryPolicy};
@@ -65,6 +65,14 @@ fn item_done(fan_in: FanIn, child: &RunRecord) -> bool {
 }
 
 impl PipelineAgent {
+    /// The pipeline's stages as a graph.
+    pub(crate) fn graph(&self) -> super::PipelineGraph {
+        super::PipelineGraph::new(
+            &self.name,
+            self.stages.iter().map(|s| (s.registered.as_str(), s.fan_out)),
+        )
+    }
+
     /// The same test `run` makes before it waits: every child of the stage done (for a
     /// fan-out, by its fan-in), or one stopped on a logic fault (compensation). Used when the
     /// pipeline has just started waiting, to catch children that finished while it looked.
@@ -212,8 +220,9 @@ impl ErasedAgent for PipelineAgent {
                 None => break,
             }
         }
-        let wait =
-            |k: usize| Ok(Outcome::Wait(WaitFor::signal(format!("stage:{k}")).timeout(RECHECK)));
+        let wait = |k: usize| {
+            Ok(Outcome::Wait(WaitFor::signal(format!("{STAGE_SIGNAL}{k}")).timeout(RECHECK)))
+        };
         let mut value = input;
         for (k, stage) in self.stages.iter().enumerate() {
             ctx.span().record("step", stage.registered.as_str());

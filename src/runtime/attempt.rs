@@ -15,7 +15,7 @@ use super::wakeups::after_move;
 use super::{Registered, Shared};
 use crate::agent::Context;
 use crate::fault::AgentError;
-use crate::lifecycle::RunId;
+use crate::lifecycle::{RunId, RunState};
 use crate::store::{Actor, Claim, RunRecord, Transition};
 
 /// One attempt of one run, from claim to its next state. `_own` is the agent's own
@@ -244,9 +244,21 @@ async fn record(
 ) -> Option<RunRecord> {
     let to = transition.to;
     span.record("outcome", to.to_string());
+    let reason = transition.reason.clone();
     match shared.store.transition(transition).await {
         Ok(Ok(moved)) => {
-            tracing::info!(parent: span, state = %moved.state, reason = ?moved.last_error.as_ref().map(|e| &e.message), "attempt finished");
+            // What needs a person is a warning: a dead letter, a hold for review.
+            match moved.state {
+                RunState::FailedPermanent => {
+                    tracing::warn!(parent: span, state = %moved.state, %reason, "attempt finished: dead letter");
+                }
+                RunState::NeedsReview => {
+                    tracing::warn!(parent: span, state = %moved.state, %reason, "attempt finished: held for review");
+                }
+                _ => {
+                    tracing::info!(parent: span, state = %moved.state, %reason, "attempt finished")
+                }
+            }
             shared.notify_hooks(&moved);
             // A stage run inline is seen by its pipeline run at once: nobody to wake.
             after_move(shared, &moved, registered.is_pipeline(), inline).await;

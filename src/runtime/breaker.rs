@@ -60,13 +60,14 @@ enum State {
 /// One agent's breaker.
 #[derive(Debug)]
 pub(crate) struct Breaker {
+    agent: String,
     policy: BreakerPolicy,
     state: Mutex<State>,
 }
 
 impl Breaker {
-    pub(crate) fn new(policy: BreakerPolicy) -> Self {
-        Breaker { policy, state: Mutex::new(State::Closed { failures: 0 }) }
+    pub(crate) fn new(agent: impl Into<String>, policy: BreakerPolicy) -> Self {
+        Breaker { agent: agent.into(), policy, state: Mutex::new(State::Closed { failures: 0 }) }
     }
 
     /// How many runs may be claimed now (`usize::MAX` when closed), and, when none, how long
@@ -78,7 +79,7 @@ impl Breaker {
             && now >= until
         {
             *state = State::HalfOpen { probing: false };
-            tracing::info!("circuit breaker half-open: letting one probe through");
+            tracing::warn!(agent = %self.agent, "circuit breaker half-open: letting one probe through");
         }
         match *state {
             State::Closed { .. } => (wanted, None),
@@ -105,15 +106,28 @@ impl Breaker {
     pub(crate) fn record(&self, fault: Option<Fault>) {
         let counts = matches!(fault, Some(Fault::Transient | Fault::Resource | Fault::Unknown));
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let agent = self.agent.as_str();
+        let open_secs = self.policy.open_for.as_secs_f64();
         *state = match (&*state, counts) {
-            (_, false) if fault.is_none() => State::Closed { failures: 0 },
+            (State::Closed { .. }, false) if fault.is_none() => State::Closed { failures: 0 },
+            (_, false) if fault.is_none() => {
+                tracing::warn!(%agent, "circuit breaker closed: the probe succeeded");
+                State::Closed { failures: 0 }
+            }
             (State::Closed { failures }, true) if failures + 1 >= self.policy.failures => {
-                tracing::warn!(failures = failures + 1, "circuit breaker opened");
+                tracing::warn!(
+                    %agent,
+                    failures = failures + 1,
+                    "circuit breaker opened after {} failures in a row: the agent's runs wait \
+                     {open_secs} s, then one probe goes (AgentOptions::breaker or no_breaker \
+                     change this)",
+                    failures + 1
+                );
                 State::Open { until: Instant::now() + self.policy.open_for }
             }
             (State::Closed { failures }, true) => State::Closed { failures: failures + 1 },
             (State::HalfOpen { .. }, true) => {
-                tracing::warn!("probe failed: circuit breaker open again");
+                tracing::warn!(%agent, "probe failed: circuit breaker open again for {open_secs} s");
                 State::Open { until: Instant::now() + self.policy.open_for }
             }
             // A logic or permanent fault says nothing about the service's health.
@@ -148,7 +162,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn opens_defers_half_opens_and_closes() {
-        let breaker = Breaker::new(BreakerPolicy::new(3, Duration::from_secs(10)));
+        let breaker = Breaker::new("a", BreakerPolicy::new(3, Duration::from_secs(10)));
         assert_eq!(breaker.admit(8), (8, None));
         breaker.record(Some(Fault::Transient));
         breaker.record(Some(Fault::Permanent)); // does not count, does not reset
@@ -170,7 +184,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_unused_probe_is_given_back() {
-        let breaker = Breaker::new(BreakerPolicy::new(1, Duration::from_secs(1)));
+        let breaker = Breaker::new("a", BreakerPolicy::new(1, Duration::from_secs(1)));
         breaker.record(Some(Fault::Transient));
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(breaker.admit(4), (1, None));

@@ -153,7 +153,13 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Registers an agent under its name.
+    /// Registers an agent under its name, with the default options ([`AgentOptions::new`]):
+    /// **a circuit breaker that opens after 5 transient, resource or unknown failures in a
+    /// row and defers the agent's runs for 30 s** (stored as a deferral in their history, so
+    /// a restarted worker waits it out too; no attempt is charged), then lets one probe
+    /// through. Its opening and closing are logged at WARN. For an agent that fails often by
+    /// design, or in tests, use [`register_with`](Self::register_with) and
+    /// `AgentOptions::new().no_breaker()` or a [`BreakerPolicy`] of your own.
     pub fn register<A: Agent>(self, agent: A) -> Self {
         self.register_with(agent, AgentOptions::new())
     }
@@ -165,7 +171,8 @@ impl RuntimeBuilder {
     }
 
     /// Registers a pipeline under its name, and each of its stages as an agent named
-    /// `<pipeline>.<index>.<agent>` (a fan-out stage with its concurrency as its limit).
+    /// `<pipeline>.<index>.<agent>` (a fan-out stage with its concurrency as its limit), each
+    /// with the default circuit breaker of [`register`](Self::register).
     pub fn pipeline<I, O>(mut self, pipeline: crate::pipeline::Pipeline<I, O>) -> Self
     where
         I: Data,
@@ -215,9 +222,10 @@ impl RuntimeBuilder {
             let registered = Registered {
                 agent,
                 permits: options.concurrency.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
-                breaker: options.breaker.map(Breaker::new),
+                breaker: options.breaker.map(|policy| Breaker::new(name.clone(), policy)),
                 bucket: options.rate.map(TokenBucket::new),
                 pipeline,
+                options: options.clone(),
             };
             if agents.insert(name.clone(), registered).is_some() {
                 return Err(RuntimeError::DuplicateAgent(name));

@@ -93,6 +93,10 @@ pub enum RuntimeError {
     /// No such run.
     #[error("run {0} does not exist")]
     NotFound(RunId),
+    /// The request is malformed (an empty note, a signal name the runtime keeps for itself);
+    /// nothing was changed.
+    #[error("{0}")]
+    InvalidRequest(String),
     /// The run moved while the operation ran; nothing was changed by this operation.
     #[error("run {run} moved to `{current}` while the operation ran; look again and retry")]
     Raced {

@@ -79,6 +79,7 @@ pub use self::builder::{AgentOptions, RuntimeBuilder};
 pub use self::error::RuntimeError;
 pub use self::limit::RateLimit;
 use crate::agent::erased::ErasedAgent;
+use crate::fault::RetryPolicy;
 use crate::lifecycle::{RunId, RunState};
 use crate::store::{Actor, Conflict, NewRun, Note, RunRecord, Store, Transition};
 
@@ -93,6 +94,8 @@ pub(crate) struct Registered {
     pub(crate) bucket: Option<limit::TokenBucket>,
     /// A pipeline run's own agent (it waits on its stages), if this is one.
     pub(crate) pipeline: Option<Arc<crate::pipeline::PipelineAgent>>,
+    /// The options it was registered with.
+    pub(crate) options: AgentOptions,
 }
 
 impl Registered {
@@ -240,6 +243,35 @@ impl Runtime {
         let mut names: Vec<&str> = self.shared.agents.keys().map(String::as_str).collect();
         names.sort_unstable();
         names
+    }
+
+    /// The registered pipelines' names, sorted.
+    pub fn pipelines(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .shared
+            .agents
+            .iter()
+            .filter(|(_, r)| r.is_pipeline())
+            .map(|(n, _)| n.as_str())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The stages of the registered pipeline `name` as a graph (`None` if no pipeline has
+    /// that name).
+    pub fn pipeline_graph(&self, name: &str) -> Option<crate::pipeline::PipelineGraph> {
+        Some(self.shared.agents.get(name)?.pipeline.as_ref()?.graph())
+    }
+
+    /// The options `agent` was registered with (`None` if it is not registered).
+    pub fn agent_options(&self, agent: &str) -> Option<&AgentOptions> {
+        Some(&self.shared.agents.get(agent)?.options)
+    }
+
+    /// `agent`'s retry policy (`None` if it is not registered).
+    pub fn retry_policy(&self, agent: &str) -> Option<RetryPolicy> {
+        Some(self.shared.agents.get(agent)?.agent.retry_policy())
     }
 
     /// The state of `agent`'s circuit breaker (`None` if it has none or is not registered).

@@ -3,6 +3,8 @@
 //! moves it through the store's compare-and-set: a refused call changes nothing and says why.
 
 use super::*;
+use crate::pipeline::STAGE_SIGNAL;
+use crate::store::ListQuery;
 
 impl Runtime {
     async fn get(&self, run: RunId) -> Result<RunRecord, RuntimeError> {
@@ -53,6 +55,15 @@ impl Runtime {
         by: Actor,
     ) -> Result<RunRecord, RuntimeError> {
         let record = self.get_in(run, "signal", &[RunState::WaitingExternal]).await?;
+        if self.shared.agents.get(&record.agent).is_some_and(Registered::is_pipeline)
+            || name.starts_with(STAGE_SIGNAL)
+        {
+            return Err(RuntimeError::InvalidRequest(format!(
+                "run {run} is a pipeline run waiting on its stages (`{}`): the runtime wakes it \
+                 when a stage settles; signal a stage's own run instead",
+                record.waiting_for.as_deref().unwrap_or_default()
+            )));
+        }
         if let Some(waiting) = record.waiting_for.as_deref().filter(|w| *w != name) {
             return Err(RuntimeError::WrongSignal {
                 run,
@@ -140,8 +151,12 @@ impl Runtime {
     }
 
     /// Replays a dead letter or a run held for review: queued again with the same input and a
-    /// fresh attempt budget. Refused if the agent's input type changed since the run was
-    /// created, unless `force`.
+    /// fresh attempt budget (and fresh fault budgets). Refused if the agent's input type
+    /// changed since the run was created, unless `force`.
+    ///
+    /// A pipeline run that failed because a stage failed replays that stage too (its dead
+    /// runs of the last stage reached, first), so the pipeline goes on from there instead of
+    /// failing again at once on the same dead stage.
     pub async fn replay(
         &self,
         run: RunId,
@@ -150,10 +165,47 @@ impl Runtime {
     ) -> Result<RunRecord, RuntimeError> {
         let allowed = [RunState::FailedPermanent, RunState::NeedsReview];
         let record = self.get_in(run, "replay", &allowed).await?;
+        for stage in self.dead_stages(&record).await? {
+            self.replay_one(&stage, by.clone(), force, Some(run)).await?;
+        }
+        self.replay_one(&record, by, force, None).await
+    }
+
+    /// The dead runs of the last stage a failed pipeline run reached.
+    async fn dead_stages(&self, record: &RunRecord) -> Result<Vec<RunRecord>, RuntimeError> {
+        if record.state != RunState::FailedPermanent {
+            return Ok(Vec::new());
+        }
+        let mut children = Vec::new();
+        let mut query = ListQuery::new().parent(record.id).limit(1000);
+        loop {
+            let page = self.shared.store.list(query.clone()).await?;
+            children.extend(page.runs);
+            match page.next {
+                Some(next) => query = query.cursor(next),
+                None => break,
+            }
+        }
+        let last = children.iter().filter_map(|c| c.stage).max();
+        children.retain(|c| c.stage == last && c.state == RunState::FailedPermanent);
+        Ok(children)
+    }
+
+    async fn replay_one(
+        &self,
+        record: &RunRecord,
+        by: Actor,
+        force: bool,
+        with: Option<RunId>,
+    ) -> Result<RunRecord, RuntimeError> {
+        let run = record.id;
         // The schema check needs the agent's current type: only a process that registers the
         // agent has it. Elsewhere (the CLI) the run is replayed unchecked, and the worker that
         // claims it refuses an input its type no longer takes.
         let mut reason = if force { "replayed (forced)" } else { "replayed" }.to_owned();
+        if let Some(pipeline) = with {
+            reason.push_str(&format!(" with its pipeline run {pipeline}"));
+        }
         match self.shared.agents.get(&record.agent) {
             Some(agent) => {
                 let current = agent.agent.input_schema();
@@ -196,8 +248,12 @@ impl Runtime {
         .await
     }
 
-    /// Adds an operator's note to a run.
+    /// Adds an operator's note to a run; an empty note is refused.
     pub async fn note(&self, run: RunId, by: Actor, text: &str) -> Result<Note, RuntimeError> {
+        if text.trim().is_empty() {
+            return Err(RuntimeError::InvalidRequest("a note needs some text".into()));
+        }
+        self.get(run).await?;
         Ok(self.shared.store.add_note(run, by, text).await?)
     }
 }

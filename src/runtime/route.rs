@@ -14,8 +14,8 @@
 use super::{Registered, Shared};
 use crate::agent::{Context, Outcome};
 use crate::fault::{AgentError, Fault};
-use crate::lifecycle::RunId;
-use crate::store::{Actor, RunRecord, Transition};
+use crate::lifecycle::{RunId, RunState};
+use crate::store::{Actor, HistoryEntry, RunRecord, Transition};
 
 // The moves this module makes, proven against the lifecycle table.
 /// The move the attempt's outcome calls for, by the fault table (a resource fault's
@@ -122,16 +122,28 @@ pub(super) async fn route(
     }
 }
 
-/// How many earlier moves of `run` were caused by a fault of class `fault`.
+/// How many earlier moves of `run` were caused by a fault of class `fault` since an
+/// operator last approved or replayed it: an operator's decision starts fresh budgets for
+/// every fault class.
 async fn faults_in_history(shared: &Shared, run: RunId, fault: Fault) -> u32 {
     match shared.store.history(run).await {
-        Ok(history) => {
-            history.iter().filter(|h| h.error.as_ref().is_some_and(|e| e.fault == fault)).count()
-                as u32
-        }
+        Ok(history) => faults_since_decision(&history, fault),
         Err(error) => {
             tracing::warn!(run_id = %run, %error, "could not read the history; counting no earlier faults");
             0
         }
     }
+}
+
+/// The moves caused by a fault of class `fault` after the last operator's approve or replay
+/// (a move by an operator out of `needs_review` or `failed_permanent` back to `queued`).
+fn faults_since_decision(history: &[HistoryEntry], fault: Fault) -> u32 {
+    let decided = history.iter().rposition(|h| {
+        matches!(h.actor, Actor::Operator(_))
+            && h.to == RunState::Queued
+            && matches!(h.from, Some(RunState::NeedsReview | RunState::FailedPermanent))
+    });
+    let since = decided.map_or(0, |i| i + 1);
+    history[since..].iter().filter(|h| h.error.as_ref().is_some_and(|e| e.fault == fault)).count()
+        as u32
 }

@@ -35,7 +35,7 @@ pub(crate) async fn after_move(
         let stage = moved
             .waiting_for
             .as_deref()
-            .and_then(|w| w.strip_prefix("stage:"))
+            .and_then(|w| w.strip_prefix(crate::pipeline::STAGE_SIGNAL))
             .and_then(|k| k.parse::<u32>().ok());
         let Some(stage) = stage else { return };
         if stage_ready(shared, moved, stage).await == Some(true) {

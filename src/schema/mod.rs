@@ -36,6 +36,7 @@ mod error;
 mod extract;
 mod repair;
 mod strict;
+mod template;
 mod validate;
 
 use schemars::JsonSchema;
@@ -45,6 +46,7 @@ use serde_json::Value;
 pub use self::error::Rule;
 pub use self::error::{ErrorKind, SchemaError, Violation};
 pub use self::repair::{Ask, Attempt, Reask, Repair, RepairError, Repaired};
+pub use self::template::template;
 pub(crate) use self::validate::text_by_hash;
 
 /// Parses `text` into a `T` through the gate: extract the JSON, validate it against `T`'s

@@ -23,5 +23,5 @@
 mod run;
 mod stats;
 
-pub use self::run::{RunView, StageView};
+pub use self::run::{RunView, StageView, is_internal_effect};
 pub use self::stats::{ALL_AGENTS, AgentStats, Stats};

@@ -35,6 +35,12 @@ pub struct StageView {
     pub stage: Option<u32>,
 }
 
+/// Whether an effect of a run's journal is the runtime's own bookkeeping (the markers named
+/// `steadfast/…`, a pipeline's `fan-in note N`) rather than one its agent made.
+pub fn is_internal_effect(name: &str) -> bool {
+    name.starts_with("steadfast/") || name.starts_with("fan-in note ")
+}
+
 /// How many stage runs a view lists at most.
 const MAX_STAGES: usize = 10_000;
 

@@ -35,12 +35,15 @@ pub struct AgentStats {
     pub runs: u64,
     /// Of those, how many are in each state now (snake_case names).
     pub by_state: BTreeMap<String, u64>,
-    /// Succeeded of the settled (succeeded or dead-lettered); `None` if none settled.
+    /// Succeeded, of all the runs in the window (every rate has that one denominator, so
+    /// runs still in review or in flight count against success); `None` if there are none.
     pub success_rate: Option<f64>,
     /// Runs that took more than one attempt, of all.
     pub retry_rate: Option<f64>,
     /// Dead-lettered, of all.
     pub dead_letter_rate: Option<f64>,
+    /// Held for review now, of all.
+    pub review_rate: Option<f64>,
     /// Median time from creation to success, in milliseconds.
     pub p50_ms: Option<u64>,
     /// 95th percentile of the same.
@@ -100,16 +103,16 @@ impl Tally {
     fn into_stats(mut self, agent: String) -> AgentStats {
         self.latencies.sort_unstable();
         let count = |s: RunState| self.by_state.get(s.name()).copied().unwrap_or(0);
-        let settled = count(RunState::Succeeded) + count(RunState::FailedPermanent);
         let rate = |n: u64, of: u64| (of > 0).then(|| n as f64 / of as f64);
         let pct = |p: f64| {
             (!self.latencies.is_empty())
                 .then(|| self.latencies[((self.latencies.len() as f64 - 1.0) * p).round() as usize])
         };
         AgentStats {
-            success_rate: rate(count(RunState::Succeeded), settled),
+            success_rate: rate(count(RunState::Succeeded), self.runs),
             retry_rate: rate(self.retried, self.runs),
             dead_letter_rate: rate(count(RunState::FailedPermanent), self.runs),
+            review_rate: rate(count(RunState::NeedsReview), self.runs),
             p50_ms: pct(0.5),
             p95_ms: pct(0.95),
             agent,
@@ -131,6 +134,10 @@ mod tests {
             (RunState::Succeeded, 2, 30),
             (RunState::Succeeded, 1, 20),
             (RunState::FailedPermanent, 5, 0),
+            (RunState::NeedsReview, 1, 0),
+            (RunState::NeedsReview, 1, 0),
+            (RunState::NeedsReview, 1, 0),
+            (RunState::NeedsReview, 1, 0),
         ] {
             tally.runs += 1;
             *tally.by_state.entry(state.to_string()).or_default() += 1;
@@ -140,9 +147,11 @@ mod tests {
             }
         }
         let stats = tally.into_stats("a".into());
-        assert_eq!(stats.success_rate, Some(0.75));
-        assert_eq!(stats.retry_rate, Some(0.5));
-        assert_eq!(stats.dead_letter_rate, Some(0.25));
+        // One denominator, all eight runs: the four in review count against success.
+        assert_eq!(stats.success_rate, Some(3.0 / 8.0));
+        assert_eq!(stats.retry_rate, Some(2.0 / 8.0));
+        assert_eq!(stats.dead_letter_rate, Some(1.0 / 8.0));
+        assert_eq!(stats.review_rate, Some(0.5));
         assert_eq!((stats.p50_ms, stats.p95_ms), (Some(20), Some(30)));
         assert_eq!(stats.count(RunState::Succeeded), 3);
         let none = Tally::default().into_stats("b".into());

@@ -196,3 +196,76 @@ async fn replay_turns_a_dead_letter_into_a_success_and_cancel_dead_letters() {
     assert_eq!(rt.store().history(parked).await.unwrap().last().unwrap().actor, ada());
     assert!(matches!(rt.cancel(RunId::new(), ada()).await, Err(RuntimeError::NotFound(_))));
 }
+
+/// Issue 16, defect 8: an operator's approve or replay starts fresh budgets for every fault
+/// class, instead of counting the faults of the whole history.
+#[tokio::test(start_paused = true)]
+async fn an_operators_decision_starts_fresh_fault_budgets() {
+    let disk = Flaky::new("disk", Fault::Resource, u32::MAX);
+    let odd = Flaky::new("odd", Fault::Unknown, u32::MAX);
+    let (disk_calls, odd_calls) = (disk.calls.clone(), odd.calls.clone());
+    let rt = builder().register(disk).register(odd).build().unwrap();
+    let d = rt.submit("disk", "x").await.unwrap().id;
+    let o = rt.submit("odd", "x").await.unwrap().id;
+    rt.run_until_idle().await.unwrap();
+    assert_eq!(state_of(&rt, d).await.state, RunState::NeedsReview);
+    assert_eq!(disk_calls.load(Ordering::SeqCst), 3, "a budget of 3 resource faults");
+    assert_eq!(state_of(&rt, o).await.state, RunState::FailedPermanent);
+    assert_eq!(odd_calls.load(Ordering::SeqCst), 2, "one retry of an unknown fault");
+
+    rt.approve(d, ada(), Some("disk cleaned")).await.unwrap();
+    rt.replay(o, ada(), false).await.unwrap();
+    rt.run_until_idle().await.unwrap();
+    assert_eq!(
+        disk_calls.load(Ordering::SeqCst),
+        6,
+        "after the approve, three more resource faults before review again"
+    );
+    assert_eq!(odd_calls.load(Ordering::SeqCst), 4, "after the replay, one more retry");
+    let history = rt.store().history(d).await.unwrap();
+    let approved = history.iter().position(|h| h.reason.starts_with("approved")).unwrap();
+    let after: Vec<RunState> = history[approved + 1..].iter().map(|h| h.to).collect();
+    use RunState::*;
+    assert_eq!(
+        after,
+        [
+            Processing,
+            FailedTransient,
+            Queued,
+            Processing,
+            FailedTransient,
+            Queued,
+            Processing,
+            NeedsReview
+        ],
+        "{history:#?}"
+    );
+}
+
+/// Issue 16, defect 12: a pipeline's internal wake-up signal and an empty note are refused,
+/// and change nothing.
+#[tokio::test(start_paused = true)]
+async fn internal_signals_and_empty_notes_are_refused() {
+    let pipeline = steadfast::pipeline::Pipeline::new("gated").then(Approval(None));
+    let rt = builder().pipeline(pipeline).build().unwrap();
+    let id = rt.submit("gated", "deploy").await.unwrap().id;
+    rt.run_until_idle().await.unwrap();
+    let run = state_of(&rt, id).await;
+    assert_eq!(
+        (run.state, run.waiting_for.as_deref()),
+        (RunState::WaitingExternal, Some("stage:0"))
+    );
+    let err = rt.signal(id, "stage:0", json!(null), ada()).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::InvalidRequest(_)), "{err}");
+    assert!(err.to_string().contains("signal a stage's own run instead"), "{err}");
+    assert_eq!(state_of(&rt, id).await.state, RunState::WaitingExternal, "nothing changed");
+
+    let err = rt.note(id, ada(), "  ").await.unwrap_err();
+    assert!(matches!(err, RuntimeError::InvalidRequest(_)), "{err}");
+    assert!(rt.store().notes(id).await.unwrap().is_empty());
+    let missing = RunId::new();
+    assert!(matches!(
+        rt.note(missing, ada(), "hello").await.unwrap_err(),
+        RuntimeError::NotFound(_)
+    ));
+}

@@ -4,14 +4,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use steadfast::agents::{
-    self, ChatClient, Classifier, Collector, Edition, Mailer, Receipt, Report, Reporter, Rules,
+    self, ChatClient, Classifier, Collector, DEFAULT_MAX_ITEMS, Edition, Mailer, Reporter, Rules,
     Transport,
 };
+use steadfast::cli::{CliError, Session};
 use steadfast::prelude::*;
+use steadfast::say;
 use steadfast::store::{ListQuery, RunRecord};
 
 use crate::samples::SAMPLES;
-use crate::{CliError, Paths};
+use crate::summary::Summary;
 
 /// What `steadfast demo` was asked to do.
 #[derive(Debug, clap::Args)]
@@ -30,6 +32,10 @@ pub(crate) struct DemoArgs {
     /// Read items from this folder instead of the bundled samples.
     #[arg(long, value_name = "DIR")]
     items: Option<PathBuf>,
+    /// Keep at most this many items in the edition (the rest are left out, and the summary
+    /// says how many).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ITEMS)]
+    max_items: usize,
     /// Label with the rules in this TOML file instead of the bundled ones (see
     /// `src/agents/rules.toml` for the format).
     #[arg(long, value_name = "FILE")]
@@ -54,19 +60,18 @@ fn unpack_samples(dir: &Path) -> std::io::Result<usize> {
     Ok(written)
 }
 
-pub(crate) async fn run(paths: &Paths, args: DemoArgs) -> Result<(), CliError> {
-    let items = match &args.items {
-        Some(dir) => dir.clone(),
-        None => {
-            let dir = paths.data.join("sample-items");
-            unpack_samples(&dir).map_err(|e| {
-                CliError::store(format!("cannot write the sample items to {}: {e}", dir.display()))
-            })?;
-            dir
-        }
-    };
-    // A model is asked two items at a time (local servers answer one request at a time;
-    // more would only queue there and run into the client's timeout).
+/// What the demo runs with, from its arguments (checked before anything is written).
+struct Setup {
+    pipeline: steadfast::pipeline::Pipeline<Edition, agents::Receipt>,
+    items: PathBuf,
+    labeller: String,
+    mail: String,
+    llm: Option<String>,
+}
+
+fn setup(session: &Session, args: &DemoArgs) -> Result<Setup, CliError> {
+    let data = session.data_dir();
+    let items = args.items.clone().unwrap_or_else(|| data.join("sample-items"));
     let (rules, rules_name) = match &args.rules {
         Some(path) => (
             Rules::load(path).map_err(|e| CliError::usage(e.to_string()))?,
@@ -74,17 +79,20 @@ pub(crate) async fn run(paths: &Paths, args: DemoArgs) -> Result<(), CliError> {
         ),
         None => (Rules::builtin(), "the bundled rules".to_owned()),
     };
-    let (classifier, labeller, concurrency) = if args.llm {
+    // A model is asked two items at a time (local servers answer one request at a time;
+    // more would only queue there and run into the client's timeout).
+    let (classifier, labeller, concurrency, llm) = if args.llm {
         let client = ChatClient::from_env().map_err(CliError::usage)?.max_tokens(160);
         let labeller = format!("model `{}` ({rules_name} as the fallback)", client.model());
-        (Classifier::llm(client).fallback(Some(rules)), labeller, 2)
+        let model = client.model().to_owned();
+        (Classifier::llm(client).fallback(Some(rules)), labeller, 2, Some(model))
     } else {
-        (Classifier::rules(rules), rules_name, 8)
+        (Classifier::rules(rules), rules_name, 8, None)
     };
     let transport = if args.smtp {
         Transport::smtp_from_env().map_err(CliError::usage)?
     } else {
-        Transport::outbox(paths.data.join("outbox"))
+        Transport::outbox(data.join("outbox"))
     };
     let mail = match &transport {
         Transport::Outbox(dir) => format!("outbox {}", dir.display()),
@@ -95,14 +103,25 @@ pub(crate) async fn run(paths: &Paths, args: DemoArgs) -> Result<(), CliError> {
         Mailer::new(transport, "steadfast-demo@example.com", args.to.iter().map(String::as_str))
             .map_err(|e| CliError::usage(e.to_string()))?;
     let pipeline = agents::digest_with(
-        Collector::folder(&items),
+        Collector::folder(&items).max_items(args.max_items),
         classifier,
-        Reporter::new(paths.data.join("reports")).title(format!("Digest {}", args.edition)),
+        Reporter::new(data.join("reports")).title(format!("Digest {}", args.edition)),
         mailer,
         concurrency,
     );
+    Ok(Setup { pipeline, items, labeller, mail, llm })
+}
 
-    let store = paths.open_store()?;
+pub(crate) async fn run(session: &Session, args: DemoArgs) -> Result<(), CliError> {
+    let json = session.json();
+    // Every argument is checked, then the store opened, before anything is written.
+    let Setup { pipeline, items, labeller, mail, llm } = setup(session, &args)?;
+    let store = session.open_store()?;
+    if args.items.is_none() {
+        unpack_samples(&items).map_err(|e| {
+            CliError::store(format!("cannot write the sample items to {}: {e}", items.display()))
+        })?;
+    }
     let rt = Runtime::builder()
         .shared_store(store)
         .workers(4)
@@ -111,12 +130,18 @@ pub(crate) async fn run(paths: &Paths, args: DemoArgs) -> Result<(), CliError> {
         .build()
         .map_err(|e| CliError::refused(e.to_string()))?;
 
-    println!("steadfast demo: collector → classifier → reporter → mailer");
-    println!("  data   {} (sled store in {})", paths.data.display(), paths.db().display());
-    println!("  items  {}", items.display());
-    println!("  labels by {labeller}");
-    println!("  mail   {mail}");
-    println!();
+    if !json {
+        say!("steadfast demo: collector → classifier → reporter → mailer")?;
+        say!(
+            "  data   {} (sled store in {})",
+            session.data_dir().display(),
+            session.store_dir().display()
+        )?;
+        say!("  items  {}", items.display())?;
+        say!("  labels by {labeller}")?;
+        say!("  mail   {mail}")?;
+        say!()?;
+    }
 
     let started = Instant::now();
     let submitted = rt
@@ -124,53 +149,125 @@ pub(crate) async fn run(paths: &Paths, args: DemoArgs) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::refused(e.to_string()))?;
     let before = rt.store().get(submitted.id).await.map_err(CliError::from_store)?;
-    let already = before.as_ref().is_some_and(|r| r.state.is_terminal());
-    if already {
-        println!(
-            "Edition `{}` was already run as {} ({}): nothing new to do, no mail sent.",
-            args.edition,
-            submitted.id,
-            before.as_ref().map(|r| r.state.to_string()).unwrap_or_default()
-        );
+    // Settled (or held for review): nothing runs it again until an operator replays it.
+    let already = before.as_ref().filter(|r| {
+        matches!(r.state, RunState::Succeeded | RunState::FailedPermanent | RunState::NeedsReview)
+    });
+    let mut worked_off = 0;
+    if let Some(before) = already {
         // Runs an operator approved or replayed since (`steadfast review approve`, `replay`)
-        // are waiting for a worker: this is one.
+        // wait for a worker: this is one.
         let counts = rt.store().counts().await.map_err(CliError::from_store)?;
-        let waiting = counts.get(RunState::Queued) + counts.get(RunState::FailedTransient);
-        if waiting > 0 {
-            println!("Working off {waiting} run(s) queued by operators (approved or replayed).");
+        worked_off = counts.get(RunState::Queued) + counts.get(RunState::FailedTransient);
+        if !json {
+            already_said(session, &args, before)?;
+            if worked_off > 0 {
+                say!(
+                    "Working off {worked_off} run(s) queued by operators (approved or replayed)."
+                )?;
+            }
+            say!()?;
+        }
+        if worked_off > 0 {
             rt.run_until_idle().await.map_err(|e| CliError::store(e.to_string()))?;
         }
-        println!();
     } else {
-        if !submitted.created {
-            println!("Resuming the digest run {} where it stopped.\n", submitted.id);
+        if !submitted.created && !json {
+            say!(
+                "Resuming the digest run {} (edition `{}`) where it stopped, with the items in {}.\n",
+                submitted.id,
+                args.edition,
+                items.display()
+            )?;
         }
-        let progress = tokio::spawn(show_progress(rt.store().clone(), submitted.id));
+        let progress =
+            (!json).then(|| tokio::spawn(show_progress(rt.store().clone(), submitted.id)));
         let result = rt.run_until_idle().await;
-        progress.abort();
-        let _ = progress.await;
+        if let Some(progress) = progress {
+            progress.abort();
+            let _ = progress.await;
+        }
         result.map_err(|e| CliError::store(e.to_string()))?;
     }
-    summarize(&rt, submitted.id, if already { None } else { Some(started.elapsed()) }, paths)
-        .await?;
-    let state = rt.store().get(submitted.id).await.map_err(CliError::from_store)?.map(|r| r.state);
-    match state {
-        Some(RunState::Succeeded) => Ok(()),
-        Some(state) => Err(CliError::refused(format!(
+    let took = already.is_none().then(|| started.elapsed());
+    let summary = Summary::load(&rt, submitted.id, &args.edition, took, llm.as_deref()).await?;
+    if json {
+        session_json(session, &summary, already.is_some(), worked_off)?;
+    } else {
+        summary.print(session)?;
+    }
+    match summary.state {
+        RunState::Succeeded => Ok(()),
+        state => Err(CliError::refused(format!(
             "the digest run {} ended `{state}`, not `succeeded` (see above)",
             submitted.id
         ))),
-        None => Err(CliError::store(format!("the digest run {} vanished", submitted.id))),
+    }
+}
+
+/// Prints the JSON document of `--json`: the summary, and whether the edition had run before.
+fn session_json(
+    session: &Session,
+    summary: &Summary,
+    already: bool,
+    worked_off: u64,
+) -> Result<(), CliError> {
+    let mut value = serde_json::to_value(summary)
+        .map_err(|e| CliError::store(format!("cannot write the summary as JSON: {e}")))?;
+    value["already_run"] = already.into();
+    value["operator_runs_worked_off"] = worked_off.into();
+    say!("{}", serde_json::to_string_pretty(&value).map_err(|e| CliError::store(e.to_string()))?)?;
+    let _ = session;
+    Ok(())
+}
+
+/// What to say when the edition was run before: nothing new is done, and what to do for
+/// new work (a failed or empty edition is not silently "done").
+fn already_said(session: &Session, args: &DemoArgs, before: &RunRecord) -> Result<(), CliError> {
+    let data = session.data_dir().display();
+    let items =
+        args.items.as_ref().map(|d| format!(" --items {}", d.display())).unwrap_or_default();
+    match before.state {
+        RunState::Succeeded => {
+            say!(
+                "Edition `{}` was already run as {} (succeeded): nothing new to do, no mail sent.",
+                args.edition,
+                before.id
+            )?;
+            say!(
+                "  To collect again, run a new edition: steadfast demo --edition <NAME>{items} --data {data}"
+            )
+        }
+        state => {
+            let why = before.last_error.as_ref().map(|e| e.to_string()).unwrap_or_default();
+            say!(
+                "Edition `{}` was already run as {} and ended `{state}`: {why}",
+                args.edition,
+                before.id
+            )?;
+            say!("  Nothing new is done. Either run a new edition:")?;
+            say!("    steadfast demo --edition <NAME>{items} --data {data}")?;
+            say!(
+                "  or replay this one (its failed stage too) and run it with the source given now:"
+            )?;
+            say!("    steadfast replay {} --data {data}", before.id)?;
+            say!("    steadfast demo --edition {}{items} --data {data}", args.edition)
+        }
     }
 }
 
 /// A progress bar over the pipeline's stages on a terminal; elsewhere (a log, CI) a line
-/// every 10 s, so a slow run (a model) is not silent.
+/// when the stage or the count changed, at most every 10 s, so a slow run (a model) is not
+/// silent and a retried stage does not repeat itself.
 async fn show_progress(store: std::sync::Arc<dyn Store>, run: RunId) {
-    use std::io::IsTerminal;
+    use std::io::{IsTerminal, Write};
     let terminal = std::io::stderr().is_terminal();
-    let mut last_line = std::time::Instant::now();
+    let mut last_line = Instant::now();
+    let mut last_said = None;
     let bar = indicatif::ProgressBar::new(1);
+    if !terminal {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} {msg:<12} [{bar:30}] {pos}/{len}")
             .expect("a valid template")
@@ -195,131 +292,18 @@ async fn show_progress(store: std::sync::Arc<dyn Store>, run: RunId) {
             bar.set_message(message);
             bar.set_length(items.len().max(1) as u64);
             bar.set_position(done as u64);
-            if !terminal && last_line.elapsed() >= Duration::from_secs(10) {
-                eprintln!("… {message}: {done} of {} items classified", items.len());
-                last_line = std::time::Instant::now();
+            let now = (message, done);
+            if !terminal && last_said != Some(now) && last_line.elapsed() >= Duration::from_secs(10)
+            {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "… {message}: {done} of {} items classified",
+                    items.len()
+                );
+                last_line = Instant::now();
+                last_said = Some(now);
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// The children of `run`, oldest first.
-async fn children(rt: &Runtime, run: RunId) -> Result<Vec<RunRecord>, CliError> {
-    let page = rt
-        .store()
-        .list(ListQuery::new().parent(run).oldest_first().limit(10_000))
-        .await
-        .map_err(CliError::from_store)?;
-    Ok(page.runs)
-}
-
-async fn summarize(
-    rt: &Runtime,
-    run: RunId,
-    took: Option<Duration>,
-    paths: &Paths,
-) -> Result<(), CliError> {
-    let store = rt.store();
-    let record =
-        store.get(run).await.map_err(CliError::from_store)?.ok_or_else(|| {
-            CliError::store(format!("the digest run {run} vanished from the store"))
-        })?;
-    let stages = children(rt, run).await?;
-    let took = took.map(|d| format!(" in {:.1} s", d.as_secs_f64())).unwrap_or_default();
-    println!("Digest run {run}: {}{took}", record.state);
-
-    let mut by_state: Vec<(RunState, usize)> = Vec::new();
-    for r in std::iter::once(&record).chain(&stages) {
-        match by_state.iter_mut().find(|(s, _)| *s == r.state) {
-            Some((_, n)) => *n += 1,
-            None => by_state.push((r.state, 1)),
-        }
-    }
-    by_state.sort_by_key(|(s, _)| s.index());
-    let shown: Vec<String> = by_state.iter().map(|(s, n)| format!("{s} {n}")).collect();
-    println!("  runs     {} (the pipeline and its {} stage runs)", shown.join(" · "), stages.len());
-
-    let output = |stage: u32| -> Option<serde_json::Value> {
-        stages
-            .iter()
-            .find(|r| r.stage == Some(stage) && r.state == RunState::Succeeded)?
-            .output
-            .clone()
-    };
-    if let Some(report) = output(2).and_then(|v| serde_json::from_value::<Report>(v).ok()) {
-        println!("  report   {}", report.markdown_path);
-        println!("           {}", report.html_path);
-        let counts: Vec<String> = report.counts.iter().map(|(l, n)| format!("{l} {n}")).collect();
-        match report.total {
-            0 => println!("  labels   none: no item was labelled"),
-            n => println!("  labels   {} ({n} items)", counts.join(" · ")),
-        }
-    }
-    if let Some(receipt) = output(3).and_then(|v| serde_json::from_value::<Receipt>(v).ok()) {
-        match &receipt.path {
-            _ if !receipt.sent => println!("  mail     not sent: the digest is empty"),
-            Some(path) => println!("  mail     {path}"),
-            None => println!(
-                "  mail     sent via {} to {}",
-                receipt.transport,
-                receipt.recipients.join(", ")
-            ),
-        }
-        if receipt.sent {
-            println!("           Subject: {}", receipt.subject);
-            println!("           Message-ID: {}", receipt.message_id);
-        }
-    }
-    if let Some(error) = &record.last_error
-        && record.state != RunState::Succeeded
-    {
-        println!("  why      {error}");
-    }
-
-    let review: Vec<&RunRecord> =
-        stages.iter().filter(|r| r.state == RunState::NeedsReview).collect();
-    if !review.is_empty() {
-        println!("\nHeld for review ({}), left out of this digest:", review.len());
-        for r in review {
-            let reason = store
-                .history(r.id)
-                .await
-                .ok()
-                .and_then(|h| h.last().map(|e| e.reason.clone()))
-                .unwrap_or_default();
-            println!("  {}  {reason}", r.id);
-        }
-    }
-    let dead: Vec<&RunRecord> =
-        stages.iter().filter(|r| r.state == RunState::FailedPermanent).collect();
-    if !dead.is_empty() {
-        println!("\nDead letters ({}):", dead.len());
-        for r in dead {
-            let why = r.last_error.as_ref().map(|e| e.to_string()).unwrap_or_default();
-            println!("  {}  {why}", r.id);
-        }
-    }
-    if let Some(collector) = stages.iter().find(|r| r.stage == Some(0)) {
-        let notes = store.notes(collector.id).await.map_err(CliError::from_store)?;
-        if !notes.is_empty() {
-            println!("\nSkipped while collecting ({}):", notes.len());
-            for note in notes {
-                println!("  {}", note.text.strip_prefix("skipped ").unwrap_or(&note.text));
-            }
-        }
-    }
-
-    let data = paths.data.display();
-    println!("\nNext:");
-    println!("  steadfast runs list --data {data}            every run, newest first");
-    println!(
-        "  steadfast runs show <RUN> --data {data}      a run's input, output, history and effects"
-    );
-    println!("  steadfast review list --data {data}          what waits for a person");
-    println!("  steadfast review resolve <RUN> --output label.json --data {data}");
-    println!(
-        "  steadfast demo --data {data}                 again: nothing new is done, no mail is sent"
-    );
-    Ok(())
 }

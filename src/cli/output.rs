@@ -1,7 +1,13 @@
 //! How the operator commands print: tables (colour on a terminal only) or JSON, and the
 //! small formatting helpers.
 
-use super::*;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use super::CliError;
+use crate::lifecycle::RunState;
+use crate::say;
+use crate::store::RunRecord;
 
 /// Output settings: `--json`, and colour (a terminal, and no `NO_COLOR`).
 #[derive(Clone, Copy, Debug)]
@@ -32,8 +38,10 @@ impl Out {
         format!("\x1b[{code}m{name}\x1b[0m")
     }
 
-    pub(super) fn print_json(&self, value: &impl serde::Serialize) {
-        println!("{}", serde_json::to_string_pretty(value).expect("JSON output serializes"));
+    pub(super) fn print_json(&self, value: &impl serde::Serialize) -> Result<(), CliError> {
+        let text = serde_json::to_string_pretty(value)
+            .map_err(|e| CliError::store(format!("cannot write the output as JSON: {e}")))?;
+        say!("{text}")
     }
 }
 
@@ -63,18 +71,18 @@ pub(super) fn listing<T: serde::Serialize>(
     empty: &str,
     header: &[&str],
     rows: impl FnOnce(&[T]) -> Vec<Vec<String>>,
-) {
+) -> Result<(), CliError> {
     if out.json {
-        out.print_json(&items);
+        out.print_json(&items)
     } else if items.is_empty() {
-        println!("{empty}");
+        say!("{empty}")
     } else {
-        table(header, &rows(items));
+        table(header, &rows(items))
     }
 }
 
 /// Prints rows as aligned columns under `header`.
-pub(super) fn table(header: &[&str], rows: &[Vec<String>]) {
+pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> Result<(), CliError> {
     let width = |s: &str| s.chars().filter(|c| !c.is_control()).count() - visible_escape_len(s);
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
@@ -92,12 +100,13 @@ pub(super) fn table(header: &[&str], rows: &[Vec<String>]) {
                 out.push_str(&" ".repeat(widths[i] - width(cell) + 2));
             }
         }
-        println!("{}", out.trim_end());
+        say!("{}", out.trim_end())
     };
-    line(header.iter().map(|h| h.to_string()).collect());
+    line(header.iter().map(|h| h.to_string()).collect())?;
     for row in rows {
-        line(row.clone());
+        line(row.clone())?;
     }
+    Ok(())
 }
 
 /// The printable characters of ANSI colour codes (`[32m`), which take no column.
@@ -126,11 +135,11 @@ pub(super) fn clip_lines(text: &str, max: usize) -> String {
 }
 
 /// Prints the outcome of an operation on one run.
-pub(super) fn done(out: Out, verb: &str, run: &RunRecord) {
+pub(super) fn done(out: Out, verb: &str, run: &RunRecord) -> Result<(), CliError> {
     if out.json {
-        out.print_json(run);
+        out.print_json(run)
     } else {
-        println!("{verb} {}: now {}", run.id, out.state(run.state));
+        say!("{verb} {}: now {}", run.id, out.state(run.state))
     }
 }
 

@@ -1,15 +1,18 @@
 //! `dlq list` and `dlq replay`.
 
-use super::*;
+use serde_json::json;
 
-pub(crate) async fn dlq(paths: &Paths, out: Out, command: DlqCommand) -> Result<(), CliError> {
+use super::args::{DlqCommand, operator, operator_runtime};
+use super::output::{Out, age, clip, listing};
+use super::{CliError, Session};
+use crate::say;
+
+pub(super) async fn dlq(session: &Session, out: Out, command: DlqCommand) -> Result<(), CliError> {
     match command {
         DlqCommand::List { limit } => {
-            let store = existing_store(paths)?;
-            let dead = store
-                .dead_letters(None, limit.clamp(1, 10_000))
-                .await
-                .map_err(CliError::from_store)?;
+            let store = session.existing_store()?;
+            let dead =
+                store.dead_letters(None, usize::from(limit)).await.map_err(CliError::from_store)?;
             let now = store.now();
             listing(
                 out,
@@ -34,11 +37,10 @@ pub(crate) async fn dlq(paths: &Paths, out: Out, command: DlqCommand) -> Result<
                         })
                         .collect()
                 },
-            );
-            Ok(())
+            )
         }
         DlqCommand::Replay { all: _, agent, force } => {
-            let rt = operator_runtime(paths)?;
+            let rt = operator_runtime(session)?;
             let mut dead = Vec::new();
             let mut cursor = None;
             loop {
@@ -57,28 +59,35 @@ pub(crate) async fn dlq(paths: &Paths, out: Out, command: DlqCommand) -> Result<
                     Ok(run) => {
                         replayed += 1;
                         if !out.json {
-                            println!(
+                            say!(
                                 "replayed {} ({}): now {}",
                                 run.id,
                                 run.agent,
                                 out.state(run.state)
-                            );
+                            )?;
                         }
                         report.push(json!({"id": run.id, "agent": run.agent, "replayed": true}));
                     }
                     Err(error) => {
                         refused += 1;
                         if !out.json {
-                            println!("refused  {} ({}): {error}", d.run, d.agent);
+                            say!("refused  {} ({}): {error}", d.run, d.agent)?;
                         }
                         report.push(json!({"id": d.run, "agent": d.agent, "replayed": false, "error": error.to_string()}));
                     }
                 }
             }
             if out.json {
-                out.print_json(&report);
+                out.print_json(&report)?;
             } else {
-                println!("{replayed} replayed, {refused} refused");
+                say!("{replayed} replayed, {refused} refused")?;
+                if replayed > 0 {
+                    say!(
+                        "  queued: they run when workers do (`{} work --data {}`, or your program's workers)",
+                        session.program(),
+                        session.data_dir().display()
+                    )?;
+                }
             }
             if refused > 0 {
                 Err(CliError::refused(format!("{refused} dead letter(s) could not be replayed")))

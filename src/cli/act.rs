@@ -1,0 +1,202 @@
+//! The commands that act on a run: replay, review (list, show, approve, reject, resolve),
+//! cancel, signal, note.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use super::args::{ReviewCommand, last_reason, operator, operator_runtime, read_json};
+use super::output::{Out, age, clip, done, indent, listing};
+use super::{CliError, Session, runtime_error};
+use crate::lifecycle::{RunId, RunState};
+use crate::say;
+use crate::store::{ListQuery, RunRecord};
+
+/// After an operator queued a run: nothing runs it while this command holds the store, so
+/// say what will.
+fn queued_hint(session: &Session, out: Out, run: &RunRecord) -> Result<(), CliError> {
+    if out.json || run.state != RunState::Queued {
+        return Ok(());
+    }
+    say!(
+        "  queued: it runs when workers do (`{} work --data {}`, or your program's workers)",
+        session.program(),
+        session.data_dir().display()
+    )
+}
+
+pub(super) async fn replay(
+    session: &Session,
+    out: Out,
+    id: RunId,
+    force: bool,
+) -> Result<(), CliError> {
+    let rt = operator_runtime(session)?;
+    let run = rt.replay(id, operator(), force).await.map_err(runtime_error)?;
+    done(out, "replayed", &run)?;
+    // A failed pipeline run's dead stage was replayed with it.
+    if !out.json {
+        for h in rt
+            .store()
+            .list(ListQuery::new().parent(id).limit(1000))
+            .await
+            .map_err(CliError::from_store)?
+            .runs
+        {
+            let replayed = rt.store().history(h.id).await.map_err(CliError::from_store)?;
+            if replayed.last().is_some_and(|e| {
+                e.reason.contains(&format!("with its pipeline run {id}"))
+                    && h.state == RunState::Queued
+            }) {
+                say!("  and its stage run {} ({}): now {}", h.id, h.agent, out.state(h.state))?;
+            }
+        }
+    }
+    queued_hint(session, out, &run)
+}
+
+pub(super) async fn review(
+    session: &Session,
+    out: Out,
+    command: ReviewCommand,
+) -> Result<(), CliError> {
+    let rt = operator_runtime(session)?;
+    let store = rt.store().clone();
+    match command {
+        ReviewCommand::List => {
+            let runs = store
+                .list(ListQuery::new().state(RunState::NeedsReview).limit(10_000))
+                .await
+                .map_err(CliError::from_store)?
+                .runs;
+            let mut items = Vec::new();
+            for r in &runs {
+                let reason = last_reason(&*store, r).await;
+                items.push(json!({"id": r.id, "agent": r.agent, "updated_at": r.updated_at, "reason": reason}));
+            }
+            let now = store.now();
+            listing(
+                out,
+                &items,
+                "nothing waits for review",
+                &["RUN", "AGENT", "HELD", "WHY"],
+                |items| {
+                    items
+                        .iter()
+                        .zip(&runs)
+                        .map(|(item, r)| {
+                            let reason = item["reason"].as_str().unwrap_or_default();
+                            vec![
+                                r.id.to_string(),
+                                r.agent.clone(),
+                                age(now, r.updated_at),
+                                clip(reason, 110),
+                            ]
+                        })
+                        .collect()
+                },
+            )
+        }
+        ReviewCommand::Show { id, template } => {
+            let run = store
+                .get(id)
+                .await
+                .map_err(CliError::from_store)?
+                .ok_or_else(|| CliError::refused(format!("no run {id}")))?;
+            let schema = match run.output_schema.as_deref() {
+                Some(hash) => store.schema(hash).await.map_err(CliError::from_store)?,
+                None => None,
+            };
+            let schema: Option<Value> = schema.and_then(|s| serde_json::from_str(&s).ok());
+            let filled = schema.as_ref().map(|s| crate::schema::template(s, Some(&run.input)));
+            if template {
+                let Some(filled) = filled else {
+                    return Err(CliError::refused(format!(
+                        "no output schema is kept for run {id} (agent `{}`): run it once under a \
+                         program that registers the agent",
+                        run.agent
+                    )));
+                };
+                return out.print_json(&filled);
+            }
+            let reason = last_reason(&*store, &run).await;
+            if out.json {
+                return out.print_json(&json!({
+                    "run": run, "reason": reason, "output_schema": schema, "template": filled,
+                }));
+            }
+            let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
+            say!("run       {}", run.id)?;
+            say!("agent     {}", run.agent)?;
+            say!("state     {}", out.state(run.state))?;
+            say!("why       {reason}")?;
+            say!("\ninput\n{}", indent(&pretty(&run.input)))?;
+            match (&schema, &filled) {
+                (Some(schema), Some(filled)) => {
+                    say!(
+                        "\nthe output `resolve` expects (JSON Schema)\n{}",
+                        indent(&pretty(schema))
+                    )?;
+                    say!("\na template from this run, to edit\n{}", indent(&pretty(filled)))?;
+                }
+                _ => say!("\nno output schema is kept for this run's agent")?,
+            }
+            let program = session.program();
+            say!("\nNext:")?;
+            say!("  {program} review approve {id} --note \"…\"      try again, with the note")?;
+            say!("  {program} review show {id} --template > out.json   then edit out.json and")?;
+            say!(
+                "  {program} review resolve {id} --output out.json   succeed it with that output"
+            )?;
+            say!("  {program} review reject {id} --note \"…\"       dead-letter it")
+        }
+        ReviewCommand::Approve { id, note } => {
+            let run = rt.approve(id, operator(), note.as_deref()).await.map_err(runtime_error)?;
+            done(out, "approved", &run)?;
+            queued_hint(session, out, &run)
+        }
+        ReviewCommand::Reject { id, note } => {
+            let run = rt.reject(id, operator(), note.as_deref()).await.map_err(runtime_error)?;
+            done(out, "rejected", &run)
+        }
+        ReviewCommand::Resolve { id, output } => {
+            let value = read_json(&output)?;
+            let run = rt.resolve(id, operator(), value).await.map_err(runtime_error)?;
+            done(out, "resolved", &run)
+        }
+    }
+}
+
+pub(super) async fn cancel(session: &Session, out: Out, id: RunId) -> Result<(), CliError> {
+    let rt = operator_runtime(session)?;
+    let run = rt.cancel(id, operator()).await.map_err(runtime_error)?;
+    done(out, "cancelled", &run)
+}
+
+pub(super) async fn signal(
+    session: &Session,
+    out: Out,
+    id: RunId,
+    name: &str,
+    payload: Option<PathBuf>,
+) -> Result<(), CliError> {
+    let payload = match payload {
+        Some(path) => read_json(&path)?,
+        None => Value::Null,
+    };
+    let rt = operator_runtime(session)?;
+    let run = rt.signal(id, name, payload, operator()).await.map_err(runtime_error)?;
+    done(out, &format!("signalled `{name}` to"), &run)?;
+    queued_hint(session, out, &run)
+}
+
+pub(super) async fn note(
+    session: &Session,
+    out: Out,
+    id: RunId,
+    text: &str,
+) -> Result<(), CliError> {
+    let rt = operator_runtime(session)?;
+    let note = rt.note(id, operator(), text).await.map_err(runtime_error)?;
+    if out.json { out.print_json(&note) } else { say!("noted on {id} by {}", note.author) }
+}

@@ -1,0 +1,198 @@
+//! `runs list` and `runs show`.
+
+use super::args::RunsCommand;
+use super::output::{Out, age, clip, clip_lines, indent, table};
+use super::{CliError, Session};
+use crate::lifecycle::RunId;
+use crate::say;
+use crate::store::{ListQuery, Store};
+use crate::view::{RunView, is_internal_effect};
+
+pub(super) async fn runs(
+    session: &Session,
+    out: Out,
+    command: RunsCommand,
+) -> Result<(), CliError> {
+    let store = session.existing_store()?;
+    match command {
+        RunsCommand::List { state, agent, since, limit, cursor } => {
+            let mut query = ListQuery::new().limit(usize::from(limit));
+            if let Some(state) = state {
+                query = query.state(state);
+            }
+            let agent = match agent {
+                Some(agent) => Some(resolve_agent(session, store.as_ref(), &agent).await?),
+                None => None,
+            };
+            if let Some(agent) = &agent {
+                query = query.agent(agent.clone());
+            }
+            if let Some(since) = since {
+                query = query.since(crate::clock::Timestamp::from_millis(
+                    store.now().as_millis().saturating_sub(since.as_millis() as u64),
+                ));
+            }
+            if let Some(cursor) = cursor {
+                query = query.cursor(cursor);
+            }
+            let page = store.list(query).await.map_err(CliError::from_store)?;
+            if out.json {
+                return out.print_json(&serde_json::json!({"runs": page.runs, "next": page.next}));
+            }
+            if page.runs.is_empty() {
+                return say!("no runs");
+            }
+            let now = store.now();
+            let rows: Vec<Vec<String>> = page
+                .runs
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.id.to_string(),
+                        out.state(r.state),
+                        r.agent.clone(),
+                        r.attempt.to_string(),
+                        age(now, r.updated_at),
+                        r.last_error.as_ref().map(|e| clip(&e.to_string(), 70)).unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            table(&["RUN", "STATE", "AGENT", "ATTEMPT", "UPDATED", "LAST ERROR"], &rows)?;
+            if let Some(next) = page.next {
+                say!("… more runs: add --cursor {next}")?;
+            }
+            Ok(())
+        }
+        RunsCommand::Show { id } => show(store.as_ref(), out, id).await,
+    }
+}
+
+/// The agent name `asked` stands for: a registered name as it is; a short name that exactly
+/// one registered pipeline stage ends with (`mailer` → `digest.3.mailer`); else, if the store
+/// has no runs of it, a refusal that names the registered agents.
+async fn resolve_agent(
+    session: &Session,
+    store: &dyn Store,
+    asked: &str,
+) -> Result<String, CliError> {
+    let registered = session.registrations()?;
+    let names = registered.agents();
+    if names.contains(&asked) {
+        return Ok(asked.to_owned());
+    }
+    let suffix = format!(".{asked}");
+    let matching: Vec<&str> = names.iter().copied().filter(|n| n.ends_with(&suffix)).collect();
+    match matching.as_slice() {
+        [one] => return Ok((*one).to_owned()),
+        [] => {}
+        many => {
+            return Err(CliError::usage(format!(
+                "`{asked}` is a stage of several pipelines: give one of {}",
+                many.join(", ")
+            )));
+        }
+    }
+    // Runs of an agent this program does not register (another program's) are listed too.
+    let any =
+        store.list(ListQuery::new().agent(asked).limit(1)).await.map_err(CliError::from_store)?;
+    if any.runs.is_empty() {
+        return Err(CliError::usage(format!(
+            "no agent `{asked}`: no runs of it, and {} registers {}",
+            session.program(),
+            if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+        )));
+    }
+    Ok(asked.to_owned())
+}
+
+async fn show(store: &dyn Store, out: Out, id: RunId) -> Result<(), CliError> {
+    let view = RunView::load(store, id)
+        .await
+        .map_err(CliError::from_store)?
+        .ok_or_else(|| CliError::refused(format!("no run {id}")))?;
+    if out.json {
+        return out.print_json(&view);
+    }
+    let RunView { run, history, effects, notes, stages, .. } = view;
+    say!("run       {}", run.id)?;
+    say!("agent     {}", run.agent)?;
+    say!("state     {}", out.state(run.state))?;
+    say!("attempt   {}", run.attempt)?;
+    say!("key       {}", run.idempotency_key)?;
+    say!("created   {}", run.created_at)?;
+    say!("updated   {}", run.updated_at)?;
+    if let Some(parent) = run.parent {
+        say!("parent    {parent} (stage {})", run.stage.unwrap_or(0))?;
+    }
+    if let Some(due) = run.due_at {
+        say!("due       {due}")?;
+    }
+    if let Some(waiting) = &run.waiting_for {
+        say!("waits for signal `{waiting}`")?;
+    }
+    if let Some(error) = &run.last_error {
+        say!("error     {} fault: {}", error.fault, error.message)?;
+        for cause in &error.chain {
+            say!("          caused by: {cause}")?;
+        }
+    }
+    let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    say!("\ninput\n{}", indent(&pretty(&run.input)))?;
+    if let Some(output) = &run.output {
+        say!("\noutput\n{}", indent(&clip_lines(&pretty(output), 40)))?;
+    }
+    say!("\nhistory")?;
+    for h in &history {
+        let from = h.from.map(|s| s.to_string()).unwrap_or_else(|| "·".into());
+        // A pipeline's wait on its stages gives its attempt back: no "attempt 0".
+        let attempt =
+            if h.attempt > 0 { format!("  attempt {}", h.attempt) } else { String::new() };
+        let mut line = format!(
+            "  {:>3}  {}  {from} → {}{attempt}  by {}",
+            h.seq,
+            h.at,
+            out.state(h.to),
+            h.actor
+        );
+        if !h.reason.is_empty() {
+            line.push_str(&format!("  {}", clip(&h.reason, 160)));
+        }
+        say!("{line}")?;
+        if let Some(error) = &h.error {
+            say!("         {}", clip(&error.to_string(), 200))?;
+        }
+    }
+    let (internal, own): (Vec<_>, Vec<_>) =
+        effects.iter().partition(|e| is_internal_effect(&e.name));
+    if !own.is_empty() {
+        say!("\neffects")?;
+        for e in own {
+            say!(
+                "  {}  attempt {}  {}  {}",
+                e.name,
+                e.attempt,
+                e.recorded_at,
+                clip(&e.result.to_string(), 100)
+            )?;
+        }
+    }
+    if !internal.is_empty() {
+        say!("\nsteadfast's own journal")?;
+        for e in internal {
+            say!("  {}  attempt {}  {}", e.name, e.attempt, e.recorded_at)?;
+        }
+    }
+    if !notes.is_empty() {
+        say!("\nnotes")?;
+        for n in &notes {
+            say!("  {}  {}  {}", n.at, n.author, n.text)?;
+        }
+    }
+    if !stages.is_empty() {
+        say!("\nstages")?;
+        for s in &stages {
+            say!("  {}  {}  {}", s.id, out.state(s.state), s.agent)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! `work`: run the program's workers over the store.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::output::Out;
+use super::{CliError, Session, runtime_error};
+use crate::lifecycle::RunState;
+use crate::machine::StateMachine;
+use crate::say;
+
+/// What `work` was asked to do.
+#[derive(Debug, clap::Args)]
+pub(super) struct WorkArgs {
+    /// Keep working (and wait for new runs) until SIGINT or SIGTERM instead of stopping when
+    /// no work is left.
+    #[arg(long)]
+    until_signal: bool,
+    /// How many runs at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: u16,
+}
+
+pub(super) async fn work(session: &Session, args: WorkArgs) -> Result<(), CliError> {
+    let out: Out = session.out;
+    let store = session.open_store()?;
+    let rt = session
+        .runtime(store.clone())
+        .workers(usize::from(args.workers))
+        .build()
+        .map_err(runtime_error)?;
+    let before = store.counts().await.map_err(CliError::from_store)?;
+    let started = Instant::now();
+    tracing::info!(
+        data = %session.data_dir().display(),
+        workers = args.workers,
+        agents = %rt.agents().join(", "),
+        "working until {}",
+        if args.until_signal { "SIGINT or SIGTERM" } else { "no work is left" }
+    );
+    let result =
+        if args.until_signal { rt.run_until_signal().await } else { rt.run_until_idle().await };
+    result.map_err(|e| CliError::store(e.to_string()))?;
+    let after = store.counts().await.map_err(CliError::from_store)?;
+    let took = started.elapsed();
+    let counts: serde_json::Map<String, serde_json::Value> =
+        RunState::STATES.iter().map(|s| (s.name().to_owned(), json!(after.get(*s)))).collect();
+    let settled = |c: &crate::store::StateCounts| {
+        c.get(RunState::Succeeded) + c.get(RunState::FailedPermanent)
+    };
+    let newly = settled(&after).saturating_sub(settled(&before));
+    if out.json {
+        return out.print_json(&json!({
+            "took_ms": took.as_millis() as u64,
+            "settled": newly,
+            "counts": counts,
+        }));
+    }
+    say!("worked for {}: {newly} run(s) settled", secs(took))?;
+    let shown: Vec<String> = RunState::STATES
+        .iter()
+        .filter(|s| after.get(**s) > 0)
+        .map(|s| format!("{s} {}", after.get(*s)))
+        .collect();
+    say!(
+        "  the store now holds: {}",
+        if shown.is_empty() { "no runs".into() } else { shown.join(" · ") }
+    )?;
+    if after.get(RunState::NeedsReview) > 0 {
+        say!(
+            "  `{} review list --data {}` shows what waits for a person",
+            session.program(),
+            session.data_dir().display()
+        )?;
+    }
+    Ok(())
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
