@@ -88,14 +88,17 @@
 //! `steadfast::agents` (feature `agents`) holds the four stages of the digest pipeline that
 //! `steadfast demo` runs: a collector of folders and feeds (with SSRF-safe fetching), a
 //! classifier that asks an OpenAI-compatible model through the schema gate and falls back to
-//! rules, a reporter (Markdown and HTML) and a mailer (SMTP or a file outbox). The `steadfast`
-//! binary also operates any store: `runs list|show`, `review`, `replay`, `dlq`, `signal`,
-//! `cancel`, `note`, `stats`, `graph`.
+//! rules, a reporter (Markdown and HTML) and a mailer (SMTP or a file outbox).
+//!
+//! `steadfast::cli` (feature `cli`) is the command line as a library: a user's binary
+//! registers its agents and pipelines on [`cli::App`] and gets `work`, `runs list|show`,
+//! `review`, `replay`, `dlq`, `signal`, `cancel`, `note`, `stats`, `agents` and `graph` for
+//! them. The `steadfast` binary is that, with the digest registered and a `demo` command.
 //!
 //! # Feature flags
 //!
-//! - `cli` (default): the `steadfast` binary and `logging` (text or JSON log lines); implies
-//!   `agents`.
+//! - `cli` (default): `steadfast::cli`, the `steadfast` binary and `logging` (text or JSON
+//!   log lines); implies `agents`.
 //! - `agents`: the flagship agents (`steadfast::agents`); implies `http` and `tls`.
 //! - `tls`: HTTPS for `reqwest` (rustls with reqwest's default provider).
 //! - `http`: `Classify` for `reqwest` errors and `steadfast::http_fault` (HTTP statuses and

@@ -165,5 +165,7 @@ mod tests {
         assert!(span["idempotency_key"].as_str().is_some_and(|k| k.starts_with("echo:")));
         assert!(span["duration_ms"].is_u64());
         assert_eq!(finished["fields"]["state"], "succeeded");
+        // The move's reason as plain text, not a Rust `Option`'s debug form.
+        assert_eq!(finished["fields"]["reason"], "done");
     }
 }

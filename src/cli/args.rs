@@ -217,7 +217,7 @@ pub(super) enum DlqCommand {
         /// Every dead letter (required: bulk replay is deliberate).
         #[arg(long, required = true)]
         all: bool,
-        /// Only those of this agent.
+        /// Only those of this agent (a stage's short name works as in `runs list`).
         #[arg(long)]
         agent: Option<String>,
         /// Replay even if the agent's input type changed.

@@ -41,6 +41,12 @@ pub(super) async fn dlq(session: &Session, out: Out, command: DlqCommand) -> Res
         }
         DlqCommand::Replay { all: _, agent, force } => {
             let rt = operator_runtime(session)?;
+            let agent = match agent {
+                Some(agent) => {
+                    Some(super::runs::resolve_agent(session, rt.store().as_ref(), &agent).await?)
+                }
+                None => None,
+            };
             let mut dead = Vec::new();
             let mut cursor = None;
             loop {

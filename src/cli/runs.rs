@@ -70,7 +70,7 @@ pub(super) async fn runs(
 /// The agent name `asked` stands for: a registered name as it is; a short name that exactly
 /// one registered pipeline stage ends with (`mailer` → `digest.3.mailer`); else, if the store
 /// has no runs of it, a refusal that names the registered agents.
-async fn resolve_agent(
+pub(super) async fn resolve_agent(
     session: &Session,
     store: &dyn Store,
     asked: &str,

@@ -79,6 +79,9 @@ impl Agent for Timed {
 #[tokio::test(start_paused = true)]
 async fn the_breaker_opens_defers_half_opens_and_closes() {
     use steadfast::runtime::{BreakerPolicy, BreakerState};
+    // The paused clock's runtime is this thread's: its log lines land here.
+    let logs = steadfast::logging::Capture::default();
+    let _logging = tracing::subscriber::set_default(steadfast::logging::json(logs.clone()));
     let agent = Timed { failures: 3, ..Timed::default() };
     let options = AgentOptions::new().breaker(BreakerPolicy::new(3, Duration::from_secs(60)));
     let rt = builder().workers(1).register_with(agent.clone(), options).build().unwrap();
@@ -108,6 +111,17 @@ async fn the_breaker_opens_defers_half_opens_and_closes() {
         [1, 1, 1, 1, 1, 1, 1, 2, 2, 2],
         "deferred runs are not charged an attempt"
     );
+    // Opening and closing are warnings that name the agent.
+    let warnings: Vec<String> = logs
+        .text()
+        .lines()
+        .filter(|l| l.contains("\"level\":\"WARN\""))
+        .map(str::to_owned)
+        .collect();
+    let said =
+        |what: &str| warnings.iter().any(|l| l.contains(what) && l.contains("\"agent\":\"timed\""));
+    assert!(said("circuit breaker opened after 3 failures in a row"), "{warnings:#?}");
+    assert!(said("circuit breaker closed"), "{warnings:#?}");
 }
 
 #[tokio::test(start_paused = true)]

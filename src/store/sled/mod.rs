@@ -108,7 +108,8 @@ impl SledStoreOptions {
 /// # async fn demo() -> Result<(), steadfast::store::StoreError> {
 /// use steadfast::store::{NewRun, SledStore, Store};
 ///
-/// let store = SledStore::open("steadfast-data")?;
+/// // The `db` folder of the data directory (`steadfast --data steadfast-data` finds it).
+/// let store = SledStore::open("steadfast-data/db")?;
 /// let created = store.create(NewRun::new("mailer", "digest-2026-11-23", serde_json::json!({}))).await?;
 /// assert!(created.created);
 /// # Ok(()) }
