@@ -96,7 +96,8 @@ mod opening {
 }
 
 mod formats {
-    use steadfast::store::{FORMAT_VERSION, SledStore, StoreError};
+    use steadfast::store::{ListQuery, SLED_FORMAT, SledStore, Store, StoreError, Transition};
+    use steadfast::{RunState, StateMachine};
 
     #[test]
     fn a_newer_format_is_refused() {
@@ -104,16 +105,66 @@ mod formats {
         drop(SledStore::open(dir.path()).unwrap());
         {
             let db = sled::open(dir.path()).unwrap();
-            let newer = FORMAT_VERSION + 1;
+            let newer = SLED_FORMAT + 1;
             db.open_tree("meta").unwrap().insert("format", &newer.to_be_bytes()).unwrap();
             db.flush().unwrap();
         }
         let err = SledStore::open(dir.path()).unwrap_err();
         assert!(
-            matches!(err, StoreError::NewerFormat { found, supported, .. } if found == FORMAT_VERSION + 1 && supported == FORMAT_VERSION),
+            matches!(err, StoreError::NewerFormat { found, supported, .. } if found == SLED_FORMAT + 1 && supported == SLED_FORMAT),
             "{err}"
         );
         assert!(err.to_string().ends_with("upgrade steadfast"), "{err}");
+    }
+
+    /// A database made by `steadfast demo` before the journal (layout 1, commit b085726;
+    /// `tests/fixtures/layout1-demo.tar.gz`) opens, is migrated (its counts computed), and
+    /// goes on counting with every move.
+    #[tokio::test]
+    async fn a_database_of_the_previous_layout_is_migrated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/layout1-demo.tar.gz");
+        let status = std::process::Command::new("tar")
+            .args(["xzf", fixture, "-C"])
+            .arg(dir.path())
+            .status()
+            .expect("run tar");
+        assert!(status.success());
+        let path = dir.path().join("db");
+        let store = SledStore::open(&path).unwrap();
+        // The counts agree with the runs, state by state.
+        let counts = store.counts().await.unwrap();
+        let mut total = 0;
+        for &state in RunState::STATES {
+            let listed = store.list(ListQuery::new().state(state).limit(10_000)).await.unwrap();
+            assert_eq!(counts.get(state), listed.runs.len() as u64, "{state}");
+            total += listed.runs.len();
+        }
+        assert_eq!(total, 39, "the digest run, its collector, 35 items, reporter and mailer");
+        assert_eq!(counts.get(RunState::NeedsReview), 2);
+        // A move is counted.
+        let held = store.list(ListQuery::new().state(RunState::NeedsReview)).await.unwrap().runs;
+        store
+            .transition(Transition::new(
+                held[0].id,
+                RunState::NeedsReview,
+                RunState::FailedPermanent,
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let after = store.counts().await.unwrap();
+        assert_eq!(after.get(RunState::NeedsReview), 1);
+        assert_eq!(after.get(RunState::FailedPermanent), counts.get(RunState::FailedPermanent) + 1);
+        drop(store);
+        // The marker says layout 2 now, and the store reopens as such.
+        {
+            let db = sled::open(&path).unwrap();
+            let format = db.open_tree("meta").unwrap().get("format").unwrap().unwrap();
+            assert_eq!(u32::from_be_bytes(format.as_ref().try_into().unwrap()), SLED_FORMAT);
+        }
+        let store = SledStore::open(&path).unwrap();
+        assert_eq!(store.counts().await.unwrap(), after);
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub use self::records::{
 };
 pub use self::requests::{Claim, Conflict, Created, NewRun, Transition};
 pub(crate) use self::rules::{LEASE_EXPIRED, MoveFields, enter, lease_expiry};
-pub use self::sled::{Durability, SledStore, SledStoreOptions};
+pub use self::sled::{Durability, SLED_FORMAT, SledStore, SledStoreOptions};
 // Defined with the faults it records; also reachable here, where runs carry it.
 pub use crate::fault::ErrorInfo;
 

@@ -158,6 +158,20 @@ fn a_failed_or_empty_edition_says_what_to_do_and_that_works() {
 }
 
 #[test]
+fn the_demo_says_how_many_items_the_cap_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = items(3);
+    let capped = steadfast(
+        dir.path(),
+        &["demo", "--items", folder.path().to_str().unwrap(), "--max-items", "2"],
+    );
+    let out = text(&capped);
+    assert!(capped.status.success(), "{out}");
+    assert!(out.contains("Collector: left out 1 of 3 items: an edition keeps at most 2"), "{out}");
+    assert!(out.contains("release 2 (2 items)"), "{out}");
+}
+
+#[test]
 fn the_demo_checks_the_store_before_it_writes_anything() {
     // Someone else's folder where the store would be.
     let dir = tempfile::tempdir().unwrap();

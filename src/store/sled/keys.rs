@@ -108,3 +108,14 @@ pub(super) fn index_entries(id: RunId, run: &StoredRun) -> Entries {
     };
     Entries { by_state: state_key(run.state, id), ready, queue, lease }
 }
+
+/// `counts`: `s` | state (1) for all runs in a state, and `a` | agent | 0 | state (1) for an
+/// agent's runs in it; the value is the count (8, big-endian).
+pub(super) fn counter_keys(agent: &str, state: RunState) -> [Vec<u8>; 2] {
+    [vec![b's', state_byte(state)], [b"a", agent.as_bytes(), &[0, state_byte(state)]].concat()]
+}
+
+/// The key of the count of all runs in `state`.
+pub(super) fn state_counter_key(state: RunState) -> [u8; 2] {
+    [b's', state_byte(state)]
+}

@@ -10,6 +10,7 @@
 
 mod codec;
 mod committer;
+mod journal;
 mod keys;
 mod open;
 mod reads;
@@ -102,6 +103,12 @@ impl SledStoreOptions {
     }
 }
 
+/// The layout of a sled database, stored in it: 1, moves as sled transactions and counts by
+/// scanning; 2, commits through a journal and counts kept with every commit. A database of
+/// layout 1 is migrated on open (its counts computed once); a steadfast that knows only
+/// layout 1 refuses one of layout 2 as newer (it would not replay the journal after a crash).
+pub const SLED_FORMAT: u32 = 2;
+
 /// The embedded store: one directory, one process at a time (sled takes a file lock).
 ///
 /// ```no_run
@@ -152,6 +159,34 @@ struct Trees {
     dead_letter: Tree,
     notes: Tree,
     meta: Tree,
+    /// Counts per state and per agent and state, kept with every commit (`keys::counter_keys`).
+    counts: Tree,
+    /// The commits not yet known durable, each as one entry (see `journal`).
+    journal: Tree,
+}
+
+impl Trees {
+    /// The trees a commit writes, by their id in the journal (never reorder: the ids are
+    /// stored in journal entries).
+    fn written(&self) -> [&Tree; 15] {
+        [
+            &self.runs,
+            &self.by_state,
+            &self.ready,
+            &self.queue,
+            &self.locks,
+            &self.children,
+            &self.leases,
+            &self.history,
+            &self.dead_letter,
+            &self.keys,
+            &self.inputs,
+            &self.outputs,
+            &self.signals,
+            &self.notes,
+            &self.counts,
+        ]
+    }
 }
 
 impl fmt::Debug for SledStore {

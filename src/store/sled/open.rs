@@ -10,11 +10,13 @@ use std::sync::Arc;
 use super::committer::{Committer, Writer};
 use super::repair;
 use super::{Durability, Inner, SledStore, SledStoreOptions, Trees, backend, io_error};
-use crate::store::{FORMAT_VERSION, StoreError};
+use crate::store::StoreError;
 
 /// The file, next to sled's own, that names the process holding the database.
 const OWNER_FILE: &str = "steadfast.owner";
 const FORMAT_KEY: &[u8] = b"format";
+
+use super::SLED_FORMAT as DB_FORMAT;
 
 pub(super) fn open(path: &Path, options: SledStoreOptions) -> Result<SledStore, StoreError> {
     let fresh = check_directory(path)?;
@@ -91,16 +93,24 @@ pub(super) fn open(path: &Path, options: SledStoreOptions) -> Result<SledStore, 
         dead_letter: tree("dead_letter")?,
         notes: tree("notes")?,
         meta: tree("meta")?,
+        counts: tree("counts")?,
+        journal: tree("journal")?,
     };
+    let log = File::open(path.join("db")).map_err(|e| io_error("opening the database log", e))?;
     match trees.meta.get(FORMAT_KEY).map_err(|e| backend("reading the format", e))? {
         Some(bytes) => {
             let found = bytes.as_ref().try_into().map(u32::from_be_bytes).unwrap_or(u32::MAX);
-            if found > FORMAT_VERSION {
+            if found > DB_FORMAT {
                 return Err(StoreError::NewerFormat {
                     path: path.to_owned(),
                     found,
-                    supported: FORMAT_VERSION,
+                    supported: DB_FORMAT,
                 });
+            }
+            // Commits a crash cut off half-applied are completed first.
+            super::journal::replay(&db, &trees, path, &log)?;
+            if found < DB_FORMAT {
+                migrate(&db, &trees, path, &log, found)?;
             }
         }
         // A new directory, or one whose creation was cut off (a crash between sled creating
@@ -108,7 +118,7 @@ pub(super) fn open(path: &Path, options: SledStoreOptions) -> Result<SledStore, 
         None if fresh || holds_nothing(&db)? => {
             trees
                 .meta
-                .insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
+                .insert(FORMAT_KEY, &DB_FORMAT.to_be_bytes())
                 .map_err(|e| backend("writing the format", e))?;
             db.flush().map_err(|e| backend("flushing the database", e))?;
         }
@@ -120,7 +130,7 @@ pub(super) fn open(path: &Path, options: SledStoreOptions) -> Result<SledStore, 
         }
     }
     write_owner(path);
-    let log = File::open(path.join("db")).map_err(|e| io_error("opening the database log", e))?;
+    let first_batch = super::journal::last_batch(&trees)?;
     if fresh {
         // Make the new directory entries themselves durable.
         sync_dir(path).map_err(|e| io_error("fsync of the database directory", e))?;
@@ -134,6 +144,7 @@ pub(super) fn open(path: &Path, options: SledStoreOptions) -> Result<SledStore, 
                 durability: options.durability,
                 group_commit: options.group_commit,
                 log,
+                first_batch,
             })
             .map_err(|e| io_error("starting the committer thread", e))?,
             db,
@@ -145,6 +156,50 @@ pub(super) fn open(path: &Path, options: SledStoreOptions) -> Result<SledStore, 
             _registration: registration,
         }),
     })
+}
+
+/// Brings a database of layout `found` to [`DB_FORMAT`]: from 1, the counters computed from
+/// the runs (once; a crash before the new format marker is durable computes them again).
+fn migrate(
+    db: &::sled::Db,
+    trees: &Trees,
+    path: &Path,
+    log: &File,
+    found: u32,
+) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    let mut counts: std::collections::BTreeMap<Vec<u8>, u64> = Default::default();
+    let mut runs = 0u64;
+    for entry in trees.runs.iter() {
+        let (_, bytes) = entry.map_err(|e| backend("reading the runs to count them", e))?;
+        let run: super::codec::StoredRun = super::codec::from_bin("runs", &bytes)?;
+        for key in super::keys::counter_keys(&run.agent, run.state) {
+            *counts.entry(key).or_default() += 1;
+        }
+        runs += 1;
+    }
+    trees.counts.clear().map_err(|e| backend("clearing the counts", e))?;
+    for (key, n) in counts {
+        trees.counts.insert(key, &n.to_be_bytes()).map_err(|e| backend("writing a count", e))?;
+    }
+    // The counts durable first, then the marker that says they are there.
+    db.flush().map_err(|e| backend("flushing the database", e))?;
+    log.sync_data().map_err(|e| io_error("fsync of the database log", e))?;
+    trees
+        .meta
+        .insert(FORMAT_KEY, &DB_FORMAT.to_be_bytes())
+        .map_err(|e| backend("writing the format", e))?;
+    db.flush().map_err(|e| backend("flushing the database", e))?;
+    log.sync_data().map_err(|e| io_error("fsync of the database log", e))?;
+    tracing::info!(
+        path = %path.display(),
+        from = found,
+        to = DB_FORMAT,
+        runs,
+        took_ms = started.elapsed().as_millis() as u64,
+        "migrated the database: counts per state and agent are now kept with every commit"
+    );
+    Ok(())
 }
 
 /// The databases this process has open, so that opening one twice in a process fails at once

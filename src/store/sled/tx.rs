@@ -1,18 +1,23 @@
-//! One move as one sled transaction: the run, its history entry, its index entries and its
-//! dead letter entry change together or not at all.
+//! One batch of writes as one commit: every request of a batch reads through and writes into
+//! a write set over the trees (a refused request's writes are rolled back, the others kept);
+//! the committer then journals the whole set under one key and applies it with plain inserts
+//! and removes (see `committer` and `journal`). No sled `Batch` or transaction is used
+//! anywhere: each costs sled two log writes of its own and switches on its process-wide lock.
 
-use ::sled::transaction::{
-    ConflictableTransactionError, TransactionalTree, UnabortableTransactionError,
-};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use ::sled::{IVec, Tree};
 use serde_json::Value;
 
 use super::codec::{StoredRun, to_bin, to_json};
-use super::keys::{index_entries, run_key_with};
+use super::keys::{counter_keys, index_entries, run_key_with};
+use super::{Trees, backend};
 use crate::clock::Timestamp;
 use crate::lifecycle::{RunId, RunState};
 use crate::store::{Actor, Conflict, DeadLetter, ErrorInfo, HistoryEntry, StoreError};
 
-/// Why a transaction gave up (never a storage failure: those are sled's own errors).
+/// Why a request gave up: it refused itself (nothing it wrote is kept), or the storage failed.
 #[derive(Debug)]
 pub(super) enum Abort {
     NotFound(RunId),
@@ -34,28 +39,178 @@ impl Abort {
     }
 }
 
-pub(super) type TxResult<T> = Result<T, ConflictableTransactionError<Abort>>;
-
-pub(super) fn abort<T>(why: Abort) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(why))
+/// A request's failure: its own refusal, or sled's error reading a tree.
+#[derive(Debug)]
+pub(super) enum TxError {
+    Abort(Abort),
+    Storage(::sled::Error),
 }
 
-/// The transactional view of every tree a move may touch.
+impl From<::sled::Error> for TxError {
+    fn from(error: ::sled::Error) -> Self {
+        TxError::Storage(error)
+    }
+}
+
+pub(super) type TxResult<T> = Result<T, TxError>;
+
+pub(super) fn abort<T>(why: Abort) -> TxResult<T> {
+    Err(TxError::Abort(why))
+}
+
+/// A tree's id in the journal (its index in [`Trees::written`]).
+pub(super) type TreeId = u8;
+
+/// A key of a tree.
+type TreeKey = (TreeId, Vec<u8>);
+
+/// A value written, or `None` for a removal.
+type Written = Option<IVec>;
+
+/// The writes of one batch: the last value (or removal) of every key written, and how to
+/// undo a request's writes when it refuses itself.
+#[derive(Default)]
+pub(super) struct WriteSet {
+    writes: RefCell<BTreeMap<TreeKey, Written>>,
+    /// (key, what the write set held for it before, if anything): popped to roll back.
+    undo: RefCell<Vec<(TreeKey, Option<Written>)>>,
+}
+
+impl WriteSet {
+    /// Where a request starts, to roll back to.
+    pub(super) fn mark(&self) -> usize {
+        self.undo.borrow().len()
+    }
+
+    /// Forgets every write made since `mark`.
+    pub(super) fn rollback(&self, mark: usize) {
+        let mut undo = self.undo.borrow_mut();
+        let mut writes = self.writes.borrow_mut();
+        while undo.len() > mark {
+            let (key, before) = undo.pop().expect("above the mark");
+            match before {
+                Some(value) => writes.insert(key, value),
+                None => writes.remove(&key),
+            };
+        }
+    }
+
+    /// Whether nothing was written.
+    pub(super) fn is_empty(&self) -> bool {
+        self.writes.borrow().is_empty()
+    }
+
+    /// The writes, in key order: `(tree, key, Some(value) | None for a removal)`.
+    pub(super) fn into_writes(self) -> Vec<(TreeId, Vec<u8>, Option<IVec>)> {
+        self.writes
+            .into_inner()
+            .into_iter()
+            .map(|((tree, key), value)| (tree, key, value))
+            .collect()
+    }
+
+    fn put(&self, tree: TreeId, key: &[u8], value: Option<IVec>) {
+        let key = (tree, key.to_vec());
+        let before = self.writes.borrow_mut().insert(key.clone(), value);
+        self.undo.borrow_mut().push((key, before));
+    }
+
+    /// What the write set holds for a key: `None` if it was not written, `Some(None)` if it
+    /// was removed.
+    fn get(&self, tree: TreeId, key: &[u8]) -> Option<Option<IVec>> {
+        self.writes.borrow().get(&(tree, key.to_vec())).cloned()
+    }
+}
+
+/// One tree as a request sees it: its writes so far in the batch over the tree's contents.
+pub(super) struct TreeTx<'a> {
+    id: TreeId,
+    tree: &'a Tree,
+    set: &'a WriteSet,
+}
+
+impl TreeTx<'_> {
+    pub(super) fn get(&self, key: impl AsRef<[u8]>) -> TxResult<Option<IVec>> {
+        let key = key.as_ref();
+        match self.set.get(self.id, key) {
+            Some(written) => Ok(written),
+            None => Ok(self.tree.get(key)?),
+        }
+    }
+
+    pub(super) fn insert(&self, key: impl AsRef<[u8]>, value: impl Into<IVec>) -> TxResult<()> {
+        self.set.put(self.id, key.as_ref(), Some(value.into()));
+        Ok(())
+    }
+
+    pub(super) fn remove(&self, key: impl AsRef<[u8]>) -> TxResult<()> {
+        self.set.put(self.id, key.as_ref(), None);
+        Ok(())
+    }
+}
+
+/// The view of every tree a move may touch, within one batch.
 pub(super) struct Tx<'a> {
-    pub(super) runs: &'a TransactionalTree,
-    pub(super) by_state: &'a TransactionalTree,
-    pub(super) ready: &'a TransactionalTree,
-    pub(super) queue: &'a TransactionalTree,
-    pub(super) locks: &'a TransactionalTree,
-    pub(super) children: &'a TransactionalTree,
-    pub(super) leases: &'a TransactionalTree,
-    pub(super) history: &'a TransactionalTree,
-    pub(super) dead_letter: &'a TransactionalTree,
-    pub(super) keys: &'a TransactionalTree,
-    pub(super) inputs: &'a TransactionalTree,
-    pub(super) outputs: &'a TransactionalTree,
-    pub(super) signals: &'a TransactionalTree,
-    pub(super) notes: &'a TransactionalTree,
+    pub(super) runs: TreeTx<'a>,
+    pub(super) by_state: TreeTx<'a>,
+    pub(super) ready: TreeTx<'a>,
+    pub(super) queue: TreeTx<'a>,
+    pub(super) locks: TreeTx<'a>,
+    pub(super) children: TreeTx<'a>,
+    pub(super) leases: TreeTx<'a>,
+    pub(super) history: TreeTx<'a>,
+    pub(super) dead_letter: TreeTx<'a>,
+    pub(super) keys: TreeTx<'a>,
+    pub(super) inputs: TreeTx<'a>,
+    pub(super) outputs: TreeTx<'a>,
+    pub(super) signals: TreeTx<'a>,
+    pub(super) notes: TreeTx<'a>,
+    pub(super) counts: TreeTx<'a>,
+}
+
+impl<'a> Tx<'a> {
+    pub(super) fn new(trees: &'a Trees, set: &'a WriteSet) -> Self {
+        let w = trees.written();
+        let t = |id: usize| TreeTx { id: id as TreeId, tree: w[id], set };
+        Tx {
+            runs: t(0),
+            by_state: t(1),
+            ready: t(2),
+            queue: t(3),
+            locks: t(4),
+            children: t(5),
+            leases: t(6),
+            history: t(7),
+            dead_letter: t(8),
+            keys: t(9),
+            inputs: t(10),
+            outputs: t(11),
+            signals: t(12),
+            notes: t(13),
+            counts: t(14),
+        }
+    }
+}
+
+/// Applies `writes` to `trees` with plain inserts and removes (idempotent: replaying them
+/// again gives the same trees).
+pub(super) fn apply_writes(
+    trees: &Trees,
+    writes: &[(TreeId, Vec<u8>, Option<IVec>)],
+) -> Result<(), StoreError> {
+    let w = trees.written();
+    for (tree, key, value) in writes {
+        let tree = w.get(usize::from(*tree)).ok_or_else(|| StoreError::Corrupt {
+            tree: "journal",
+            source: format!("a write names tree {tree}, which does not exist").into(),
+        })?;
+        match value {
+            Some(value) => tree.insert(key, value.clone()),
+            None => tree.remove(key),
+        }
+        .map_err(|e| backend("applying a commit", e))?;
+    }
+    Ok(())
 }
 
 /// What a move records besides the new state.
@@ -71,19 +226,23 @@ impl Tx<'_> {
     pub(super) fn run(&self, id: RunId) -> TxResult<StoredRun> {
         match self.runs.get(id.to_bytes())? {
             Some(bytes) => super::codec::from_bin("runs", &bytes)
-                .map_err(|e| ConflictableTransactionError::Abort(Abort::Corrupt(e))),
+                .map_err(|e| TxError::Abort(Abort::Corrupt(e))),
             None => abort(Abort::NotFound(id)),
         }
     }
 
     /// Writes a payload (input, output, signal) as JSON.
-    pub(super) fn put_payload(
-        tree: &TransactionalTree,
-        id: RunId,
-        value: &Value,
-    ) -> Result<(), UnabortableTransactionError> {
-        tree.insert(&id.to_bytes(), to_json(value))?;
-        Ok(())
+    pub(super) fn put_payload(tree: &TreeTx<'_>, id: RunId, value: &Value) -> TxResult<()> {
+        tree.insert(id.to_bytes(), to_json(value))
+    }
+
+    /// Adds `delta` to the counter under `key` (counts per state and per agent and state).
+    fn count(&self, key: &[u8], delta: i64) -> TxResult<()> {
+        let now = match self.counts.get(key)? {
+            Some(bytes) => bytes.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0),
+            None => 0,
+        };
+        self.counts.insert(key, &now.saturating_add_signed(delta).to_be_bytes())
     }
 
     /// Writes `run` (already moved to its new state) with its history entry and its index
@@ -94,7 +253,18 @@ impl Tx<'_> {
         before: Option<&StoredRun>,
         run: &mut StoredRun,
         m: &Move,
-    ) -> Result<(), UnabortableTransactionError> {
+    ) -> TxResult<()> {
+        // The counts per state (and per agent and state) follow every change of state.
+        if before.map(|b| b.state) != Some(run.state) {
+            if let Some(before) = before {
+                for key in counter_keys(&before.agent, before.state) {
+                    self.count(&key, -1)?;
+                }
+            }
+            for key in counter_keys(&run.agent, run.state) {
+                self.count(&key, 1)?;
+            }
+        }
         if let Some(before) = before {
             let old = index_entries(id, before);
             self.by_state.remove(old.by_state)?;
@@ -108,7 +278,7 @@ impl Tx<'_> {
                 self.leases.remove(key)?;
             }
             if before.state == RunState::FailedPermanent {
-                self.dead_letter.remove(&id.to_bytes())?;
+                self.dead_letter.remove(id.to_bytes())?;
             }
         }
         // A processing run holds its concurrency key.
@@ -118,7 +288,7 @@ impl Tx<'_> {
             if was && !is {
                 self.locks.remove(key.as_bytes())?;
             } else if is && !was {
-                self.locks.insert(key.as_bytes(), &id.to_bytes())?;
+                self.locks.insert(key.as_bytes(), &id.to_bytes()[..])?;
             }
         }
         let new = index_entries(id, run);
@@ -141,7 +311,7 @@ impl Tx<'_> {
                 reason: m.reason.clone(),
                 at: m.now,
             };
-            self.dead_letter.insert(&id.to_bytes(), to_bin(&entry))?;
+            self.dead_letter.insert(id.to_bytes(), to_bin(&entry))?;
         }
         let entry = HistoryEntry {
             seq: run.moves,
@@ -156,7 +326,7 @@ impl Tx<'_> {
         self.history.insert(run_key_with(id, &run.moves.to_be_bytes()), to_bin(&entry))?;
         run.moves += 1;
         run.updated_at = m.now;
-        self.runs.insert(&id.to_bytes(), to_bin(run))?;
+        self.runs.insert(id.to_bytes(), to_bin(run))?;
         Ok(())
     }
 }

@@ -53,10 +53,10 @@ pub(super) async fn create(store: &SledStore, new: NewRun) -> Result<Created, St
             created_at: now,
             updated_at: now,
         };
-        tx.keys.insert(key.as_slice(), &id.to_bytes())?;
-        Tx::put_payload(tx.inputs, id, &new.input)?;
+        tx.keys.insert(key.as_slice(), &id.to_bytes()[..])?;
+        Tx::put_payload(&tx.inputs, id, &new.input)?;
         if let Some(parent) = new.parent {
-            tx.children.insert([&parent.to_bytes()[..], &id.to_bytes()].concat(), &[])?;
+            tx.children.insert([&parent.to_bytes()[..], &id.to_bytes()].concat(), &[][..])?;
         }
         let m = Move { actor: new.actor.clone(), reason: "created".into(), error: None, now };
         tx.write_move(id, None, &mut run, &m)?;
@@ -122,16 +122,16 @@ pub(super) async fn transition(
             match request.to {
                 RunState::Succeeded => {
                     if let Some(output) = &request.output {
-                        Tx::put_payload(tx.outputs, id, output)?;
+                        Tx::put_payload(&tx.outputs, id, output)?;
                     }
                 }
                 RunState::WaitingExternal => {
-                    tx.signals.remove(&id.to_bytes())?;
+                    tx.signals.remove(id.to_bytes())?;
                 }
                 _ => {}
             }
             if let Some(signal) = &request.signal {
-                Tx::put_payload(tx.signals, id, signal)?;
+                Tx::put_payload(&tx.signals, id, signal)?;
             }
             let m = Move {
                 actor: request.actor.clone(),
@@ -241,8 +241,8 @@ pub(super) async fn heartbeat(
             if let Some(before) = before {
                 tx.leases.remove(lease_key(before, id))?;
             }
-            tx.leases.insert(lease_key(expires, id), &token.to_be_bytes())?;
-            tx.runs.insert(&id.to_bytes(), super::codec::to_bin(&run))?;
+            tx.leases.insert(lease_key(expires, id), &token.to_be_bytes()[..])?;
+            tx.runs.insert(id.to_bytes(), super::codec::to_bin(&run))?;
             Ok(expires)
         })
         .await?;
@@ -416,7 +416,7 @@ fn move_each(
         }
         let before = match tx.run(id) {
             Ok(run) => run,
-            Err(::sled::transaction::ConflictableTransactionError::Abort(Abort::NotFound(_))) => {
+            Err(super::tx::TxError::Abort(Abort::NotFound(_))) => {
                 continue;
             }
             Err(other) => return Err(other),
