@@ -51,6 +51,68 @@ fn main() {
         return;
     }
 
+    // `cargo bench --bench store -- lone`: 1,000 durable moves of one run and nothing else, to
+    // count the system calls of one commit (`strace -f -c -e trace=pwrite64,sync_file_range,
+    // fdatasync,fsync`).
+    if std::env::args().any(|a| a == "lone") {
+        let moves = 1000;
+        let store = open(&root.join("lone"), true);
+        let run = runtime.block_on(seed(&store, 1))[0];
+        let start = Instant::now();
+        runtime.block_on(async {
+            let mut state = RunState::Queued;
+            for _ in 0..moves {
+                state = step(&store, run, state).await;
+            }
+        });
+        println!("{moves} durable moves in {:.3} s", start.elapsed().as_secs_f64());
+        return;
+    }
+
+    // `cargo bench --bench store -- counts N`: N runs created (256 at a time, `Periodic`), then
+    // the time `counts()` takes (what a metrics scrape or a dashboard reads every few seconds).
+    if let Some(n) = std::env::args().skip_while(|a| a != "counts").nth(1) {
+        let n: usize = n.parse().expect("counts N");
+        let periodic = Durability::Periodic(Duration::from_millis(500));
+        let store = Arc::new(open_with(&root.join("counts"), periodic, true));
+        let start = Instant::now();
+        runtime.block_on(async {
+            let tasks: Vec<_> = (0..256)
+                .map(|t| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        for i in (t..n).step_by(256) {
+                            let new =
+                                NewRun::new(format!("agent{}", i % 7), format!("r{i}"), json!(i));
+                            store.create(new).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+        let created = start.elapsed();
+        let mut samples = Vec::new();
+        runtime.block_on(async {
+            for _ in 0..50 {
+                let t = Instant::now();
+                let counts = store.counts().await.unwrap();
+                samples.push(t.elapsed().as_secs_f64() * 1000.0);
+                assert_eq!(counts.total(), n as u64);
+            }
+        });
+        samples.sort_by(f64::total_cmp);
+        println!(
+            "{n} runs (created in {:.1} s): counts() p50 {:.3} ms, max {:.3} ms",
+            created.as_secs_f64(),
+            samples[samples.len() / 2],
+            samples[samples.len() - 1]
+        );
+        return;
+    }
+
     let fsyncs = raw_fsyncs_per_second(&root.join("raw"));
     println!("raw fdatasync, 1 thread: {fsyncs:.0}/s ({:.3} ms each)", 1000.0 / fsyncs);
     println!();

@@ -3,10 +3,13 @@
 //! Trees: `runs` (id → the run's moving part), `inputs`, `outputs` and `signals` (id → JSON
 //! payload), `history` (id|seq → entry), `keys` (agent|key → id), `ready` (kind|due|id →
 //! state|agent: queued runs, and timers), `leases` (expiry|id → token), `by_state` (state|id),
-//! `effects` (id|name → record), `dead_letter` (id → entry), `notes` (id|seq → note) and `meta`
-//! (format version). Every move is one transaction over the run, its history entry and its
-//! index entries, so the indexes always agree with the records, and is made durable (see
-//! [`Durability`]) before the caller hears of it.
+//! `effects` (id|name → record), `dead_letter` (id → entry), `notes` (id|seq → note),
+//! `counts` (per state, and per agent and state), `journal` (commits not yet known applied) and
+//! `meta` (format, schemas). A commit (the writes of a batch of moves from concurrent callers)
+//! is journaled as one entry and then applied, so after a crash it is there whole or not at
+//! all and the indexes and counts always agree with the records; it is made durable (see
+//! [`Durability`]) with one flush of sled's log and one `fdatasync` before any caller hears of
+//! it. No sled transaction or `Batch` is used (see `journal`).
 
 mod codec;
 mod committer;
