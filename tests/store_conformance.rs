@@ -99,12 +99,30 @@ mod formats {
     use steadfast::store::{ListQuery, SLED_FORMAT, SledStore, Store, StoreError, Transition};
     use steadfast::{RunState, StateMachine};
 
+    /// Opens a directory with sled directly. A store this process has just dropped may hold
+    /// sled's file lock a moment longer (its I/O threads finish first), so a lock is waited
+    /// out, for at most 5 s.
+    fn raw_sled(path: &std::path::Path) -> sled::Db {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match sled::open(path) {
+                Ok(db) => return db,
+                Err(e)
+                    if std::time::Instant::now() < deadline && e.to_string().contains("lock") =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("sled::open({}): {e}", path.display()),
+            }
+        }
+    }
+
     #[test]
     fn a_newer_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         drop(SledStore::open(dir.path()).unwrap());
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = raw_sled(dir.path());
             let newer = SLED_FORMAT + 1;
             db.open_tree("meta").unwrap().insert("format", &newer.to_be_bytes()).unwrap();
             db.flush().unwrap();
@@ -159,7 +177,7 @@ mod formats {
         drop(store);
         // The marker says layout 2 now, and the store reopens as such.
         {
-            let db = sled::open(&path).unwrap();
+            let db = raw_sled(&path);
             let format = db.open_tree("meta").unwrap().get("format").unwrap().unwrap();
             assert_eq!(u32::from_be_bytes(format.as_ref().try_into().unwrap()), SLED_FORMAT);
         }
@@ -171,7 +189,7 @@ mod formats {
     fn a_foreign_sled_database_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = raw_sled(dir.path());
             db.insert("someone", "else's data").unwrap();
             db.flush().unwrap();
         }
@@ -186,7 +204,7 @@ mod formats {
         // (found by the demo's crash test): a sled database with empty trees only.
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = raw_sled(dir.path());
             db.open_tree("runs").unwrap();
             db.flush().unwrap();
         }

@@ -34,21 +34,21 @@ pub(super) async fn replay(
     let rt = operator_runtime(session)?;
     let run = rt.replay(id, operator(), force).await.map_err(runtime_error)?;
     done(out, "replayed", &run)?;
-    // A failed pipeline run's dead stage was replayed with it.
+    // A failed pipeline run's dead stage was replayed with it: its queued stage runs whose
+    // last move says so (only the queued ones' histories are read).
     if !out.json {
-        for h in rt
-            .store()
-            .list(ListQuery::new().parent(id).limit(1000))
-            .await
-            .map_err(CliError::from_store)?
-            .runs
-        {
-            let replayed = rt.store().history(h.id).await.map_err(CliError::from_store)?;
-            if replayed.last().is_some_and(|e| {
-                e.reason.contains(&format!("with its pipeline run {id}"))
-                    && h.state == RunState::Queued
-            }) {
-                say!("  and its stage run {} ({}): now {}", h.id, h.agent, out.state(h.state))?;
+        let query = ListQuery::new().parent(id).state(RunState::Queued).limit(1000);
+        let queued = rt.store().list(query).await.map_err(CliError::from_store)?.runs;
+        let with = format!("with its pipeline run {id}");
+        for stage in queued {
+            let history = rt.store().history(stage.id).await.map_err(CliError::from_store)?;
+            if history.last().is_some_and(|e| e.reason.contains(&with)) {
+                say!(
+                    "  and its stage run {} ({}): now {}",
+                    stage.id,
+                    stage.agent,
+                    out.state(stage.state)
+                )?;
             }
         }
     }

@@ -318,6 +318,11 @@ impl Session {
     /// Opens the store, creating it if it does not exist.
     pub fn open_store(&self) -> Result<Arc<dyn Store>, CliError> {
         self.check_layout()?;
+        self.open_checked()
+    }
+
+    /// Opens the store of a data directory whose layout was checked.
+    fn open_checked(&self) -> Result<Arc<dyn Store>, CliError> {
         let db = self.store_dir();
         // A lock names its holder and says what to do; other errors (permissions, a damaged
         // or foreign folder) speak for themselves.
@@ -340,7 +345,7 @@ impl Session {
                 self.name
             )));
         }
-        self.open_store()
+        self.open_checked()
     }
 
     /// A runtime builder over `store` with the program's agents and pipelines registered.

@@ -192,7 +192,7 @@ pub(crate) async fn run(session: &Session, args: DemoArgs) -> Result<(), CliErro
     let took = already.is_none().then(|| started.elapsed());
     let summary = Summary::load(&rt, submitted.id, &args.edition, took, llm.as_deref()).await?;
     if json {
-        session_json(session, &summary, already.is_some(), worked_off)?;
+        print_json(&summary, already.is_some(), worked_off)?;
     } else {
         summary.print(session)?;
     }
@@ -206,19 +206,12 @@ pub(crate) async fn run(session: &Session, args: DemoArgs) -> Result<(), CliErro
 }
 
 /// Prints the JSON document of `--json`: the summary, and whether the edition had run before.
-fn session_json(
-    session: &Session,
-    summary: &Summary,
-    already: bool,
-    worked_off: u64,
-) -> Result<(), CliError> {
+fn print_json(summary: &Summary, already: bool, worked_off: u64) -> Result<(), CliError> {
     let mut value = serde_json::to_value(summary)
         .map_err(|e| CliError::store(format!("cannot write the summary as JSON: {e}")))?;
     value["already_run"] = already.into();
     value["operator_runs_worked_off"] = worked_off.into();
-    say!("{}", serde_json::to_string_pretty(&value).map_err(|e| CliError::store(e.to_string()))?)?;
-    let _ = session;
-    Ok(())
+    say!("{}", serde_json::to_string_pretty(&value).map_err(|e| CliError::store(e.to_string()))?)
 }
 
 /// What to say when the edition was run before: nothing new is done, and what to do for

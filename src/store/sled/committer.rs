@@ -268,7 +268,7 @@ impl Writer {
             }
         }
         if !set.is_empty() {
-            self.commit(number, &set.into_writes())?;
+            self.commit(number, &set.into_writes(&self.trees))?;
         }
         Ok(results)
     }
@@ -318,13 +318,20 @@ impl Syncer {
 
     /// Makes everything applied so far durable per the durability mode.
     fn sync(&self) -> Result<(), StoreError> {
-        self.db.flush().map_err(|e| backend("flushing the database", e))?;
-        if self.durability == Durability::Fsync {
-            self.log.sync_data().map_err(|e| io_error("fsync of the database log", e))?;
-            sync_blobs(&self.path).map_err(|e| io_error("fsync of the database blobs", e))?;
+        match self.durability {
+            Durability::Fsync => make_durable(&self.db, &self.log, &self.path),
+            _ => self.db.flush().map(drop).map_err(|e| backend("flushing the database", e)),
         }
-        Ok(())
     }
+}
+
+/// Writes sled's log out and fsyncs it and any new blob: everything applied so far survives a
+/// crash or a power loss. The one way the store makes writes durable (commits in `Fsync`
+/// mode, the journal's replay, a migration).
+pub(super) fn make_durable(db: &::sled::Db, log: &File, path: &Path) -> Result<(), StoreError> {
+    db.flush().map_err(|e| backend("flushing the database", e))?;
+    log.sync_data().map_err(|e| io_error("fsync of the database log", e))?;
+    sync_blobs(path).map_err(|e| io_error("fsync of the database blobs", e))
 }
 
 /// sled 0.34 writes values too large for its log (about 1/4 of a segment) to files under

@@ -23,8 +23,9 @@ use std::sync::OnceLock;
 
 use ::sled::{Db, IVec};
 
+use super::committer::make_durable;
 use super::tx::{TreeId, apply_writes};
-use super::{Trees, backend, committer::sync_blobs, io_error};
+use super::{Trees, backend};
 use crate::store::StoreError;
 
 /// The writes of one commit, as stored: `(tree, key, value or None for a removal)`.
@@ -100,38 +101,32 @@ pub(super) fn replay(
     path: &std::path::Path,
     log: &File,
 ) -> Result<usize, StoreError> {
+    // Per commit, in order: its number, the chunks it says it has, those present, its bytes.
     let mut keys = Vec::new();
-    let mut commits: Vec<(u64, u32, Vec<u8>)> = Vec::new();
+    let mut commits: Vec<(u64, u32, u32, Vec<u8>)> = Vec::new();
     for entry in trees.journal.iter() {
         let (key, chunk) = entry.map_err(|e| backend("reading the journal", e))?;
         let (batch, _, chunks) =
             key_parts(&key).ok_or_else(|| corrupt("a journal key of the wrong length"))?;
         match commits.last_mut() {
-            Some((b, seen, bytes)) if *b == batch => {
+            Some((b, _, seen, bytes)) if *b == batch => {
                 *seen += 1;
                 bytes.extend_from_slice(&chunk);
             }
-            _ => commits.push((batch, 1, chunk.to_vec())),
+            _ => commits.push((batch, chunks, 1, chunk.to_vec())),
         }
-        if chunks == 0 {
-            return Err(corrupt("a journal entry of zero chunks"));
-        }
-        keys.push((key, chunks));
+        keys.push(key);
     }
     if keys.is_empty() {
         return Ok(0);
     }
     let mut replayed = 0;
-    for (batch, seen, bytes) in &commits {
-        let expected = keys
-            .iter()
-            .find_map(|(k, n)| (key_parts(k).map(|p| p.0) == Some(*batch)).then_some(*n))
-            .unwrap_or(0);
-        if *seen != expected {
+    for (batch, chunks, seen, bytes) in &commits {
+        if seen != chunks {
             tracing::warn!(
                 batch,
                 seen,
-                expected,
+                chunks,
                 "dropping a journal entry cut off before its writes"
             );
             continue;
@@ -144,20 +139,14 @@ pub(super) fn replay(
         apply_writes(trees, &writes)?;
         replayed += 1;
     }
-    make_durable(db, path, log)?;
+    make_durable(db, log, path)?;
     crash_point("replay");
-    for (key, _) in &keys {
+    for key in &keys {
         trees.journal.remove(key).map_err(|e| backend("emptying the journal", e))?;
     }
-    make_durable(db, path, log)?;
+    make_durable(db, log, path)?;
     tracing::info!(path = %path.display(), replayed, "replayed the commits a crash cut off");
     Ok(replayed)
-}
-
-fn make_durable(db: &Db, path: &std::path::Path, log: &File) -> Result<(), StoreError> {
-    db.flush().map_err(|e| backend("flushing the database", e))?;
-    log.sync_data().map_err(|e| io_error("fsync of the database log", e))?;
-    sync_blobs(path).map_err(|e| io_error("fsync of the database blobs", e))
 }
 
 /// Test builds (feature `testing`) abort the process at the named point when

@@ -119,3 +119,8 @@ pub(super) fn counter_keys(agent: &str, state: RunState) -> [Vec<u8>; 2] {
 pub(super) fn state_counter_key(state: RunState) -> [u8; 2] {
     [b's', state_byte(state)]
 }
+
+/// A count as stored in `counts` (0 if the bytes are not one).
+pub(super) fn decode_count(bytes: &[u8]) -> u64 {
+    bytes.try_into().map_or(0, u64::from_be_bytes)
+}

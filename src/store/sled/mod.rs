@@ -169,25 +169,52 @@ struct Trees {
 }
 
 impl Trees {
+    /// Opens (or creates) every tree of the database.
+    fn open(db: &::sled::Db) -> Result<Trees, StoreError> {
+        let tree = |name: &str| db.open_tree(name).map_err(|e| backend("opening a tree", e));
+        Ok(Trees {
+            runs: tree("runs")?,
+            inputs: tree("inputs")?,
+            outputs: tree("outputs")?,
+            signals: tree("signals")?,
+            history: tree("history")?,
+            keys: tree("keys")?,
+            ready: tree("ready")?,
+            queue: tree("queue")?,
+            locks: tree("locks")?,
+            children: tree("children")?,
+            leases: tree("leases")?,
+            by_state: tree("by_state")?,
+            effects: tree("effects")?,
+            dead_letter: tree("dead_letter")?,
+            notes: tree("notes")?,
+            meta: tree("meta")?,
+            counts: tree("counts")?,
+            journal: tree("journal")?,
+        })
+    }
+
     /// The trees a commit writes, by their id in the journal (never reorder: the ids are
-    /// stored in journal entries).
-    fn written(&self) -> [&Tree; 15] {
+    /// stored in journal entries), each with its rank in the order a commit's writes are
+    /// applied (see `tx::WriteSet::into_writes`): what a run points to (0), the run (1), the
+    /// indexes that lead to it (2).
+    fn written(&self) -> [(&Tree, u8); 15] {
         [
-            &self.runs,
-            &self.by_state,
-            &self.ready,
-            &self.queue,
-            &self.locks,
-            &self.children,
-            &self.leases,
-            &self.history,
-            &self.dead_letter,
-            &self.keys,
-            &self.inputs,
-            &self.outputs,
-            &self.signals,
-            &self.notes,
-            &self.counts,
+            (&self.runs, 1),
+            (&self.by_state, 2),
+            (&self.ready, 2),
+            (&self.queue, 2),
+            (&self.locks, 2),
+            (&self.children, 2),
+            (&self.leases, 2),
+            (&self.history, 0),
+            (&self.dead_letter, 0),
+            (&self.keys, 2),
+            (&self.inputs, 0),
+            (&self.outputs, 0),
+            (&self.signals, 0),
+            (&self.notes, 0),
+            (&self.counts, 0),
         ]
     }
 }

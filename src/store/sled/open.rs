@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::committer::{Committer, Writer};
+use super::committer::{Committer, Writer, make_durable};
 use super::repair;
 use super::{Durability, Inner, SledStore, SledStoreOptions, Trees, backend, io_error};
 use crate::store::StoreError;
@@ -75,27 +75,7 @@ pub(super) fn open(path: &Path, options: SledStoreOptions) -> Result<SledStore, 
         );
     }
 
-    let tree = |name: &str| db.open_tree(name).map_err(|e| backend("opening a tree", e));
-    let trees = Trees {
-        runs: tree("runs")?,
-        inputs: tree("inputs")?,
-        outputs: tree("outputs")?,
-        signals: tree("signals")?,
-        history: tree("history")?,
-        keys: tree("keys")?,
-        ready: tree("ready")?,
-        queue: tree("queue")?,
-        locks: tree("locks")?,
-        children: tree("children")?,
-        leases: tree("leases")?,
-        by_state: tree("by_state")?,
-        effects: tree("effects")?,
-        dead_letter: tree("dead_letter")?,
-        notes: tree("notes")?,
-        meta: tree("meta")?,
-        counts: tree("counts")?,
-        journal: tree("journal")?,
-    };
+    let trees = Trees::open(&db)?;
     let log = File::open(path.join("db")).map_err(|e| io_error("opening the database log", e))?;
     match trees.meta.get(FORMAT_KEY).map_err(|e| backend("reading the format", e))? {
         Some(bytes) => {
@@ -183,14 +163,12 @@ fn migrate(
         trees.counts.insert(key, &n.to_be_bytes()).map_err(|e| backend("writing a count", e))?;
     }
     // The counts durable first, then the marker that says they are there.
-    db.flush().map_err(|e| backend("flushing the database", e))?;
-    log.sync_data().map_err(|e| io_error("fsync of the database log", e))?;
+    make_durable(db, log, path)?;
     trees
         .meta
         .insert(FORMAT_KEY, &DB_FORMAT.to_be_bytes())
         .map_err(|e| backend("writing the format", e))?;
-    db.flush().map_err(|e| backend("flushing the database", e))?;
-    log.sync_data().map_err(|e| io_error("fsync of the database log", e))?;
+    make_durable(db, log, path)?;
     tracing::info!(
         path = %path.display(),
         from = found,

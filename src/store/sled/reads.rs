@@ -166,8 +166,7 @@ pub(super) async fn counts(store: &SledStore) -> Result<StateCounts, StoreError>
             .counts
             .get(state_counter_key(state))
             .map_err(|e| backend("reading a count", e))?;
-        counts.0[state.index()] =
-            value.and_then(|v| v.as_ref().try_into().ok()).map_or(0, u64::from_be_bytes);
+        counts.0[state.index()] = value.map_or(0, |v| decode_count(&v));
     }
     Ok(counts)
 }

@@ -11,7 +11,7 @@ use ::sled::{IVec, Tree};
 use serde_json::Value;
 
 use super::codec::{StoredRun, to_bin, to_json};
-use super::keys::{counter_keys, index_entries, run_key_with};
+use super::keys::{counter_keys, decode_count, index_entries, run_key_with};
 use super::{Trees, backend};
 use crate::clock::Timestamp;
 use crate::lifecycle::{RunId, RunState};
@@ -100,13 +100,23 @@ impl WriteSet {
         self.writes.borrow().is_empty()
     }
 
-    /// The writes, in key order: `(tree, key, Some(value) | None for a removal)`.
-    pub(super) fn into_writes(self) -> Vec<(TreeId, Vec<u8>, Option<IVec>)> {
-        self.writes
+    /// The writes, `(tree, key, Some(value) | None for a removal)`, in the order readers of
+    /// a commit being applied are best served by: what a run points to (its input, output,
+    /// history, counts) first, then the run, then the indexes that lead to it (the ranks of
+    /// `Trees::written`). A reader that meets a commit half-applied finds at worst an index
+    /// entry of the old state (a listing filters by the record) or a run not yet indexed,
+    /// never an index entry to a run or an input not written yet.
+    pub(super) fn into_writes(self, trees: &Trees) -> Vec<(TreeId, Vec<u8>, Option<IVec>)> {
+        let written = trees.written();
+        let rank = |tree: TreeId| written.get(usize::from(tree)).map_or(0, |(_, rank)| *rank);
+        let mut writes: Vec<_> = self
+            .writes
             .into_inner()
             .into_iter()
             .map(|((tree, key), value)| (tree, key, value))
-            .collect()
+            .collect();
+        writes.sort_by_key(|(tree, ..)| rank(*tree)); // stable: key order within a rank
+        writes
     }
 
     fn put(&self, tree: TreeId, key: &[u8], value: Option<IVec>) {
@@ -171,7 +181,7 @@ pub(super) struct Tx<'a> {
 impl<'a> Tx<'a> {
     pub(super) fn new(trees: &'a Trees, set: &'a WriteSet) -> Self {
         let w = trees.written();
-        let t = |id: usize| TreeTx { id: id as TreeId, tree: w[id], set };
+        let t = |id: usize| TreeTx { id: id as TreeId, tree: w[id].0, set };
         Tx {
             runs: t(0),
             by_state: t(1),
@@ -200,7 +210,7 @@ pub(super) fn apply_writes(
 ) -> Result<(), StoreError> {
     let w = trees.written();
     for (tree, key, value) in writes {
-        let tree = w.get(usize::from(*tree)).ok_or_else(|| StoreError::Corrupt {
+        let (tree, _) = w.get(usize::from(*tree)).ok_or_else(|| StoreError::Corrupt {
             tree: "journal",
             source: format!("a write names tree {tree}, which does not exist").into(),
         })?;
@@ -238,10 +248,7 @@ impl Tx<'_> {
 
     /// Adds `delta` to the counter under `key` (counts per state and per agent and state).
     fn count(&self, key: &[u8], delta: i64) -> TxResult<()> {
-        let now = match self.counts.get(key)? {
-            Some(bytes) => bytes.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0),
-            None => 0,
-        };
+        let now = self.counts.get(key)?.map_or(0, |bytes| decode_count(&bytes));
         self.counts.insert(key, &now.saturating_add_signed(delta).to_be_bytes())
     }
 
@@ -342,4 +349,40 @@ pub(super) fn moved(
     let mut run = before.clone();
     crate::store::enter(&mut run.state, &mut run.due_at, &mut run.lease, to, due_at, now);
     run
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A commit's writes are applied payloads first, then runs, then indexes; a refused
+    /// request's writes are gone.
+    #[test]
+    fn writes_come_out_in_apply_order_and_a_rollback_forgets_its_own() {
+        let db = ::sled::Config::new().temporary(true).open().unwrap();
+        let trees = Trees::open(&db).unwrap();
+        let set = WriteSet::default();
+        let tx = Tx::new(&trees, &set);
+        tx.by_state.insert(b"s", &b""[..]).unwrap();
+        tx.runs.insert(b"r", &b"run"[..]).unwrap();
+        tx.inputs.insert(b"i", &b"input"[..]).unwrap();
+        tx.keys.insert(b"k", &b"id"[..]).unwrap();
+        let mark = set.mark();
+        tx.runs.insert(b"r", &b"refused"[..]).unwrap();
+        tx.history.insert(b"h", &b"refused"[..]).unwrap();
+        assert_eq!(
+            tx.runs.get(b"r").unwrap().as_deref(),
+            Some(&b"refused"[..]),
+            "reads see writes"
+        );
+        set.rollback(mark);
+        assert_eq!(tx.runs.get(b"r").unwrap().as_deref(), Some(&b"run"[..]));
+        let w = trees.written();
+        let name = |id: TreeId| {
+            let tree = w[usize::from(id)].0;
+            String::from_utf8_lossy(&tree.name()).into_owned()
+        };
+        let order: Vec<String> = set.into_writes(&trees).iter().map(|(t, ..)| name(*t)).collect();
+        assert_eq!(order, ["inputs", "runs", "by_state", "keys"]);
+    }
 }
