@@ -96,7 +96,9 @@ mod opening {
 }
 
 mod formats {
-    use steadfast::store::{ListQuery, SLED_FORMAT, SledStore, Store, StoreError, Transition};
+    use steadfast::store::{
+        ListQuery, Retention, SLED_FORMAT, SledStore, Store, StoreError, Transition,
+    };
     use steadfast::{RunState, StateMachine};
 
     /// Opens a directory with sled directly. A store this process has just dropped may hold
@@ -183,6 +185,38 @@ mod formats {
         }
         let store = SledStore::open(&path).unwrap();
         assert_eq!(store.counts().await.unwrap(), after);
+    }
+
+    /// Pruning every run of the demo's database (a pipeline with its stages, effects, notes,
+    /// runs in review and dead letters) leaves no key behind in any tree but `meta`.
+    #[tokio::test]
+    async fn pruning_every_run_leaves_no_key_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/layout1-demo.tar.gz");
+        let status = std::process::Command::new("tar")
+            .args(["xzf", fixture, "-C"])
+            .arg(dir.path())
+            .status()
+            .expect("run tar");
+        assert!(status.success());
+        let path = dir.path().join("db");
+        let store = SledStore::open(&path).unwrap();
+        let total = store.counts().await.unwrap().total();
+        let everything =
+            Retention::older_than(std::time::Duration::ZERO).dead_letters(true).in_review(true);
+        let pruned = store.prune(everything).await.unwrap();
+        assert_eq!((pruned.runs, pruned.kept), (total, 0));
+        assert_eq!(store.counts().await.unwrap().total(), 0);
+        drop(store);
+        let db = raw_sled(&path);
+        for name in db.tree_names() {
+            let name = String::from_utf8_lossy(&name).into_owned();
+            if name == "meta" || name == "__sled__default" {
+                continue;
+            }
+            let left: Vec<_> = db.open_tree(&name).unwrap().iter().keys().take(3).collect();
+            assert!(left.is_empty(), "`{name}` still holds {left:?}");
+        }
     }
 
     #[test]

@@ -12,7 +12,8 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use steadfast::clock::{Clock, ManualClock, Timestamp};
 use steadfast::store::{
-    Claim, Conflict, Durability, NewRun, SledStore, SledStoreOptions, Store, StoreError, Transition,
+    Claim, Conflict, Durability, NewRun, Retention, SledStore, SledStoreOptions, Store, StoreError,
+    Transition,
 };
 use steadfast::{RunId, RunState, StateMachine};
 
@@ -43,6 +44,13 @@ enum Op {
         value: u8,
     },
     Reopen,
+    /// Retention: runs at rest for `older` seconds or more, dead letters and runs in review
+    /// too when asked.
+    Prune {
+        older: u64,
+        dead: bool,
+        review: bool,
+    },
 }
 
 fn state() -> impl Strategy<Value = RunState> {
@@ -64,6 +72,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Timers),
         2 => (0usize..8, any::<bool>(), any::<u8>()).prop_map(|(run, name, value)| Op::Effect { run, name, value }),
         1 => Just(Op::Reopen),
+        1 => (0u64..60, any::<bool>(), any::<bool>())
+            .prop_map(|(older, dead, review)| Op::Prune { older, dead, review }),
     ]
 }
 
@@ -77,6 +87,7 @@ struct ModelRun {
     lease_expires: Option<Timestamp>,
     due: Option<Timestamp>,
     effects: HashMap<String, Value>,
+    moved_at: Timestamp,
 }
 
 #[derive(Default)]
@@ -87,6 +98,7 @@ struct Model {
 impl Model {
     fn moved(run: &mut ModelRun, to: RunState, due: Option<Timestamp>, now: Timestamp) {
         run.state = to;
+        run.moved_at = now;
         run.due = match to {
             RunState::Queued | RunState::FailedTransient => Some(due.unwrap_or(now)),
             RunState::WaitingExternal => due,
@@ -154,6 +166,7 @@ async fn apply(
                         lease_expires: None,
                         due: Some(now),
                         effects: HashMap::new(),
+                        moved_at: now,
                     });
                 }
             }
@@ -280,6 +293,23 @@ async fn apply(
             let recorded = store.record_effect(m.id, name, json!(value)).await.unwrap();
             let expected = m.effects.entry(name.to_owned()).or_insert(json!(value));
             prop_assert_eq!(&recorded.result, expected, "first record wins");
+        }
+        Op::Prune { older, dead, review } => {
+            let older = Duration::from_secs(older);
+            let policy = Retention::older_than(older).dead_letters(dead).in_review(review);
+            let pruned = store.prune(policy.clone()).await.unwrap();
+            let cutoff = now.before(older);
+            let (gone, kept): (Vec<ModelRun>, Vec<ModelRun>) = model
+                .runs
+                .drain(..)
+                .partition(|m| policy.states.contains(&m.state) && m.moved_at <= cutoff);
+            model.runs = kept;
+            prop_assert_eq!(pruned.runs, gone.len() as u64, "pruned runs");
+            for m in gone {
+                prop_assert!(store.get(m.id).await.unwrap().is_none(), "{} pruned", m.key);
+                prop_assert!(store.history(m.id).await.unwrap().is_empty());
+                prop_assert!(store.effects(m.id).await.unwrap().is_empty());
+            }
         }
         Op::Reopen => {
             let placeholder = open(&path.with_extension("scratch"), clock);

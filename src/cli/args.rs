@@ -83,6 +83,9 @@ pub(super) enum Builtin {
     },
     /// The registered agents and pipelines: kind, retry policy, circuit breaker, limits.
     Agents,
+    /// Delete runs at rest that have not moved for a while, with their history, effects and
+    /// notes: succeeded runs by default; dead letters and runs in review only when named.
+    Prune(super::prune::PruneArgs),
     /// Print the run lifecycle, or a registered pipeline's stages, as a diagram (--json:
     /// nodes and edges).
     Graph {
@@ -125,6 +128,7 @@ pub(super) fn execute(session: &Session, command: Builtin) -> Result<(), CliErro
         Builtin::Note { id, text } => session.block_on(super::act::note(session, out, id, &text)),
         Builtin::Dlq(command) => session.block_on(super::dlq::dlq(session, out, command)),
         Builtin::Stats { window } => session.block_on(super::numbers::stats(session, out, window)),
+        Builtin::Prune(args) => session.block_on(super::prune::prune(session, out, args)),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The command line as a library (feature `cli`): a user's own binary registers its agents
 //! and pipelines and gets steadfast's commands for them: `work` (run the workers until idle,
 //! or until a signal with `--until-signal`), `runs`, `review`, `replay`, `dlq`, `signal`,
-//! `cancel`, `note`, `stats`, `agents` and `graph` of its own pipelines. The `steadfast`
+//! `cancel`, `note`, `stats`, `agents`, `graph` of its own pipelines and `prune` (retention). The `steadfast`
 //! binary is this, with the flagship digest registered and a `demo` command of its own.
 //!
 //! ```no_run
@@ -56,6 +56,7 @@ mod dlq;
 mod error;
 mod numbers;
 mod output;
+mod prune;
 mod runs;
 mod work;
 

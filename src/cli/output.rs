@@ -145,7 +145,9 @@ pub(super) fn done(out: Out, verb: &str, run: &RunRecord) -> Result<(), CliError
 
 pub(super) fn humantime(d: Duration) -> String {
     let s = d.as_secs();
-    if s.is_multiple_of(86_400) {
+    if s == 0 {
+        "0s".to_owned()
+    } else if s.is_multiple_of(86_400) {
         format!("{}d", s / 86_400)
     } else if s.is_multiple_of(3600) {
         format!("{}h", s / 3600)

@@ -15,8 +15,8 @@ use serde_json::Value;
 
 use super::{
     Actor, Claim, ConflictResult, Created, DeadLetter, EffectRecord, ErrorInfo, FORMAT_VERSION,
-    HistoryEntry, ListQuery, NewRun, Note, Page, RunRecord, StateCounts, Store, StoreError,
-    Transition,
+    HistoryEntry, ListQuery, NewRun, Note, Page, Pruned, Retention, RunRecord, StateCounts, Store,
+    StoreError, Transition,
 };
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::lifecycle::{RunId, RunState};
@@ -80,6 +80,27 @@ impl MemoryStore {
 }
 
 impl State {
+    /// Forgets `run` and everything kept for it.
+    fn remove(&mut self, run: &RunRecord) {
+        self.runs.remove(&run.id);
+        let key = (run.agent.clone(), run.idempotency_key.clone());
+        if self.keys.get(&key) == Some(&run.id) {
+            self.keys.remove(&key);
+        }
+        self.history.remove(&run.id);
+        let effects: Vec<_> = self
+            .effects
+            .range((run.id, String::new())..)
+            .take_while(|((id, _), _)| *id == run.id)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in effects {
+            self.effects.remove(&key);
+        }
+        self.dead.remove(&run.id);
+        self.notes.remove(&run.id);
+    }
+
     /// Records the move of `run` (already in its new state) from `from`.
     fn record_move(
         &mut self,
@@ -445,5 +466,34 @@ impl Store for MemoryStore {
 
     async fn schema(&self, hash: &str) -> Result<Option<String>, StoreError> {
         Ok(self.lock().schemas.get(hash).cloned())
+    }
+
+    async fn prune(&self, policy: Retention) -> Result<Pruned, StoreError> {
+        policy.check().map_err(StoreError::InvalidRequest)?;
+        let now = self.now();
+        let mut state = self.lock();
+        let mut stages: HashMap<RunId, Vec<RunRecord>> = HashMap::new();
+        for run in state.runs.values() {
+            if let Some(parent) = run.parent {
+                stages.entry(parent).or_default().push(run.clone());
+            }
+        }
+        let taken: Vec<RunRecord> =
+            state.runs.values().filter(|run| policy.takes(run, now)).cloned().collect();
+        let mut pruned = Pruned::default();
+        for run in taken {
+            let children =
+                |id| Ok::<_, std::convert::Infallible>(stages.remove(&id).unwrap_or_default());
+            let Ok(group) = super::retention::gather(&policy, run, children);
+            let Some(group) = group else {
+                pruned.kept += 1;
+                continue;
+            };
+            for run in group {
+                state.remove(&run);
+                pruned.runs += 1;
+            }
+        }
+        Ok(pruned)
     }
 }

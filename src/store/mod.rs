@@ -12,6 +12,7 @@ mod memory;
 mod queries;
 mod records;
 mod requests;
+mod retention;
 mod rules;
 mod sled;
 
@@ -31,6 +32,7 @@ pub use self::records::{
     Actor, DeadLetter, EffectRecord, FORMAT_VERSION, HistoryEntry, Lease, Note, RunRecord,
 };
 pub use self::requests::{Claim, Conflict, Created, NewRun, Transition};
+pub use self::retention::{Pruned, Retention};
 pub(crate) use self::rules::{LEASE_EXPIRED, MoveFields, enter, lease_expiry};
 pub use self::sled::{Durability, SLED_FORMAT, SledStore, SledStoreOptions};
 // Defined with the faults it records; also reachable here, where runs carry it.
@@ -158,5 +160,16 @@ pub trait Store: Send + Sync + 'static {
     /// The JSON Schema kept under `hash`, if any.
     async fn schema(&self, _hash: &str) -> Result<Option<String>, StoreError> {
         Ok(None)
+    }
+
+    /// Deletes the runs `policy` takes (see [`Retention`]) with everything kept for them:
+    /// history, effects, notes, payloads, dead letter entries, idempotency keys and index
+    /// entries; the counts go down with them. Runs that move while it works are left alone.
+    /// A policy naming a state with work left (`queued`, say) is refused
+    /// ([`StoreError::InvalidRequest`]) and nothing is deleted. The default deletes nothing
+    /// and says so (a store written before retention existed).
+    async fn prune(&self, policy: Retention) -> Result<Pruned, StoreError> {
+        policy.check().map_err(StoreError::InvalidRequest)?;
+        Err(StoreError::InvalidRequest("this store does not implement retention (`prune`)".into()))
     }
 }

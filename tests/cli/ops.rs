@@ -380,3 +380,37 @@ fn stats_graph_and_usage_errors() {
     assert_eq!(missing.status.code(), Some(3));
     assert!(text(&missing).contains("no steadfast database at"), "{}", text(&missing));
 }
+
+#[test]
+fn prune_deletes_runs_at_rest_and_only_the_states_named() {
+    let dir = prepared();
+    let before = json_of(&steadfast(dir.path(), &["runs", "list", "--json"]));
+    let total = before["runs"].as_array().unwrap().len();
+    // Nothing has been at rest for a day.
+    let none = steadfast(dir.path(), &["prune", "--older-than", "1d"]);
+    assert!(none.status.success(), "{}", text(&none));
+    assert!(text(&none).contains("pruned 0 run(s) in succeeded that had not moved for 1d"));
+
+    let pruned = json_of(&steadfast(dir.path(), &["prune", "--older-than", "0s", "--json"]));
+    assert_eq!(pruned["pruned"], 1, "the one succeeded run: {pruned}");
+    assert_eq!(pruned["states"], serde_json::json!(["succeeded"]));
+    assert!(ids(dir.path(), "reader").len() == 2, "the two dead letters stay");
+
+    let refused = steadfast(dir.path(), &["prune", "--older-than", "0s", "--state", "queued"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(text(&refused).contains("`queued` are never pruned"), "{}", text(&refused));
+    let no_age = steadfast(dir.path(), &["prune"]);
+    assert_eq!(no_age.status.code(), Some(2), "--older-than is required");
+
+    let dead = steadfast(
+        dir.path(),
+        &["prune", "--older-than", "0s", "--state", "failed_permanent", "--state", "needs_review"],
+    );
+    assert!(dead.status.success(), "{}", text(&dead));
+    assert!(text(&dead).contains("pruned 4 run(s) in failed_permanent, needs_review"));
+    let after = json_of(&steadfast(dir.path(), &["runs", "list", "--json"]));
+    let left: Vec<&str> =
+        after["runs"].as_array().unwrap().iter().map(|r| r["agent"].as_str().unwrap()).collect();
+    assert_eq!(left, ["gate", "gate"], "only the waiting runs are left (of {total})");
+    assert_eq!(json_of(&steadfast(dir.path(), &["dlq", "list", "--json"])), serde_json::json!([]));
+}

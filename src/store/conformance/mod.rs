@@ -29,10 +29,12 @@ use crate::lifecycle::RunId;
 mod claims;
 mod moves;
 mod records;
+mod retention;
 
 use self::claims::*;
 use self::moves::*;
 use self::records::*;
+use self::retention::*;
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -69,6 +71,9 @@ where
         concurrency_keys_serialize_processing,
         children_are_listed_by_parent,
         schemas_are_kept_by_hash,
+        prune_deletes_old_runs_at_rest_with_all_they_kept,
+        a_pipeline_goes_with_its_stages_or_not_at_all,
+        prune_works_in_batches_and_spares_runs_that_moved,
     );
 }
 

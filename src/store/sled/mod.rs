@@ -16,6 +16,7 @@ mod committer;
 mod journal;
 mod keys;
 mod open;
+mod prune;
 mod reads;
 mod repair;
 mod tx;
@@ -198,7 +199,7 @@ impl Trees {
     /// stored in journal entries), each with its rank in the order a commit's writes are
     /// applied (see `tx::WriteSet::into_writes`): what a run points to (0), the run (1), the
     /// indexes that lead to it (2).
-    fn written(&self) -> [(&Tree, u8); 15] {
+    fn written(&self) -> [(&Tree, u8); 16] {
         [
             (&self.runs, 1),
             (&self.by_state, 2),
@@ -215,6 +216,7 @@ impl Trees {
             (&self.signals, 0),
             (&self.notes, 0),
             (&self.counts, 0),
+            (&self.effects, 0),
         ]
     }
 }
@@ -491,5 +493,9 @@ impl Store for SledStore {
 
     async fn schema(&self, hash: &str) -> Result<Option<String>, StoreError> {
         reads::schema(self, hash).await
+    }
+
+    async fn prune(&self, policy: super::Retention) -> Result<super::Pruned, StoreError> {
+        prune::prune(self, policy).await
     }
 }

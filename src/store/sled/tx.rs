@@ -157,6 +157,25 @@ impl TreeTx<'_> {
         self.set.put(self.id, key.as_ref(), None);
         Ok(())
     }
+
+    /// The keys under `prefix` as the batch sees them: the tree's, plus the ones written
+    /// earlier in the batch, less the ones removed in it.
+    pub(super) fn keys_with_prefix(&self, prefix: &[u8]) -> TxResult<Vec<Vec<u8>>> {
+        let mut keys = std::collections::BTreeSet::new();
+        for item in self.tree.scan_prefix(prefix) {
+            keys.insert(item?.0.to_vec());
+        }
+        for ((tree, key), written) in self.set.writes.borrow().range((self.id, prefix.to_vec())..) {
+            if *tree != self.id || !key.starts_with(prefix) {
+                break;
+            }
+            match written {
+                Some(_) => keys.insert(key.clone()),
+                None => keys.remove(key),
+            };
+        }
+        Ok(keys.into_iter().collect())
+    }
 }
 
 /// The view of every tree a move may touch, within one batch.
@@ -176,6 +195,9 @@ pub(super) struct Tx<'a> {
     pub(super) signals: TreeTx<'a>,
     pub(super) notes: TreeTx<'a>,
     pub(super) counts: TreeTx<'a>,
+    /// Written through a commit only by `prune` (an effect is recorded straight into its
+    /// tree, see `writes::record_effect`).
+    pub(super) effects: TreeTx<'a>,
 }
 
 impl<'a> Tx<'a> {
@@ -198,6 +220,7 @@ impl<'a> Tx<'a> {
             signals: t(12),
             notes: t(13),
             counts: t(14),
+            effects: t(15),
         }
     }
 }
@@ -247,9 +270,12 @@ impl Tx<'_> {
     }
 
     /// Adds `delta` to the counter under `key` (counts per state and per agent and state).
-    fn count(&self, key: &[u8], delta: i64) -> TxResult<()> {
+    pub(super) fn count(&self, key: &[u8], delta: i64) -> TxResult<()> {
         let now = self.counts.get(key)?.map_or(0, |bytes| decode_count(&bytes));
-        self.counts.insert(key, &now.saturating_add_signed(delta).to_be_bytes())
+        match now.saturating_add_signed(delta) {
+            0 => self.counts.remove(key), // an absent counter reads 0: none is left behind
+            count => self.counts.insert(key, &count.to_be_bytes()),
+        }
     }
 
     /// Writes `run` (already moved to its new state) with its history entry and its index

@@ -1,0 +1,85 @@
+//! `prune`: delete runs at rest older than a policy (retention).
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::output::Out;
+use super::{CliError, Session};
+use crate::lifecycle::RunState;
+use crate::say;
+use crate::store::Retention;
+
+/// `prune --older-than 30d [--state succeeded]...`
+#[derive(Debug, clap::Args)]
+pub(super) struct PruneArgs {
+    /// Delete runs that have not moved for this long (`90s`, `15m`, `2h`, `30d`).
+    #[arg(long, value_name = "AGE", value_parser = super::args::parse_duration)]
+    older_than: Duration,
+    /// Only runs in this state (repeat for several): succeeded (the default),
+    /// failed_permanent (dead letters), needs_review (held for review).
+    #[arg(long = "state", value_name = "STATE")]
+    states: Vec<RunState>,
+}
+
+pub(super) async fn prune(session: &Session, out: Out, args: PruneArgs) -> Result<(), CliError> {
+    let mut policy = Retention::older_than(args.older_than);
+    if !args.states.is_empty() {
+        policy = policy.states(args.states);
+    }
+    policy.check().map_err(CliError::usage)?;
+    let store = session.existing_store()?;
+    let dir = session.store_dir();
+    let before = size_of(&dir);
+    let pruned = store.prune(policy.clone()).await.map_err(CliError::from_store)?;
+    let after = size_of(&dir);
+    let states: Vec<String> = policy.states.iter().map(ToString::to_string).collect();
+    if out.json {
+        return out.print_json(&json!({
+            "pruned": pruned.runs,
+            "kept": pruned.kept,
+            "states": states,
+            "older_than_secs": args.older_than.as_secs(),
+            "bytes_before": before,
+            "bytes_after": after,
+        }));
+    }
+    say!(
+        "pruned {} run(s) in {} that had not moved for {}",
+        pruned.runs,
+        states.join(", "),
+        super::output::humantime(args.older_than)
+    )?;
+    if pruned.kept > 0 {
+        say!(
+            "kept {} pipeline run(s) with a stage in another state (held for review, say): add its state with --state to prune them too",
+            pruned.kept
+        )?;
+    }
+    if pruned.runs > 0 {
+        say!(
+            "the database's files: {} before, {} now (sled reuses the freed space for new writes; its files do not shrink)",
+            mib(before),
+            mib(after)
+        )?;
+    }
+    Ok(())
+}
+
+/// The size of the files under `dir`, in bytes.
+fn size_of(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => size_of(&entry.path()),
+            Ok(_) => entry.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}
