@@ -23,12 +23,19 @@ pub(super) struct PruneArgs {
     states: Vec<RunState>,
 }
 
-pub(super) async fn prune(session: &Session, out: Out, args: PruneArgs) -> Result<(), CliError> {
-    let mut policy = Retention::older_than(args.older_than);
-    if !args.states.is_empty() {
-        policy = policy.states(args.states);
+/// The policy of `--older-than` and `--state`s (none: succeeded); a state with work left is
+/// a usage error.
+pub(super) fn policy(older_than: Duration, states: Vec<RunState>) -> Result<Retention, CliError> {
+    let mut policy = Retention::older_than(older_than);
+    if !states.is_empty() {
+        policy = policy.states(states);
     }
     policy.check().map_err(CliError::usage)?;
+    Ok(policy)
+}
+
+pub(super) async fn prune(session: &Session, out: Out, args: PruneArgs) -> Result<(), CliError> {
+    let policy = policy(args.older_than, args.states)?;
     let store = session.existing_store()?;
     let dir = session.store_dir();
     let before = size_of(&dir);

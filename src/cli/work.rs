@@ -20,16 +20,27 @@ pub(super) struct WorkArgs {
     /// How many runs at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: u16,
+    /// With --until-signal: prune runs at rest that have not moved for this long (as the
+    /// `prune` command does), at start and then every --prune-every.
+    #[arg(long, value_name = "AGE", value_parser = super::args::parse_duration, requires = "until_signal")]
+    prune_older_than: Option<Duration>,
+    /// A state --prune-older-than prunes (repeat for several; default succeeded).
+    #[arg(long = "prune-state", value_name = "STATE", requires = "prune_older_than")]
+    prune_states: Vec<RunState>,
+    /// How often --prune-older-than prunes.
+    #[arg(long, value_name = "PERIOD", default_value = "1h", value_parser = super::args::parse_duration)]
+    prune_every: Duration,
 }
 
 pub(super) async fn work(session: &Session, args: WorkArgs) -> Result<(), CliError> {
     let out: Out = session.out;
     let store = session.open_store()?;
-    let rt = session
-        .runtime(store.clone())
-        .workers(usize::from(args.workers))
-        .build()
-        .map_err(runtime_error)?;
+    let mut builder = session.runtime(store.clone()).workers(usize::from(args.workers));
+    if let Some(older_than) = args.prune_older_than {
+        let policy = super::prune::policy(older_than, args.prune_states)?;
+        builder = builder.retention(policy, args.prune_every);
+    }
+    let rt = builder.build().map_err(runtime_error)?;
     let before = store.counts().await.map_err(CliError::from_store)?;
     let started = Instant::now();
     tracing::info!(

@@ -9,7 +9,7 @@ use super::limit::{RateLimit, TokenBucket};
 use super::{Hook, Registered, Runtime, RuntimeError, Shared};
 use crate::agent::erased::{ErasedAgent, Typed};
 use crate::agent::{Agent, Data};
-use crate::store::{RunRecord, Store};
+use crate::store::{Retention, RunRecord, Store};
 
 /// Per-agent options.
 #[derive(Clone, Debug, PartialEq)]
@@ -84,6 +84,7 @@ pub struct RuntimeBuilder {
     on_dead_letter: Vec<Hook>,
     on_success: Vec<Hook>,
     grace: Duration,
+    retention: Option<(Retention, Duration)>,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -111,6 +112,7 @@ impl Default for RuntimeBuilder {
             on_dead_letter: Vec::new(),
             on_success: Vec::new(),
             grace: Duration::from_secs(30),
+            retention: None,
         }
     }
 }
@@ -196,6 +198,17 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Prunes the store by `policy` (see [`Retention`]) when the runtime starts working until
+    /// shut down ([`run_until_signal`](Runtime::run_until_signal),
+    /// [`run_until_shutdown`](Runtime::run_until_shutdown)) and then every `every` (at least
+    /// one second). Not while working [until idle](Runtime::run_until_idle). A failed prune is
+    /// logged and tried again at the next period. `build` refuses a policy that
+    /// [`Retention::check`] refuses.
+    pub fn retention(mut self, policy: Retention, every: Duration) -> Self {
+        self.retention = Some((policy, every.max(Duration::from_secs(1))));
+        self
+    }
+
     /// Calls `hook` whenever a run enters `needs_review`.
     pub fn on_review(mut self, hook: impl Fn(&RunRecord) + Send + Sync + 'static) -> Self {
         self.on_review.push(Arc::new(hook));
@@ -217,6 +230,9 @@ impl RuntimeBuilder {
     /// The runtime; fails without a store or with two agents of one name.
     pub fn build(self) -> Result<Runtime, RuntimeError> {
         let store = self.store.ok_or(RuntimeError::NoStore)?;
+        if let Some((policy, _)) = &self.retention {
+            policy.check().map_err(RuntimeError::InvalidRequest)?;
+        }
         let mut agents = HashMap::new();
         for (name, agent, options, pipeline) in self.agents {
             let registered = Registered {
@@ -236,18 +252,18 @@ impl RuntimeBuilder {
             let host = host.trim();
             format!("{}-{}", if host.is_empty() { "local" } else { host }, std::process::id())
         });
-        Ok(Runtime {
-            shared: Arc::new(Shared::new(
-                store,
-                agents,
-                self.workers,
-                self.lease,
-                worker_id,
-                self.on_review,
-                self.on_dead_letter,
-                self.on_success,
-                self.grace,
-            )),
-        })
+        let mut shared = Shared::new(
+            store,
+            agents,
+            self.workers,
+            self.lease,
+            worker_id,
+            self.on_review,
+            self.on_dead_letter,
+            self.on_success,
+            self.grace,
+        );
+        shared.retention = self.retention;
+        Ok(Runtime { shared: Arc::new(shared) })
     }
 }

@@ -31,6 +31,12 @@ pub(crate) enum Until {
 
 pub(crate) async fn dispatch(shared: Arc<Shared>, until: Until) -> Result<(), RuntimeError> {
     shared.keep_schemas().await;
+    let _retention = match (&shared.retention, until) {
+        (Some((policy, every)), Until::Stopped) => Some(super::retention::Scheduled(tokio::spawn(
+            super::retention::keep(shared.clone(), policy.clone(), *every),
+        ))),
+        _ => None,
+    };
     let names: Vec<String> = shared.agents.keys().cloned().collect();
     wake_stalled_pipelines(&shared, &names).await?;
     loop {

@@ -62,6 +62,7 @@ mod dispatch;
 mod error;
 mod limit;
 mod operator;
+mod retention;
 mod route;
 mod wakeups;
 
@@ -130,6 +131,8 @@ pub(crate) struct Shared {
     pub(crate) rng: Mutex<fastrand::Rng>,
     /// Set once the registered agents' schemas are kept in the store.
     pub(crate) schemas_kept: tokio::sync::OnceCell<()>,
+    /// The retention policy applied on a schedule while working until shut down.
+    pub(crate) retention: Option<(crate::store::Retention, Duration)>,
 }
 
 impl Shared {
@@ -164,6 +167,7 @@ impl Shared {
             stopping: AtomicBool::new(false),
             rng: Mutex::new(fastrand::Rng::new()),
             schemas_kept: tokio::sync::OnceCell::new(),
+            retention: None,
         }
     }
 

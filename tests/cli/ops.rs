@@ -414,3 +414,49 @@ fn prune_deletes_runs_at_rest_and_only_the_states_named() {
     assert_eq!(left, ["gate", "gate"], "only the waiting runs are left (of {total})");
     assert_eq!(json_of(&steadfast(dir.path(), &["dlq", "list", "--json"])), serde_json::json!([]));
 }
+
+/// `work --until-signal --prune-older-than` prunes as it starts working, then stops cleanly
+/// on SIGTERM.
+#[test]
+fn work_until_signal_prunes_on_its_schedule() {
+    use std::io::BufRead;
+    let dir = prepared();
+    let mut child = Command::new(BIN)
+        .args(["work", "--until-signal", "--prune-older-than", "0s", "--prune-every", "1h"])
+        .arg("--data")
+        .arg(dir.path())
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tell, heard) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tell.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut log = Vec::new();
+    while !log.iter().any(|l: &String| l.contains("retention: pruned runs at rest")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match heard.recv_timeout(left) {
+            Ok(line) => log.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no prune logged within 60 s:\n{}", log.join("\n"));
+            }
+        }
+    }
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "work exits 0 on SIGTERM: {exit:?}\n{}", log.join("\n"));
+    let listed = json_of(&steadfast(dir.path(), &["runs", "list", "--json"]));
+    let states: Vec<&str> =
+        listed["runs"].as_array().unwrap().iter().map(|r| r["state"].as_str().unwrap()).collect();
+    assert!(!states.contains(&"succeeded"), "the succeeded run was pruned: {states:?}");
+    assert_eq!(states.len(), 6, "{states:?}");
+}

@@ -269,3 +269,40 @@ async fn internal_signals_and_empty_notes_are_refused() {
         RuntimeError::NotFound(_)
     ));
 }
+
+/// A retention policy given to the runtime is applied at start and then every period while
+/// it works until shut down, not before its runs have rested for the policy's age.
+#[tokio::test(start_paused = true)]
+async fn retention_prunes_on_its_schedule_while_working() {
+    let hour = Duration::from_secs(3600);
+    let refused = builder()
+        .retention(steadfast::store::Retention::older_than(hour).states([RunState::Queued]), hour)
+        .build()
+        .unwrap_err();
+    assert!(refused.to_string().contains("never pruned"), "{refused}");
+
+    let rt = Arc::new(
+        builder()
+            .register(Approval(None))
+            .retention(steadfast::store::Retention::older_than(hour), Duration::from_secs(600))
+            .build()
+            .unwrap(),
+    );
+    let done = rt.submit("approval", "old").await.unwrap().id;
+    let waiting = rt.submit("approval", "waiting").await.unwrap().id;
+    let worker = tokio::spawn({
+        let rt = rt.clone();
+        async move { rt.run_until_shutdown().await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    rt.signal(done, "approved", json!(1), ada()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(state_of(&rt, done).await.state, RunState::Succeeded);
+    tokio::time::sleep(Duration::from_secs(50 * 60)).await;
+    assert!(rt.store().get(done).await.unwrap().is_some(), "at rest for 50 minutes only");
+    tokio::time::sleep(Duration::from_secs(20 * 60)).await;
+    assert!(rt.store().get(done).await.unwrap().is_none(), "pruned by the 70-minute tick");
+    assert_eq!(state_of(&rt, waiting).await.state, RunState::WaitingExternal);
+    rt.shutdown().await.unwrap();
+    worker.await.unwrap().unwrap();
+}
