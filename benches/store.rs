@@ -113,6 +113,15 @@ fn main() {
         return;
     }
 
+    // `cargo bench --bench store -- prune N`: N succeeded runs (created, claimed, succeeded,
+    // 256 movers, `Periodic`), the database's size, a prune of all of them, the size after,
+    // after reopening, and after N more runs (does freed space get reused?).
+    if let Some(n) = std::env::args().skip_while(|a| a != "prune").nth(1) {
+        let n: usize = n.parse().expect("prune N");
+        runtime.block_on(prune_space(&root.join("prune"), n));
+        return;
+    }
+
     let fsyncs = raw_fsyncs_per_second(&root.join("raw"));
     println!("raw fdatasync, 1 thread: {fsyncs:.0}/s ({:.3} ms each)", 1000.0 / fsyncs);
     println!();
@@ -288,4 +297,81 @@ async fn claims_per_second(path: &Path) -> f64 {
     }
     assert_eq!(claimed, RUNS);
     RUNS as f64 / start.elapsed().as_secs_f64()
+}
+
+/// N runs to `succeeded` with an output, by 256 movers; returns how long it took.
+async fn succeeded_runs(store: &Arc<SledStore>, n: usize, round: usize) -> Duration {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..256)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in (t..n).step_by(256) {
+                    let new = NewRun::new(
+                        format!("agent{}", i % 7),
+                        format!("r{round}-{i}"),
+                        json!({"item": i, "title": "a title of some forty characters, roughly"}),
+                    );
+                    let id = store.create(new).await.unwrap().run.id;
+                    let claim = Claim::new(format!("w{t}"), 1, Duration::from_secs(60)).runs([id]);
+                    let token = store.claim(claim).await.unwrap()[0].lease.as_ref().unwrap().token;
+                    let done = Transition::new(id, RunState::Processing, RunState::Succeeded)
+                        .fenced(token)
+                        .output(json!({"label": "news", "score": i % 100}));
+                    store.transition(done).await.unwrap().unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    start.elapsed()
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    let meta = e.metadata().unwrap();
+                    if meta.is_dir() { dir_size(&e.path()) } else { meta.len() }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+async fn prune_space(path: &Path, n: usize) {
+    let periodic = Durability::Periodic(Duration::from_millis(500));
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
+    let store = Arc::new(open_with(path, periodic, true));
+    let took = succeeded_runs(&store, n, 0).await;
+    store.flush().await.unwrap();
+    let full = dir_size(path);
+    println!("{n} succeeded runs in {:.1} s: {:.1} MiB", took.as_secs_f64(), mib(full));
+    let start = Instant::now();
+    let pruned = store.prune(steadfast::store::Retention::older_than(Duration::ZERO)).await.unwrap();
+    let took = start.elapsed();
+    assert_eq!(pruned.runs, n as u64);
+    store.flush().await.unwrap();
+    println!(
+        "prune of {n}: {:.1} s ({:.0} runs/s), size after {:.1} MiB",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64(),
+        mib(dir_size(path))
+    );
+    drop(store);
+    std::thread::sleep(Duration::from_millis(500)); // sled's threads let go of the lock
+    let store = Arc::new(open_with(path, periodic, true));
+    println!("reopened: {:.1} MiB, {} runs", mib(dir_size(path)), store.counts().await.unwrap().total());
+    let took = succeeded_runs(&store, n, 1).await;
+    store.flush().await.unwrap();
+    println!(
+        "{n} more succeeded runs in {:.1} s: {:.1} MiB (before the prune: {:.1} MiB)",
+        took.as_secs_f64(),
+        mib(dir_size(path)),
+        mib(full)
+    );
 }
