@@ -352,7 +352,8 @@ async fn prune_space(path: &Path, n: usize) {
     let full = dir_size(path);
     println!("{n} succeeded runs in {:.1} s: {:.1} MiB", took.as_secs_f64(), mib(full));
     let start = Instant::now();
-    let pruned = store.prune(steadfast::store::Retention::older_than(Duration::ZERO)).await.unwrap();
+    let pruned =
+        store.prune(steadfast::store::Retention::older_than(Duration::ZERO)).await.unwrap();
     let took = start.elapsed();
     assert_eq!(pruned.runs, n as u64);
     store.flush().await.unwrap();
@@ -365,7 +366,11 @@ async fn prune_space(path: &Path, n: usize) {
     drop(store);
     std::thread::sleep(Duration::from_millis(500)); // sled's threads let go of the lock
     let store = Arc::new(open_with(path, periodic, true));
-    println!("reopened: {:.1} MiB, {} runs", mib(dir_size(path)), store.counts().await.unwrap().total());
+    println!(
+        "reopened: {:.1} MiB, {} runs",
+        mib(dir_size(path)),
+        store.counts().await.unwrap().total()
+    );
     let took = succeeded_runs(&store, n, 1).await;
     store.flush().await.unwrap();
     println!(

@@ -2,6 +2,11 @@
 
 use std::time::Duration;
 
+#[path = "storage/full_disk.rs"]
+mod full_disk;
+#[path = "common/peers.rs"]
+mod peers;
+
 use steadfast::store::{Durability, MemoryStore, SledStore, SledStoreOptions, conformance};
 
 async fn conforms(durability: Durability) {

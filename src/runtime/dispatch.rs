@@ -10,7 +10,7 @@ use super::attempt::attempt;
 use super::crashes::after_backoff;
 use super::wakeups::after_move;
 use super::{RuntimeError, Shared};
-use crate::fault::AgentError;
+use crate::fault::{AgentError, Classify};
 use crate::lifecycle::RunState;
 use crate::store::{Actor, Claim, ListQuery};
 
@@ -38,7 +38,31 @@ pub(crate) async fn dispatch(shared: Arc<Shared>, until: Until) -> Result<(), Ru
         _ => None,
     };
     let names: Vec<String> = shared.agents.keys().cloned().collect();
-    wake_stalled_pipelines(&shared, &names).await?;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match work(&shared, &names, until).await {
+            // The store's own resource fault (a full disk) does not end a runtime that works
+            // until shut down: it waits, then goes on (the store reopens itself once it can
+            // write again). Working until idle, the caller hears of it.
+            Err(RuntimeError::Store(error))
+                if until == Until::Stopped && error.fault() == crate::fault::Fault::Resource =>
+            {
+                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "the store failed; the workers wait and try again");
+                tokio::select! {
+                    () = shared.wake.notified() => {}
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            result => return result,
+        }
+    }
+}
+
+/// The dispatcher's rounds until `until` (see [`dispatch`]).
+async fn work(shared: &Arc<Shared>, names: &[String], until: Until) -> Result<(), RuntimeError> {
+    let shared = shared.clone();
+    wake_stalled_pipelines(&shared, names).await?;
     loop {
         if shared.stopping.load(Ordering::SeqCst) {
             return Ok(());
@@ -47,7 +71,7 @@ pub(crate) async fn dispatch(shared: Arc<Shared>, until: Until) -> Result<(), Ru
         progressed |= !shared.store.recover_expired(256).await?.is_empty();
         // The earliest moment a breaker or a rate limit lets an agent's runs through again.
         let mut unblocked_in: Option<Duration> = None;
-        for name in &names {
+        for name in names {
             let (started, blocked) = claim_and_start(&shared, name).await?;
             progressed |= started;
             if let Some(wait) = blocked {
@@ -58,7 +82,7 @@ pub(crate) async fn dispatch(shared: Arc<Shared>, until: Until) -> Result<(), Ru
             continue;
         }
         let in_flight = shared.in_flight.load(Ordering::SeqCst);
-        if until == Until::Idle && in_flight == 0 && !has_pending_work(&shared, &names).await? {
+        if until == Until::Idle && in_flight == 0 && !has_pending_work(&shared, names).await? {
             return Ok(());
         }
         // Sleep until the earliest due time, or until woken (new work, a signal, a finished

@@ -109,3 +109,17 @@ pub enum RuntimeError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+impl crate::fault::Classify for RuntimeError {
+    /// The store failing is classified as the store says (a full disk is a resource fault);
+    /// a run that moved meanwhile is transient (look again and retry); every other refusal
+    /// is permanent: the same call would be refused again.
+    fn fault(&self) -> crate::fault::Fault {
+        use crate::fault::Fault;
+        match self {
+            RuntimeError::Store(error) => error.fault(),
+            RuntimeError::Raced { .. } => Fault::Transient,
+            _ => Fault::Permanent,
+        }
+    }
+}

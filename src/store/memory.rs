@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use super::retention::Resting;
 use super::{
     Actor, Claim, ConflictResult, Created, DeadLetter, EffectRecord, ErrorInfo, FORMAT_VERSION,
     HistoryEntry, ListQuery, NewRun, Note, Page, Pruned, Retention, RunRecord, StateCounts, Store,
@@ -472,14 +473,14 @@ impl Store for MemoryStore {
         policy.check().map_err(StoreError::InvalidRequest)?;
         let now = self.now();
         let mut state = self.lock();
-        let mut stages: HashMap<RunId, Vec<RunRecord>> = HashMap::new();
+        let mut stages: HashMap<RunId, Vec<Resting>> = HashMap::new();
         for run in state.runs.values() {
             if let Some(parent) = run.parent {
-                stages.entry(parent).or_default().push(run.clone());
+                stages.entry(parent).or_default().push(Resting::of(run));
             }
         }
-        let taken: Vec<RunRecord> =
-            state.runs.values().filter(|run| policy.takes(run, now)).cloned().collect();
+        let taken: Vec<Resting> =
+            state.runs.values().map(Resting::of).filter(|r| policy.takes_resting(r, now)).collect();
         let mut pruned = Pruned::default();
         for run in taken {
             let children =
@@ -490,8 +491,10 @@ impl Store for MemoryStore {
                 continue;
             };
             for run in group {
-                state.remove(&run);
-                pruned.runs += 1;
+                if let Some(run) = state.runs.get(&run.id).cloned() {
+                    state.remove(&run);
+                    pruned.runs += 1;
+                }
             }
         }
         Ok(pruned)

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::clock::Timestamp;
-use crate::lifecycle::RunState;
+use crate::lifecycle::{RunId, RunState};
 use crate::machine::StateMachine;
 
 use super::records::RunRecord;
@@ -118,12 +118,39 @@ impl Retention {
     /// Whether the policy takes `run` at `now`: a run without a parent, in one of the states,
     /// unmoved since the cutoff. Its stage runs must also pass [`Retention::takes_stage`].
     pub fn takes(&self, run: &RunRecord, now: Timestamp) -> bool {
-        run.parent.is_none() && self.takes_stage(run) && run.updated_at <= self.cutoff(now)
+        self.takes_resting(&Resting::of(run), now)
     }
 
     /// Whether a stage run (any descendant) of a run the policy takes may go with it.
     pub fn takes_stage(&self, run: &RunRecord) -> bool {
         self.states.contains(&run.state)
+    }
+
+    pub(crate) fn takes_resting(&self, run: &Resting, now: Timestamp) -> bool {
+        !run.has_parent && self.states.contains(&run.state) && run.moved_at <= self.cutoff(now)
+    }
+}
+
+/// What the rule reads of a run (a backend need not decode its payloads).
+#[derive(Clone, Debug)]
+pub(crate) struct Resting {
+    pub(crate) id: RunId,
+    pub(crate) state: RunState,
+    /// How many moves it had when read: a run that moved since is not the run judged.
+    pub(crate) moves: u32,
+    pub(crate) has_parent: bool,
+    pub(crate) moved_at: Timestamp,
+}
+
+impl Resting {
+    pub(crate) fn of(run: &RunRecord) -> Self {
+        Resting {
+            id: run.id,
+            state: run.state,
+            moves: run.moves,
+            has_parent: run.parent.is_some(),
+            moved_at: run.updated_at,
+        }
     }
 }
 
@@ -132,14 +159,14 @@ impl Retention {
 /// whole tree is then kept).
 pub(crate) fn gather<E>(
     policy: &Retention,
-    run: RunRecord,
-    mut children: impl FnMut(crate::lifecycle::RunId) -> Result<Vec<RunRecord>, E>,
-) -> Result<Option<Vec<RunRecord>>, E> {
+    run: Resting,
+    mut children: impl FnMut(RunId) -> Result<Vec<Resting>, E>,
+) -> Result<Option<Vec<Resting>>, E> {
     let mut group = vec![run];
     let mut next = 0;
     while next < group.len() {
         for child in children(group[next].id)? {
-            if !policy.takes_stage(&child) {
+            if !policy.states.contains(&child.state) {
                 return Ok(None);
             }
             group.push(child);
@@ -152,7 +179,6 @@ pub(crate) fn gather<E>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lifecycle::RunId;
 
     fn run(state: RunState, moved: Timestamp) -> RunRecord {
         RunRecord {

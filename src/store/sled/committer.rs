@@ -14,7 +14,7 @@ use std::fs::{self, File};
 use std::io;
 use std::path::Path;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
@@ -61,6 +61,8 @@ pub(super) struct Committer {
     /// The number of the last batch a sync covered (batches are numbered from 1, applied and
     /// synced in order): every write applied in a batch up to it is durable.
     synced: Arc<AtomicU64>,
+    /// Set when a commit failed: the database is reopened before the next write (`engine`).
+    failed: Arc<AtomicBool>,
 }
 
 /// What the committer thread owns.
@@ -77,6 +79,7 @@ pub(super) struct Writer {
 
 /// Makes applied writes durable.
 struct Syncer {
+    failed: Arc<AtomicBool>,
     db: ::sled::Db,
     log: File,
     path: PathBuf,
@@ -90,7 +93,9 @@ impl Committer {
         let (sender, receiver) = mpsc::channel::<Request>();
         let syncs = Arc::new(AtomicU64::new(0));
         let synced = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicBool::new(false));
         let syncer = Syncer {
+            failed: failed.clone(),
             db: writer.db.clone(),
             log: writer.log.try_clone()?,
             path: writer.path.clone(),
@@ -101,7 +106,13 @@ impl Committer {
         let thread = std::thread::Builder::new()
             .name("steadfast-committer".into())
             .spawn(move || writer.run(&receiver, &syncer))?;
-        Ok(Committer { sender: Some(sender), thread: Some(thread), syncs, synced })
+        Ok(Committer { sender: Some(sender), thread: Some(thread), syncs, synced, failed })
+    }
+
+    /// Whether a commit failed (the disk full, an I/O error): this committer takes no more
+    /// writes, and the database must be opened again.
+    pub(super) fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     /// Whether the write applied in batch `batch` is durable already.
@@ -210,6 +221,14 @@ impl Writer {
             let durable: Vec<bool> = batch.iter().map(|r| r.durable).collect();
             let (requests, replies): (Vec<_>, Vec<_>) =
                 batch.into_iter().map(|r| (r.apply, r.reply)).unzip();
+            if syncer.failed.load(Ordering::Acquire) {
+                // After a failed commit nothing more is applied on this opening: sled refuses
+                // its writes, and its memory may hold the failed commit's.
+                for reply in replies {
+                    reply(Err(Failure::Store(reopening())), number);
+                }
+                continue;
+            }
             match self.apply(&requests, number) {
                 Ok(results) => {
                     let mut waiting = Vec::new();
@@ -232,6 +251,7 @@ impl Writer {
                     syncer.sync_and_reply(waiting, number);
                 }
                 Err(error) => {
+                    syncer.fail(&error);
                     for reply in replies {
                         reply(Err(Failure::Store(copy_error(&error))), number);
                     }
@@ -301,9 +321,14 @@ impl Syncer {
     /// before it.
     fn sync_and_reply(&self, waiting: Vec<(Reply, Value)>, batch: u64) {
         let synced = self.sync();
-        if synced.is_ok() {
-            self.syncs.fetch_add(1, Ordering::Relaxed);
-            self.synced.store(batch, Ordering::Release);
+        match &synced {
+            Ok(()) => {
+                self.syncs.fetch_add(1, Ordering::Relaxed);
+                self.synced.store(batch, Ordering::Release);
+            }
+            // A failed fsync may have dropped the pages it was to write (Linux forgets them):
+            // what this opening holds in memory can no longer be trusted to be on disk.
+            Err(error) => self.fail(error),
         }
         for (reply, value) in waiting {
             reply(
@@ -314,6 +339,12 @@ impl Syncer {
                 batch,
             );
         }
+    }
+
+    /// Marks the committer failed after `error`.
+    fn fail(&self, error: &StoreError) {
+        tracing::error!(%error, "a commit failed: its callers are told so, and the database is opened again before the next write");
+        self.failed.store(true, Ordering::Release);
     }
 
     /// Makes everything applied so far durable per the durability mode.
@@ -369,10 +400,54 @@ pub(super) fn sync_blobs(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// The same failure for every caller of a failed batch (errors are not `Clone`).
+/// The system's words for an I/O error: sled re-wraps the OS error in one whose text is its
+/// `Debug` form (`Os { code: 28, kind: StorageFull, .. }`), so the code is read back from it.
+fn os_error_text(error: &io::Error) -> String {
+    let text = error.to_string();
+    let code = error.raw_os_error().or_else(|| {
+        let rest = text.split("Os { code: ").nth(1)?;
+        rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    });
+    code.map_or(text, |code| io::Error::from_raw_os_error(code).to_string())
+}
+
+/// The answer to a write that came after a failed commit on the same opening.
+fn reopening() -> StoreError {
+    StoreError::Backend {
+        context: "writing to the database",
+        source: Box::new(io::Error::other(
+            "an earlier commit failed; the database is opened again before the next write",
+        )),
+    }
+}
+
+/// The same failure for every caller of a failed batch (errors are not `Clone`): a resource
+/// fault (the store's own disk), keeping the I/O error's kind (a full disk is `StorageFull`).
 fn copy_error(error: &StoreError) -> StoreError {
-    StoreError::Io {
-        context: "writing to the database".into(),
-        source: std::io::Error::other(error.to_string()),
+    let mut found = None;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            found = Some(io);
+            break;
+        }
+        if let Some(::sled::Error::Io(io)) = e.downcast_ref::<::sled::Error>() {
+            found = Some(io);
+            break;
+        }
+        source = e.source();
+    }
+    let (kind, why) = match found {
+        Some(io) => (io.kind(), os_error_text(io)),
+        None => (io::ErrorKind::Other, error.to_string()),
+    };
+    StoreError::Backend {
+        context: "writing to the database",
+        source: Box::new(io::Error::new(
+            kind,
+            format!(
+                "{why}; this commit is applied whole or not at all, which the store shows once the disk takes writes again"
+            ),
+        )),
     }
 }

@@ -13,6 +13,7 @@
 
 mod codec;
 mod committer;
+mod engine;
 mod journal;
 mod keys;
 mod open;
@@ -33,7 +34,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use self::codec::{StoredRun, from_bin, from_json};
-use self::committer::Committer;
+use self::engine::Engine;
 use self::keys::*;
 use self::tx::{Abort, Tx};
 use super::{
@@ -131,13 +132,16 @@ pub struct SledStore {
 }
 
 struct Inner {
-    db: ::sled::Db,
-    trees: Trees,
+    /// The open database; replaced after a failed write (see `engine`). `None` only while a
+    /// reopen after a failed write has not succeeded yet.
+    engine: std::sync::RwLock<Option<Arc<Engine>>>,
     path: PathBuf,
     durability: Durability,
     clock: Arc<dyn Clock>,
-    /// Every write goes through it (see `committer`).
-    committer: Committer,
+    /// What the store was opened with, to open it again.
+    options: SledStoreOptions,
+    /// When the database was last opened again after a failed write.
+    reopened: std::sync::Mutex<Option<std::time::Instant>>,
     /// Runs whose latest claim (or creation already claimed) was acknowledged before its
     /// sync, with the number of the batch that applied it; see `Store::wait_durable`.
     unsynced_claims: std::sync::Mutex<std::collections::HashMap<RunId, u64>>,
@@ -260,19 +264,24 @@ impl SledStore {
     /// How many flushes (with fsync, in `Fsync` mode) the store has run: with group commit,
     /// far fewer than the moves it made.
     pub fn syncs(&self) -> u64 {
-        self.inner.committer.syncs()
+        self.inner
+            .engine
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(0, |e| e.committer.syncs())
     }
 
     /// Makes everything written so far durable, whatever the durability mode.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let inner = self.inner.clone();
+        let engine = self.engine()?;
+        let path = self.inner.path.clone();
         tokio::task::spawn_blocking(move || {
-            inner.db.flush().map_err(|e| backend("flushing the database", e))?;
-            File::open(inner.path.join("db"))
+            engine.db.flush().map_err(|e| backend("flushing the database", e))?;
+            File::open(path.join("db"))
                 .and_then(|log| log.sync_data())
                 .map_err(|e| io_error("fsync of the database log", e))?;
-            committer::sync_blobs(&inner.path)
-                .map_err(|e| io_error("fsync of the database blobs", e))
+            committer::sync_blobs(&path).map_err(|e| io_error("fsync of the database blobs", e))
         })
         .await
         .map_err(|e| io_error("flush", std::io::Error::other(e)))?
@@ -287,7 +296,7 @@ impl SledStore {
         &self,
         apply: impl Fn(&Tx<'_>) -> tx::TxResult<T> + Send + 'static,
     ) -> Result<Result<T, Abort>, StoreError> {
-        self.inner.committer.write(Box::new(apply)).await
+        self.engine()?.committer.write(Box::new(apply)).await
     }
 
     /// Applies `apply` through the committer; returns once it is applied, durable with the
@@ -296,7 +305,7 @@ impl SledStore {
         &self,
         apply: impl Fn(&Tx<'_>) -> tx::TxResult<T> + Send + 'static,
     ) -> Result<(Result<T, Abort>, u64), StoreError> {
-        self.inner.committer.write_lazy(Box::new(apply)).await
+        self.engine()?.committer.write_lazy(Box::new(apply)).await
     }
 
     /// Remembers that the claims of `runs` were applied in batch `batch`, not yet synced.
@@ -308,8 +317,9 @@ impl SledStore {
         unsynced.extend(runs.into_iter().map(|run| (run, batch)));
         if unsynced.len() > 4096 {
             // Claims whose claimer never asked (a user's own claim loop): forget synced ones.
-            let committer = &self.inner.committer;
-            unsynced.retain(|_, batch| !committer.is_synced(*batch));
+            if let Ok(engine) = self.engine() {
+                unsynced.retain(|_, batch| !engine.committer.is_synced(*batch));
+            }
         }
     }
 
@@ -328,7 +338,8 @@ impl SledStore {
 
     /// The full record of a stored run.
     fn assemble(&self, id: RunId, run: StoredRun) -> Result<RunRecord, StoreError> {
-        let t = &self.inner.trees;
+        let engine = self.engine()?;
+        let t = &engine.trees;
         let input = self.payload(&t.inputs, "inputs", id)?.unwrap_or(Value::Null);
         let output = self.payload(&t.outputs, "outputs", id)?;
         let signal = self.payload(&t.signals, "signals", id)?;
@@ -336,7 +347,13 @@ impl SledStore {
     }
 
     fn get_record(&self, run: RunId) -> Result<Option<RunRecord>, StoreError> {
-        match self.inner.trees.runs.get(run.to_bytes()).map_err(|e| backend("reading a run", e))? {
+        match self
+            .engine()?
+            .trees
+            .runs
+            .get(run.to_bytes())
+            .map_err(|e| backend("reading a run", e))?
+        {
             Some(bytes) => self.assemble(run, from_bin("runs", &bytes)?).map(Some),
             None => Ok(None),
         }
@@ -365,13 +382,17 @@ impl SledStore {
     }
 
     /// `ready` entries of `kind` due now or earlier: (id, state byte, agent).
-    fn due_entries(&self, kind: u8) -> impl Iterator<Item = Result<(RunId, u8, IVec), StoreError>> {
+    fn due_entries(
+        &self,
+        kind: u8,
+    ) -> Result<impl Iterator<Item = Result<(RunId, u8, IVec), StoreError>>, StoreError> {
         let end =
             ready_key(kind, self.now().after(Duration::from_millis(1)), RunId::from_bytes([0; 16]));
-        self.inner.trees.ready.range(vec![kind]..end).map(|item| {
+        let ready = self.engine()?.trees.ready.clone();
+        Ok(ready.range(vec![kind]..end).map(|item| {
             let (key, value) = item.map_err(|e| backend("scanning due runs", e))?;
             Ok((ready_key_run(&key), value[0], value.subslice(1, value.len() - 1)))
-        })
+        }))
     }
 }
 

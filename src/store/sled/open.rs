@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::committer::{Committer, Writer, make_durable};
 use super::repair;
-use super::{Durability, Inner, SledStore, SledStoreOptions, Trees, backend, io_error};
+use super::{Durability, Engine, Inner, SledStore, SledStoreOptions, Trees, backend, io_error};
 use crate::store::StoreError;
 
 /// The file, next to sled's own, that names the process holding the database.
@@ -20,6 +20,32 @@ use super::SLED_FORMAT as DB_FORMAT;
 
 pub(super) fn open(path: &Path, options: SledStoreOptions) -> Result<SledStore, StoreError> {
     let fresh = check_directory(path)?;
+    let registration = Registration::new(path);
+    let engine = open_engine(path, &options, fresh, registration.is_some())?;
+    Ok(SledStore {
+        inner: Arc::new(Inner {
+            engine: std::sync::RwLock::new(Some(Arc::new(engine))),
+            path: path.to_owned(),
+            durability: options.durability,
+            clock: options.clock.clone(),
+            options,
+            reopened: Default::default(),
+            unsynced_claims: Default::default(),
+            _registration: registration,
+        }),
+    })
+}
+
+/// Opens the database in `path` (new if `fresh`): repairs what a crash left, checks the
+/// format, replays the journal, migrates, and starts the committer. `own_lock`: a lock held by
+/// this process (a store just dropped, or the engine a failed write left behind) is waited
+/// out for a moment instead of refused.
+pub(super) fn open_engine(
+    path: &Path,
+    options: &SledStoreOptions,
+    fresh: bool,
+    own_lock: bool,
+) -> Result<Engine, StoreError> {
     let flush_every_ms = match options.durability {
         Durability::Periodic(period) => Some(period.as_millis().max(1) as u64),
         Durability::Fsync | Durability::Flush => Some(500),
@@ -33,7 +59,6 @@ pub(super) fn open(path: &Path, options: SledStoreOptions) -> Result<SledStore, 
     // threads finish their writes first): wait for it rather than refuse. One this process
     // has open, or another process holds, is refused at once.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    let registration = Registration::new(path);
     // What a kill may have left half-written outside sled's log (see `repair`).
     let mut repaired =
         repair::before_open(path).map_err(|e| io_error("checking the database files", e))?;
@@ -51,7 +76,7 @@ pub(super) fn open(path: &Path, options: SledStoreOptions) -> Result<SledStore, 
         }
         match opened.map_err(|e| open_error(path, e)) {
             Err(StoreError::Locked { holder, .. })
-                if registration.is_some()
+                if own_lock
                     && holder
                         .as_ref()
                         .is_none_or(|h| h.starts_with(&format!("pid {} ", std::process::id())))
@@ -115,26 +140,19 @@ pub(super) fn open(path: &Path, options: SledStoreOptions) -> Result<SledStore, 
         // Make the new directory entries themselves durable.
         sync_dir(path).map_err(|e| io_error("fsync of the database directory", e))?;
     }
-    Ok(SledStore {
-        inner: Arc::new(Inner {
-            committer: Committer::start(Writer {
-                db: db.clone(),
-                trees: trees.clone(),
-                path: path.to_owned(),
-                durability: options.durability,
-                group_commit: options.group_commit,
-                log,
-                first_batch,
-            })
-            .map_err(|e| io_error("starting the committer thread", e))?,
-            db,
-            trees,
+    Ok(Engine {
+        committer: Committer::start(Writer {
+            db: db.clone(),
+            trees: trees.clone(),
             path: path.to_owned(),
             durability: options.durability,
-            clock: options.clock,
-            unsynced_claims: Default::default(),
-            _registration: registration,
-        }),
+            group_commit: options.group_commit,
+            log,
+            first_batch,
+        })
+        .map_err(|e| io_error("starting the committer thread", e))?,
+        db,
+        trees,
     })
 }
 

@@ -18,9 +18,8 @@ use super::keys::{counter_keys, idempotency_key, index_entries};
 use super::tx::{Abort, Tx, TxError, TxResult};
 use super::{SledStore, backend};
 use crate::lifecycle::RunId;
-use crate::store::retention::gather;
-use crate::store::{Pruned, Retention};
-use crate::store::{RunRecord, StoreError};
+use crate::store::retention::{Resting, gather};
+use crate::store::{Pruned, Retention, StoreError};
 
 /// A run to delete, with the number of moves it had when it was read: if it moved since, it
 /// is no longer the run the policy took.
@@ -57,7 +56,8 @@ fn candidates(
     now: crate::clock::Timestamp,
     from: &[u8],
 ) -> Result<(Vec<Vec<Doomed>>, Option<Vec<u8>>, u64), StoreError> {
-    let t = &store.inner.trees;
+    let engine = store.engine()?;
+    let t = &engine.trees;
     let state = from[0];
     let mut groups = Vec::new();
     let (mut runs, mut kept) = (0, 0);
@@ -70,11 +70,11 @@ fn candidates(
             return Ok((groups, Some(key.to_vec()), kept));
         }
         let id = RunId::from_bytes(key[1..17].try_into().expect("by_state key layout"));
-        let Some(run) = store.get_record(id)? else { continue };
-        if !policy.takes(&run, now) {
+        let Some(run) = resting(t, id)? else { continue };
+        if !policy.takes_resting(&run, now) {
             continue;
         }
-        match gather(policy, run, |parent| children(store, parent))? {
+        match gather(policy, run, |parent| children(t, parent))? {
             Some(group) => {
                 runs += group.len();
                 groups.push(group.iter().map(|r| (r.id, r.moves)).collect());
@@ -85,13 +85,28 @@ fn candidates(
     Ok((groups, None, kept))
 }
 
+/// What the retention rule reads of run `id` (its stored part only, no payloads).
+fn resting(t: &super::Trees, id: RunId) -> Result<Option<Resting>, StoreError> {
+    let Some(bytes) = t.runs.get(id.to_bytes()).map_err(|e| backend("reading a run", e))? else {
+        return Ok(None);
+    };
+    let run: StoredRun = from_bin("runs", &bytes)?;
+    Ok(Some(Resting {
+        id,
+        state: run.state,
+        moves: run.moves,
+        has_parent: run.parent.is_some(),
+        moved_at: run.updated_at,
+    }))
+}
+
 /// The stage runs of `parent`.
-fn children(store: &SledStore, parent: RunId) -> Result<Vec<RunRecord>, StoreError> {
+fn children(t: &super::Trees, parent: RunId) -> Result<Vec<Resting>, StoreError> {
     let mut runs = Vec::new();
-    for item in store.inner.trees.children.scan_prefix(parent.to_bytes()) {
+    for item in t.children.scan_prefix(parent.to_bytes()) {
         let (key, _) = item.map_err(|e| backend("reading stage runs", e))?;
         let id = RunId::from_bytes(key[16..32].try_into().expect("children key layout"));
-        if let Some(run) = store.get_record(id)? {
+        if let Some(run) = resting(t, id)? {
             runs.push(run);
         }
     }

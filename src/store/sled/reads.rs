@@ -25,7 +25,7 @@ pub(super) async fn find_by_key(
     idempotency_key: &str,
 ) -> Result<Option<RunRecord>, StoreError> {
     let key = super::keys::idempotency_key(agent, idempotency_key);
-    match store.inner.trees.keys.get(key).map_err(|e| backend("reading a key", e))? {
+    match store.engine()?.trees.keys.get(key).map_err(|e| backend("reading a key", e))? {
         Some(id) => store.get_record(run_from_value(&id)),
         None => Ok(None),
     }
@@ -37,7 +37,7 @@ pub(super) async fn due_timers(
 ) -> Result<Vec<RunRecord>, StoreError> {
     let now = store.now();
     let mut due = Vec::new();
-    for entry in store.due_entries(READY_TIMER) {
+    for entry in store.due_entries(READY_TIMER)? {
         if due.len() >= limit {
             break;
         }
@@ -53,7 +53,8 @@ pub(super) async fn due_timers(
 }
 
 pub(super) async fn next_due(store: &SledStore) -> Result<Option<Timestamp>, StoreError> {
-    let t = &store.inner.trees;
+    let engine = store.engine()?;
+    let t = &engine.trees;
     let read = |e| backend("reading due times", e);
     let mut times = Vec::with_capacity(3);
     for kind in [READY_QUEUED, READY_TIMER] {
@@ -73,7 +74,7 @@ pub(super) async fn effect(
     name: &str,
 ) -> Result<Option<EffectRecord>, StoreError> {
     let key = run_key_with(run, name.as_bytes());
-    match store.inner.trees.effects.get(key).map_err(|e| backend("reading an effect", e))? {
+    match store.engine()?.trees.effects.get(key).map_err(|e| backend("reading an effect", e))? {
         Some(bytes) => from_json("effects", &bytes).map(Some),
         None => Ok(None),
     }
@@ -83,18 +84,18 @@ pub(super) async fn effects(
     store: &SledStore,
     run: RunId,
 ) -> Result<Vec<EffectRecord>, StoreError> {
-    scan_run(&store.inner.trees.effects, run, |b| from_json("effects", b))
+    scan_run(&store.engine()?.trees.effects, run, |b| from_json("effects", b))
 }
 
 pub(super) async fn history(
     store: &SledStore,
     run: RunId,
 ) -> Result<Vec<HistoryEntry>, StoreError> {
-    scan_run(&store.inner.trees.history, run, |b| from_bin("history", b))
+    scan_run(&store.engine()?.trees.history, run, |b| from_bin("history", b))
 }
 
 pub(super) async fn notes(store: &SledStore, run: RunId) -> Result<Vec<Note>, StoreError> {
-    scan_run(&store.inner.trees.notes, run, |b| from_json("notes", b))
+    scan_run(&store.engine()?.trees.notes, run, |b| from_json("notes", b))
 }
 
 pub(super) async fn dead_letters(
@@ -105,7 +106,7 @@ pub(super) async fn dead_letters(
     use std::ops::Bound::{Excluded, Unbounded};
     let start = cursor.map_or(Unbounded, |c| Excluded(c.to_bytes().to_vec()));
     store
-        .inner
+        .engine()?
         .trees
         .dead_letter
         .range((start, Unbounded))
@@ -119,7 +120,8 @@ pub(super) async fn dead_letters(
 
 pub(super) async fn list(store: &SledStore, query: ListQuery) -> Result<Page, StoreError> {
     use std::ops::Bound::{Excluded, Included, Unbounded};
-    let t = &store.inner.trees;
+    let engine = store.engine()?;
+    let t = &engine.trees;
     // `children` keys are parent|id, `by_state` keys are state|id, `runs` keys are id:
     // `prefix` is what precedes the id. A parent is the narrowest index, then a state.
     let (tree, prefix, lower, upper) = match (query.parent, query.state) {
@@ -161,7 +163,7 @@ pub(super) async fn counts(store: &SledStore) -> Result<StateCounts, StoreError>
     let mut counts = StateCounts::default();
     for &state in RunState::STATES {
         let value = store
-            .inner
+            .engine()?
             .trees
             .counts
             .get(state_counter_key(state))
@@ -173,7 +175,7 @@ pub(super) async fn counts(store: &SledStore) -> Result<StateCounts, StoreError>
 
 pub(super) async fn schema(store: &SledStore, hash: &str) -> Result<Option<String>, StoreError> {
     let found = store
-        .inner
+        .engine()?
         .trees
         .meta
         .get(format!("schema/{hash}"))

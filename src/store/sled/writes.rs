@@ -83,7 +83,7 @@ pub(super) async fn create(store: &SledStore, new: NewRun) -> Result<Created, St
             // Written by an earlier batch; durable unless that was a lazy creation, so
             // make sure before answering.
             if !lazy {
-                store.inner.committer.sync().await?;
+                store.engine()?.committer.sync().await?;
             }
             let run = store.get_record(existing)?.ok_or(StoreError::NotFound(existing))?;
             Ok(Created { run, created: false })
@@ -95,9 +95,15 @@ pub(super) async fn create(store: &SledStore, new: NewRun) -> Result<Created, St
 pub(super) async fn wait_durable(store: &SledStore, run: RunId) -> Result<(), StoreError> {
     let batch = store.inner.unsynced_claims.lock().unwrap_or_else(|p| p.into_inner()).remove(&run);
     match batch {
+        Some(super::engine::LOST) => Err(StoreError::Backend {
+            context: "making a claim durable",
+            source: Box::new(std::io::Error::other(format!(
+                "the claim of run {run} was lost with a failed write; the run is claimed again"
+            ))),
+        }),
         // Joins the next group commit, which covers every batch applied before it.
-        Some(batch) if !store.inner.committer.is_synced(batch) => {
-            store.inner.committer.sync().await
+        Some(batch) if !store.engine()?.committer.is_synced(batch) => {
+            store.engine()?.committer.sync().await
         }
         _ => Ok(()),
     }
@@ -169,7 +175,7 @@ pub(super) async fn claim(store: &SledStore, claim: Claim) -> Result<Vec<RunReco
     } else if claim.agents.is_empty() {
         let queued = state_byte(RunState::Queued);
         let mut ids = Vec::new();
-        for entry in store.due_entries(READY_QUEUED) {
+        for entry in store.due_entries(READY_QUEUED)? {
             let (id, state, _) = entry?;
             if state == queued {
                 ids.push(id);
@@ -186,7 +192,7 @@ pub(super) async fn claim(store: &SledStore, claim: Claim) -> Result<Vec<RunReco
         for agent in &claim.agents {
             let from = queue_key(agent, Timestamp::ZERO, RunId::from_bytes([0; 16]));
             let to = queue_key(agent, end, RunId::from_bytes([0; 16]));
-            for item in store.inner.trees.queue.range(from..to).take(want) {
+            for item in store.engine()?.trees.queue.range(from..to).take(want) {
                 let (key, _) = item.map_err(|e| backend("scanning an agent's queue", e))?;
                 due.push(queue_key_parts(&key, agent.len()));
             }
@@ -256,7 +262,7 @@ pub(super) async fn recover_expired(
     let now = store.now();
     let end = lease_key(now.after(Duration::from_millis(1)), RunId::from_bytes([0; 16]));
     let candidates: Vec<RunId> = store
-        .inner
+        .engine()?
         .trees
         .leases
         .range(..end)
@@ -296,7 +302,7 @@ pub(super) async fn record_effect(
     // One tree, one compare-and-swap: no transaction (which would cost sled two log
     // writes), then a sync barrier that shares the committer's next sync.
     let stored: StoredRun = match store
-        .inner
+        .engine()?
         .trees
         .runs
         .get(run.to_bytes())
@@ -313,7 +319,7 @@ pub(super) async fn record_effect(
         recorded_at: store.now(),
     };
     let swapped = store
-        .inner
+        .engine()?
         .trees
         .effects
         .compare_and_swap(
@@ -324,7 +330,7 @@ pub(super) async fn record_effect(
         .map_err(|e| backend("recording an effect", e))?;
     // Also when another caller recorded it first: that record must be durable before we
     // hand it out.
-    store.inner.committer.sync().await?;
+    store.engine()?.committer.sync().await?;
     match swapped {
         Ok(()) => Ok(effect),
         Err(existing) => from_json("effects", &existing.current.expect("a present value")),
@@ -337,7 +343,7 @@ pub(super) async fn add_note(
     author: Actor,
     text: &str,
 ) -> Result<Note, StoreError> {
-    let seq = store.inner.db.generate_id().map_err(|e| backend("numbering a note", e))?;
+    let seq = store.engine()?.db.generate_id().map_err(|e| backend("numbering a note", e))?;
     let note = Note { run, author, text: text.to_owned(), at: store.now() };
     let written = note.clone();
     store
@@ -358,7 +364,7 @@ pub(super) async fn put_schema(
     schema: &str,
 ) -> Result<(), StoreError> {
     let key = format!("schema/{hash}");
-    let meta = &store.inner.trees.meta;
+    let meta = &store.engine()?.trees.meta;
     if meta.get(&key).map_err(|e| backend("reading a schema", e))?.is_some() {
         return Ok(());
     }

@@ -1,0 +1,78 @@
+//! The open database behind a [`SledStore`], and its reopening after a failed write.
+//!
+//! When a commit fails (a full disk, an I/O error), sled 0.34 refuses every later write of
+//! that `Db` (its global error), and its memory may hold writes of the failed commit that
+//! never reached the disk. So the committer fails that commit's callers and every request
+//! after it, and the next call on the store drops this engine and opens the database again
+//! from its files: sled recovers a prefix of its log, and the journal's replay completes the
+//! failed commit if its entry got there whole, or it is absent; never half. Until the disk
+//! takes writes again, the reopening itself fails, and so does the call (a resource fault).
+
+use std::sync::Arc;
+
+use super::committer::Committer;
+use super::{SledStore, Trees, open};
+use crate::store::StoreError;
+
+/// One opening of the database.
+pub(super) struct Engine {
+    pub(super) db: ::sled::Db,
+    pub(super) trees: Trees,
+    /// Every write goes through it (see `committer`).
+    pub(super) committer: Committer,
+}
+
+/// The least time between two openings after failed writes.
+const REOPEN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The batch number that marks a claim lost with the engine a failed write left behind.
+pub(super) const LOST: u64 = u64::MAX;
+
+impl SledStore {
+    /// The open database: the current engine, or a new one if the current one's committer
+    /// failed a write.
+    pub(super) fn engine(&self) -> Result<Arc<Engine>, StoreError> {
+        let inner = &self.inner;
+        {
+            let slot = inner.engine.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(engine) = slot.as_ref().filter(|e| !e.committer.failed()) {
+                return Ok(engine.clone());
+            }
+        }
+        let mut slot = inner.engine.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(engine) = slot.as_ref().filter(|e| !e.committer.failed()) {
+            return Ok(engine.clone()); // another caller reopened it meanwhile
+        }
+        // Opening reads the whole log: while the disk stays full, at most once a second.
+        let mut last = inner.reopened.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = *last
+            && at.elapsed() < REOPEN_EVERY
+        {
+            return Err(StoreError::Backend {
+                context: "reopening the database after a failed write",
+                source: Box::new(std::io::Error::other(
+                    "the last attempt was less than a second ago; tried again at the next call after that",
+                )),
+            });
+        }
+        *last = Some(std::time::Instant::now());
+        drop(last);
+        if let Some(old) = slot.take() {
+            // Claims acknowledged before their sync may be gone with the old engine's memory:
+            // their claimers must not act on them (`Store::wait_durable` says so).
+            let mut unsynced = inner.unsynced_claims.lock().unwrap_or_else(|p| p.into_inner());
+            unsynced.retain(|_, batch| !old.committer.is_synced(*batch));
+            unsynced.values_mut().for_each(|batch| *batch = LOST);
+            drop(unsynced);
+            tracing::warn!(
+                path = %inner.path.display(),
+                "reopening the database after a failed write"
+            );
+            drop(old); // its committer thread ends; sled lets go of the files
+        }
+        let engine = Arc::new(open::open_engine(&inner.path, &inner.options, false, true)?);
+        tracing::warn!(path = %inner.path.display(), "the database is open again and takes writes");
+        *slot = Some(engine.clone());
+        Ok(engine)
+    }
+}
