@@ -504,8 +504,20 @@ async fn poison_child() {
         .register(Poison)
         .build()
         .unwrap();
-    rt.submit("poison", 7).await.unwrap();
-    rt.run_until_idle().await.unwrap();
+    // The workers run first, so the first worker's submission starts its run itself (the
+    // creation and the claim one commit): a crash must count against that claim too.
+    let rt = Arc::new(rt);
+    let worker = tokio::spawn({
+        let rt = rt.clone();
+        async move { rt.run_until_shutdown().await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let id = rt.submit("poison", 7).await.unwrap().id;
+    while rt.store().get(id).await.unwrap().unwrap().state != RunState::FailedPermanent {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rt.shutdown().await.unwrap();
+    worker.await.unwrap().unwrap();
     println!("@@ idle");
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::attempt::attempt;
 use super::crashes::after_backoff;
 use super::wakeups::after_move;
-use super::{RuntimeError, Shared};
+use super::{Registered, RuntimeError, Shared};
 use crate::fault::{AgentError, Classify};
 use crate::lifecycle::RunState;
 use crate::store::{Actor, Claim, ListQuery};
@@ -31,6 +31,8 @@ pub(crate) enum Until {
 
 pub(crate) async fn dispatch(shared: Arc<Shared>, until: Until) -> Result<(), RuntimeError> {
     shared.keep_schemas().await;
+    shared.dispatching.fetch_add(1, Ordering::SeqCst);
+    let _dispatching = Dispatching(&shared);
     let _retention = match (&shared.retention, until) {
         (Some((policy, every)), Until::Stopped) => Some(super::retention::Scheduled(tokio::spawn(
             super::retention::keep(shared.clone(), policy.clone(), *every),
@@ -56,6 +58,15 @@ pub(crate) async fn dispatch(shared: Arc<Shared>, until: Until) -> Result<(), Ru
             }
             result => return result,
         }
+    }
+}
+
+/// Counts a dispatcher as working while it lives.
+struct Dispatching<'a>(&'a Shared);
+
+impl Drop for Dispatching<'_> {
+    fn drop(&mut self) {
+        self.0.dispatching.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -168,14 +179,20 @@ async fn fire_timers(shared: &Shared) -> Result<bool, RuntimeError> {
     Ok(!due.is_empty())
 }
 
-/// Claims as many due runs of `name` as its limits allow (slots, its own concurrency, its
-/// breaker, its rate limit), and starts an attempt for each. Returns whether any started, and
-/// how long until a breaker or rate limit that held runs back lets them through.
-async fn claim_and_start(
-    shared: &Arc<Shared>,
-    name: &str,
-) -> Result<(bool, Option<Duration>), RuntimeError> {
-    let registered = &shared.agents[name];
+/// What the limits of an agent let through now: a number of runs, with what was taken for
+/// them (own concurrency permits, rate-limit tokens, breaker admissions), to give back what
+/// goes unused.
+pub(crate) struct Admission {
+    pub(crate) permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+    pub(crate) runs: usize,
+    tokens: usize,
+    /// How long until a breaker or rate limit that held runs back lets them through.
+    pub(crate) blocked: Option<Duration>,
+}
+
+/// Admits up to `wanted` runs of `registered` as far as its limits allow (slots claimed ahead,
+/// its own concurrency, its breaker, its rate limit).
+pub(crate) fn admit(shared: &Shared, registered: &Registered, wanted: usize) -> Admission {
     // Claim up to one batch ahead of the workers: the next runs are leased and waiting for a
     // slot while the current ones finish, so claims overlap with attempts instead of
     // alternating with them. An agent with its own limit is claimed exactly.
@@ -191,61 +208,108 @@ async fn claim_and_start(
             .saturating_sub(shared.recording.load(Ordering::SeqCst) + coordinating);
         (CLAIM_AHEAD * shared.workers).saturating_sub(holding_or_waiting)
     };
+    free = free.min(wanted);
+    // The agent's own permits are taken now: a submission starting a run itself competes
+    // with the dispatcher for them.
+    let mut permits = Vec::new();
     if let Some(own) = &registered.permits {
-        free = free.min(own.available_permits());
+        while permits.len() < free {
+            match own.clone().try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
+        }
+        free = permits.len();
     }
+    let mut admission = Admission { permits, runs: 0, tokens: 0, blocked: None };
     if free == 0 {
-        return Ok((false, None));
+        return admission;
     }
-    let mut blocked = None;
     let mut admitted = free;
     if let Some(breaker) = &registered.breaker {
-        let (n, wait) = breaker.admit(admitted);
-        (admitted, blocked) = (n, wait);
+        (admitted, admission.blocked) = breaker.admit(admitted);
     }
-    let mut tokens = 0;
     if let Some(bucket) = &registered.bucket
         && admitted > 0
     {
         let (n, wait) = bucket.take(admitted);
-        tokens = n;
+        admission.tokens = n;
         admitted = n;
-        blocked = blocked.or(wait);
+        admission.blocked = admission.blocked.or(wait);
     }
-    if admitted == 0 {
-        if let Some(breaker) = &registered.breaker {
-            breaker.unused(free.min(1));
-        }
-        return Ok((false, blocked));
-    }
-    let claim = Claim::new(shared.worker_id.clone(), admitted, shared.lease).agents([name]);
-    let claimed = shared.store.claim(claim).await?;
-    if let Some(bucket) = &registered.bucket {
-        bucket.give_back(tokens - claimed.len());
-    }
-    if claimed.is_empty()
+    if admitted == 0
         && let Some(breaker) = &registered.breaker
     {
-        breaker.unused(admitted);
+        breaker.unused(free.min(1));
     }
-    for run in &claimed {
-        // Free permits were counted above and only this task takes them: these cannot wait.
-        let own = registered
-            .permits
-            .clone()
-            .map(|p| p.try_acquire_owned().expect("a counted free permit"));
-        shared.in_flight.fetch_add(1, Ordering::SeqCst);
-        if registered.is_pipeline() {
-            shared.coordinating.fetch_add(1, Ordering::SeqCst);
+    admission.runs = admitted;
+    admission.permits.truncate(admitted);
+    admission
+}
+
+impl Admission {
+    /// Gives back what `used` runs of the admitted ones did not need.
+    pub(crate) fn settle(&mut self, registered: &Registered, used: usize) {
+        if let Some(bucket) = &registered.bucket {
+            bucket.give_back(self.tokens.saturating_sub(used));
         }
-        let token = run.lease.as_ref().map_or(0, |l| l.token);
-        // Held across the spawn, so that an attempt that finishes at once cannot remove its
-        // entry before it is inserted (and leave a stale one behind).
-        let mut attempts = shared.attempts.lock().unwrap_or_else(|p| p.into_inner());
-        let task = tokio::spawn(attempt(shared.clone(), run.clone(), own));
-        attempts.insert(run.id, (token, task.abort_handle()));
+        if used == 0
+            && self.runs > 0
+            && let Some(breaker) = &registered.breaker
+        {
+            breaker.unused(self.runs);
+        }
+        self.permits.truncate(used);
     }
-    Ok((!claimed.is_empty(), None))
+}
+
+/// Claims as many due runs of `name` as its limits allow, and starts an attempt for each.
+/// Returns whether any started, and how long until a breaker or rate limit that held runs
+/// back lets them through.
+async fn claim_and_start(
+    shared: &Arc<Shared>,
+    name: &str,
+) -> Result<(bool, Option<Duration>), RuntimeError> {
+    let registered = &shared.agents[name];
+    let mut admission = admit(shared, registered, usize::MAX);
+    if admission.runs == 0 {
+        return Ok((false, admission.blocked));
+    }
+    let claim = Claim::new(shared.worker_id.clone(), admission.runs, shared.lease).agents([name]);
+    let claimed = match shared.store.claim(claim).await {
+        Ok(claimed) => claimed,
+        Err(error) => {
+            admission.settle(registered, 0);
+            return Err(error.into());
+        }
+    };
+    admission.settle(registered, claimed.len());
+    let started = !claimed.is_empty();
+    for run in claimed {
+        start(shared, registered, run, admission.permits.pop());
+    }
+    Ok((started, None))
+}
+
+/// Starts an attempt of `run`, claimed by this runtime, holding `own` (the agent's own
+/// concurrency permit, if it has a limit).
+pub(crate) fn start(
+    shared: &Arc<Shared>,
+    registered: &Registered,
+    run: crate::store::RunRecord,
+    own: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
+    shared.in_flight.fetch_add(1, Ordering::SeqCst);
+    if registered.is_pipeline() {
+        shared.coordinating.fetch_add(1, Ordering::SeqCst);
+    }
+    let token = run.lease.as_ref().map_or(0, |l| l.token);
+    // Held across the spawn, so that an attempt that finishes at once cannot remove its
+    // entry before it is inserted (and leave a stale one behind).
+    let mut attempts = shared.attempts.lock().unwrap_or_else(|p| p.into_inner());
+    let id = run.id;
+    let task = tokio::spawn(attempt(shared.clone(), run, own));
+    attempts.insert(id, (token, task.abort_handle()));
 }
 
 /// Whether a registered agent has a run that will progress without outside input.

@@ -131,6 +131,9 @@ pub(crate) struct Shared {
     pub(crate) rng: Mutex<fastrand::Rng>,
     /// Set once the registered agents' schemas are kept in the store.
     pub(crate) schemas_kept: tokio::sync::OnceCell<()>,
+    /// How many dispatchers are working: while one is, a submission may start its run at
+    /// once (see [`Runtime::submit`]).
+    pub(crate) dispatching: AtomicUsize,
     /// The retention policy applied on a schedule while working until shut down.
     pub(crate) retention: Option<(crate::store::Retention, Duration)>,
 }
@@ -168,6 +171,7 @@ impl Shared {
             rng: Mutex::new(fastrand::Rng::new()),
             schemas_kept: tokio::sync::OnceCell::new(),
             retention: None,
+            dispatching: AtomicUsize::new(0),
         }
     }
 
@@ -309,9 +313,44 @@ impl Runtime {
             new = new.concurrency_key(ckey);
         }
         self.shared.keep_schemas().await;
-        let created = self.shared.store.create(new).await?;
-        if created.created {
-            self.shared.wake.notify_one();
+        // While the workers run and the agent's limits let one more through, the run is
+        // created already claimed by this runtime, in the same durable commit (one sync
+        // instead of two before the agent may start), and its attempt starts here.
+        let shared = &self.shared;
+        let mut admission = (shared.dispatching.load(Ordering::SeqCst) > 0
+            && !shared.stopping.load(Ordering::SeqCst))
+        .then(|| dispatch::admit(shared, registered, 1))
+        .filter(|a| a.runs > 0);
+        if admission.is_some() {
+            new.claim_for = Some((shared.worker_id.clone(), shared.lease));
+            new.durable_claim = true;
+        }
+        let created = match shared.store.create(new).await {
+            Ok(created) => created,
+            Err(error) => {
+                if let Some(admission) = &mut admission {
+                    admission.settle(registered, 0);
+                }
+                return Err(error.into());
+            }
+        };
+        let claimed = created.created
+            && created.run.state == RunState::Processing
+            && created.run.lease.as_ref().is_some_and(|l| l.owner == shared.worker_id);
+        match admission {
+            Some(mut admission) if claimed => {
+                admission.settle(registered, 1);
+                let own = admission.permits.pop();
+                dispatch::start(shared, registered, created.run.clone(), own);
+            }
+            admission => {
+                if let Some(mut admission) = admission {
+                    admission.settle(registered, 0);
+                }
+                if created.created {
+                    shared.wake.notify_one();
+                }
+            }
         }
         Ok(Submitted { id: created.run.id, created: created.created })
     }

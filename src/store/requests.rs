@@ -42,6 +42,9 @@ pub struct NewRun {
     /// lost in a crash is made again by the pipeline run). Stores may ignore it: the run is
     /// then claimed separately.
     pub(crate) claim_for: Option<(String, Duration)>,
+    /// With `claim_for`: answer only once the creation and its claim are durable (a
+    /// submission whose run the runtime starts at once).
+    pub(crate) durable_claim: bool,
 }
 
 impl NewRun {
@@ -59,6 +62,7 @@ impl NewRun {
             concurrency_key: None,
             actor: Actor::System,
             claim_for: None,
+            durable_claim: false,
         }
     }
 

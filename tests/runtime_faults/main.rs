@@ -109,6 +109,7 @@ struct Verdict {
 }
 
 mod classes;
+mod commits;
 mod gate;
 mod limits;
 mod model;

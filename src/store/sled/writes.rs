@@ -27,7 +27,7 @@ pub(super) async fn create(store: &SledStore, new: NewRun) -> Result<Created, St
     let id = RunId::new();
     let key = idempotency_key(&new.agent, &new.idempotency_key);
     let input = new.input.clone();
-    let lazy = new.claim_for.is_some();
+    let lazy = new.claim_for.is_some() && !new.durable_claim;
     let create = move |tx: &Tx<'_>| {
         if let Some(existing) = tx.keys.get(&key)? {
             return abort(Abort::Exists(run_from_value(&existing)));
