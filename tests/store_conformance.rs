@@ -166,6 +166,10 @@ mod formats {
             total += listed.runs.len();
         }
         assert_eq!(total, 39, "the digest run, its collector, 35 items, reporter and mailer");
+        // The per-agent counters, computed by the migration, add up to the same.
+        let by_agent = store.counts_by_agent().await.unwrap();
+        assert_eq!(by_agent.values().map(|c| c.total()).sum::<u64>(), 39);
+        assert_eq!(by_agent["digest.1.classifier"].total(), 35, "{by_agent:?}");
         assert_eq!(counts.get(RunState::NeedsReview), 2);
         // A move is counted.
         let held = store.list(ListQuery::new().state(RunState::NeedsReview)).await.unwrap().runs;

@@ -131,6 +131,12 @@ async fn check(store: &SledStore, model: &Model) -> Result<(), TestCaseError> {
     }
     let counts = store.counts().await.unwrap();
     prop_assert_eq!(counts.total(), model.runs.len() as u64);
+    let by_agent = store.counts_by_agent().await.unwrap();
+    if model.runs.is_empty() {
+        prop_assert!(by_agent.is_empty(), "{:?}", by_agent);
+    } else {
+        prop_assert_eq!(&by_agent["agent"], &counts);
+    }
     for &s in RunState::STATES {
         prop_assert_eq!(counts.get(s), model.runs.iter().filter(|r| r.state == s).count() as u64);
     }

@@ -460,6 +460,16 @@ impl Store for MemoryStore {
         Ok(counts)
     }
 
+    async fn counts_by_agent(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, StateCounts>, StoreError> {
+        let mut counts: std::collections::BTreeMap<String, StateCounts> = Default::default();
+        for run in self.lock().runs.values() {
+            counts.entry(run.agent.clone()).or_default().0[run.state.index()] += 1;
+        }
+        Ok(counts)
+    }
+
     async fn put_schema(&self, hash: &str, schema: &str) -> Result<(), StoreError> {
         self.lock().schemas.entry(hash.to_owned()).or_insert_with(|| schema.to_owned());
         Ok(())

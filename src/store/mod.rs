@@ -148,6 +148,27 @@ pub trait Store: Send + Sync + 'static {
     /// How many runs are in each state.
     async fn counts(&self) -> Result<StateCounts, StoreError>;
 
+    /// How many runs of each agent are in each state (agents with no run are absent): what a
+    /// metrics scrape reads every few seconds. The default pages through every run; the
+    /// stores of this crate read counters kept with every move instead.
+    async fn counts_by_agent(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, StateCounts>, StoreError> {
+        use crate::machine::StateMachine;
+        let mut counts: std::collections::BTreeMap<String, StateCounts> = Default::default();
+        let mut query = ListQuery::new().oldest_first().limit(1000);
+        loop {
+            let page = self.list(query.clone()).await?;
+            for run in &page.runs {
+                counts.entry(run.agent.clone()).or_default().0[run.state.index()] += 1;
+            }
+            match page.next {
+                Some(next) => query = query.cursor(next),
+                None => return Ok(counts),
+            }
+        }
+    }
+
     /// Keeps the JSON Schema `schema` (its text) under `hash` (the hash runs store as their
     /// `input_schema` / `output_schema`), so that tools without the agent's Rust types (the
     /// CLI, the dashboard) can validate an operator's output or show the expected form. The

@@ -91,10 +91,17 @@ pub(super) async fn counts_and_notes<S: Store>(store: Arc<S>, _: Arc<ManualClock
         .await
         .unwrap()
         .unwrap();
+    queued(&*store, "d", "c").await;
     let counts = store.counts().await.unwrap();
-    assert_eq!(counts.get(RunState::Queued), 1);
+    assert_eq!(counts.get(RunState::Queued), 2);
     assert_eq!(counts.get(RunState::FailedPermanent), 1);
-    assert_eq!(counts.total(), 2);
+    assert_eq!(counts.total(), 3);
+    let by_agent = store.counts_by_agent().await.unwrap();
+    assert_eq!(by_agent.keys().collect::<Vec<_>>(), ["c", "d"]);
+    assert_eq!(by_agent["c"].get(RunState::Queued), 1);
+    assert_eq!(by_agent["c"].get(RunState::FailedPermanent), 1);
+    assert_eq!(by_agent["d"].get(RunState::Queued), 1);
+    assert_eq!(by_agent["d"].total(), 1);
     store
         .add_note(a, Actor::Operator("ada".into()), "upstream fixed, replay tomorrow")
         .await

@@ -72,6 +72,8 @@ pub(super) async fn prune_deletes_old_runs_at_rest_with_all_they_kept<S: Store>(
     }
     let counts = store.counts().await.unwrap();
     assert_eq!(counts.get(RunState::Succeeded), before.get(RunState::Succeeded) - 1);
+    let by_agent = store.counts_by_agent().await.unwrap();
+    assert_eq!(by_agent["p"], counts, "one agent: its counts are all the counts");
     assert_eq!(counts.total(), before.total() - 1);
     // Its idempotency key is free again.
     assert!(store.create(NewRun::new("p", "old", json!(1))).await.unwrap().created);

@@ -507,6 +507,12 @@ impl Store for SledStore {
         reads::counts(self).await
     }
 
+    async fn counts_by_agent(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, StateCounts>, StoreError> {
+        reads::counts_by_agent(self).await
+    }
+
     /// Kept in the `meta` tree under `schema/<hash>`; flushed before it returns.
     async fn put_schema(&self, hash: &str, schema: &str) -> Result<(), StoreError> {
         writes::put_schema(self, hash, schema).await

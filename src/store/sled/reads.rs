@@ -173,6 +173,29 @@ pub(super) async fn counts(store: &SledStore) -> Result<StateCounts, StoreError>
     Ok(counts)
 }
 
+/// The per-agent counters: keys `a` | agent | 0 | state.
+pub(super) async fn counts_by_agent(
+    store: &SledStore,
+) -> Result<std::collections::BTreeMap<String, StateCounts>, StoreError> {
+    let mut counts: std::collections::BTreeMap<String, StateCounts> = Default::default();
+    for item in store.engine()?.trees.counts.scan_prefix(b"a") {
+        let (key, value) = item.map_err(|e| backend("reading the counts", e))?;
+        let Some((&state, agent)) = key[1..].split_last() else { continue };
+        let agent = agent.strip_suffix(&[0]).unwrap_or(agent);
+        let Some(slot) = counts
+            .entry(String::from_utf8_lossy(agent).into_owned())
+            .or_default()
+            .0
+            .get_mut(usize::from(state))
+        else {
+            continue;
+        };
+        *slot = decode_count(&value);
+    }
+    counts.retain(|_, c| c.total() > 0);
+    Ok(counts)
+}
+
 pub(super) async fn schema(store: &SledStore, hash: &str) -> Result<Option<String>, StoreError> {
     let found = store
         .engine()?
