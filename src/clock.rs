@@ -193,6 +193,32 @@ impl Clock for TokioClock {
     }
 }
 
+/// A duration written like `90s`, `15m`, `2h` or `7d` (what the CLI and the HTTP API take).
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(steadfast::clock::parse_duration("2h"), Ok(Duration::from_secs(7200)));
+/// assert!(steadfast::clock::parse_duration("2 hours").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 90s, 15m, 2h or 7d"))?;
+    let unit_secs: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}`: give a unit: s, m, h or d (like 90s, 15m, 2h, 7d)")),
+    };
+    n.checked_mul(unit_secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("`{text}` is too long a duration"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

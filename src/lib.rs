@@ -138,6 +138,8 @@ pub mod lifecycle;
 #[cfg(feature = "cli")]
 pub mod logging;
 pub mod machine;
+#[cfg(feature = "serve")]
+pub mod ops;
 pub mod pipeline;
 pub mod runtime;
 pub mod schema;

@@ -31,6 +31,9 @@ pub(super) struct Global {
 /// The commands every program built on [`App`](super::App) has.
 #[derive(Debug, clap::Subcommand)]
 pub(super) enum Builtin {
+    /// Run the workers and the HTTP API (JSON under /api/v1, /healthz, /readyz) until SIGINT
+    /// or SIGTERM, on 127.0.0.1:7420 by default.
+    Serve(super::serve::ServeArgs),
     /// Run the workers over the store until no work is left (or, with --until-signal, until
     /// SIGINT or SIGTERM), then print what the store holds.
     Work(super::work::WorkArgs),
@@ -112,6 +115,7 @@ pub(super) fn execute(session: &Session, command: Builtin) -> Result<(), CliErro
     let out = session.out;
     match command {
         Builtin::Work(args) => session.block_on(super::work::work(session, args)),
+        Builtin::Serve(args) => session.block_on(super::serve::serve(session, args)),
         Builtin::Graph { format, target } => {
             super::numbers::graph(session, &target, matches!(format, Format::Dot))
         }
@@ -230,25 +234,7 @@ pub(super) enum DlqCommand {
     },
 }
 
-/// A duration like `90s`, `15m`, `2h` or `7d`.
-pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 90s, 15m, 2h or 7d"))?;
-    let unit_secs: u64 = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("`{text}`: give a unit: s, m, h or d (like 90s, 15m, 2h, 7d)")),
-    };
-    n.checked_mul(unit_secs)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("`{text}` is too long a duration"))
-}
+pub(super) use crate::clock::parse_duration;
 
 /// Who the operator is: `$STEADFAST_OPERATOR`, else `$USER`, else `cli`.
 pub(super) fn operator() -> Actor {

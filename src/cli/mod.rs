@@ -58,6 +58,7 @@ mod numbers;
 mod output;
 mod prune;
 mod runs;
+mod serve;
 mod work;
 
 use self::args::{Builtin, Global};
@@ -212,7 +213,7 @@ impl App {
             name: self.name.clone(),
         };
         let _ = crate::logging::init_or(match &which {
-            Which::Builtin(Builtin::Work(_)) => "info",
+            Which::Builtin(Builtin::Work(_) | Builtin::Serve(_)) => "info",
             Which::Builtin(_) => "warn",
             Which::Own(_) => self.own_log,
         });

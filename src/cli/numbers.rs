@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-
 use super::output::{Out, humantime, table};
 use super::{CliError, Session};
 use crate::lifecycle::RunState;
@@ -52,15 +50,7 @@ pub(super) async fn stats(session: &Session, out: Out, window: Duration) -> Resu
 pub(super) fn graph(session: &Session, target: &str, dot: bool) -> Result<(), CliError> {
     if target == "lifecycle" {
         if session.json() {
-            let nodes: Vec<_> = RunState::STATES
-                .iter()
-                .map(|s| json!({"id": s.name(), "initial": *s == RunState::INITIAL, "terminal": s.is_terminal()}))
-                .collect();
-            let edges: Vec<_> =
-                RunState::TRANSITIONS.iter().map(|(a, b)| json!([a.name(), b.name()])).collect();
-            return session
-                .out
-                .print_json(&json!({"name": "lifecycle", "nodes": nodes, "edges": edges}));
+            return session.out.print_json(&crate::view::lifecycle_graph());
         }
         return say!("{}", (if dot { RunState::dot() } else { RunState::mermaid() }).trim_end());
     }

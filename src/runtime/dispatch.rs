@@ -30,9 +30,9 @@ pub(crate) enum Until {
 }
 
 pub(crate) async fn dispatch(shared: Arc<Shared>, until: Until) -> Result<(), RuntimeError> {
-    shared.keep_schemas().await;
     shared.dispatching.fetch_add(1, Ordering::SeqCst);
     let _dispatching = Dispatching(&shared);
+    shared.keep_schemas().await;
     let _retention = match (&shared.retention, until) {
         (Some((policy, every)), Until::Stopped) => Some(super::retention::Scheduled(tokio::spawn(
             super::retention::keep(shared.clone(), policy.clone(), *every),

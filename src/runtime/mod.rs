@@ -282,6 +282,13 @@ impl Runtime {
         Some(self.shared.agents.get(agent)?.agent.retry_policy())
     }
 
+    /// Whether the workers run: a dispatcher is working ([`run_until_idle`](Runtime::run_until_idle),
+    /// [`run_until_shutdown`](Runtime::run_until_shutdown) or
+    /// [`run_until_signal`](Runtime::run_until_signal) has not returned).
+    pub fn is_working(&self) -> bool {
+        self.shared.dispatching.load(Ordering::SeqCst) > 0
+    }
+
     /// The state of `agent`'s circuit breaker (`None` if it has none or is not registered).
     pub fn breaker(&self, agent: &str) -> Option<BreakerState> {
         self.shared.agents.get(agent)?.breaker.as_ref().map(breaker::Breaker::state)

@@ -20,8 +20,10 @@
 //! # Ok::<(), steadfast::store::StoreError>(()) }).unwrap();
 //! ```
 
+mod graph;
 mod run;
 mod stats;
 
+pub use self::graph::lifecycle_graph;
 pub use self::run::{RunView, StageView, is_internal_effect};
 pub use self::stats::{ALL_AGENTS, AgentStats, Stats};

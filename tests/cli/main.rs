@@ -43,4 +43,5 @@ fn files(dir: &Path) -> Vec<std::path::PathBuf> {
 mod demo;
 mod newcomer;
 mod ops;
+mod serve;
 mod shop;

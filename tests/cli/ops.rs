@@ -93,7 +93,7 @@ where
     drop(runtime);
 }
 
-fn json_of(output: &Output) -> Value {
+pub(super) fn json_of(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(output)))
 }
@@ -104,7 +104,7 @@ fn state_of(dir: &Path, id: &str) -> String {
 }
 
 /// Ids of the runs of `agent`, oldest first.
-fn ids(dir: &Path, agent: &str) -> Vec<String> {
+pub(super) fn ids(dir: &Path, agent: &str) -> Vec<String> {
     let listed = steadfast(dir, &["runs", "list", "--agent", agent, "--json"]);
     let mut ids: Vec<String> = json_of(&listed)["runs"]
         .as_array()
@@ -118,7 +118,7 @@ fn ids(dir: &Path, agent: &str) -> Vec<String> {
 
 /// A database with: two dead letters of `reader`, two `gate` runs waiting for `go`, two
 /// `held` runs in review, and one succeeded `reader` run.
-fn prepared() -> tempfile::TempDir {
+pub(super) fn prepared() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let present = dir.path().join("present.txt");
     std::fs::write(&present, "hello").unwrap();

@@ -1,0 +1,113 @@
+//! `serve`: the workers and the HTTP API together, until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{CliError, Session, runtime_error};
+use crate::ops::{OpsConfig, Token};
+use crate::say;
+
+/// The file in the data directory that names the address of the server working on it.
+pub(crate) const SERVER_FILE: &str = "steadfast.server";
+
+/// What `serve` was asked to do.
+#[derive(Debug, clap::Args)]
+pub(super) struct ServeArgs {
+    /// The address to listen on. Anything but a loopback address needs a token.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7420", env = "STEADFAST_BIND")]
+    bind: SocketAddr,
+    /// How many runs at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: u16,
+    /// A file holding the token every API call must carry (else `$STEADFAST_TOKEN`; at least
+    /// 32 bytes).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+/// The token from `--token-file`, else `$STEADFAST_TOKEN`.
+fn token(args: &ServeArgs) -> Result<Option<Token>, CliError> {
+    let text = match &args.token_file {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+            CliError::usage(format!("reading the token file {}: {e}", path.display()))
+        })?),
+        None => std::env::var("STEADFAST_TOKEN").ok().filter(|t| !t.trim().is_empty()),
+    };
+    text.map(|t| Token::new(&t).map_err(CliError::usage)).transpose()
+}
+
+pub(super) async fn serve(session: &Session, args: ServeArgs) -> Result<(), CliError> {
+    let token = token(&args)?;
+    if token.is_none() && !args.bind.ip().is_loopback() {
+        return Err(CliError::usage(format!(
+            "refusing to listen on {} without a token: anyone who reaches it could approve, replay and cancel runs; set STEADFAST_TOKEN (at least 32 bytes) or --token-file, or bind a loopback address (127.0.0.1)",
+            args.bind
+        )));
+    }
+    let store = session.open_store()?;
+    let runtime = Arc::new(
+        session.runtime(store).workers(usize::from(args.workers)).build().map_err(runtime_error)?,
+    );
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .map_err(|e| CliError::usage(format!("cannot listen on {}: {e}", args.bind)))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| CliError::usage(format!("cannot listen on {}: {e}", args.bind)))?;
+    let url = format!("http://{address}");
+    let server_file = session.data_dir().join(SERVER_FILE);
+    std::fs::write(&server_file, format!("{url}\n"))
+        .map_err(|e| CliError::store(format!("writing {}: {e}", server_file.display())))?;
+    let _remove = RemoveOnDrop(server_file);
+    tracing::info!(
+        data = %session.data_dir().display(),
+        bind = %address,
+        workers = args.workers,
+        token = if token.is_some() { "set (redacted)" } else { "none (loopback only)" },
+        agents = %runtime.agents().join(", "),
+        "serving the API and running the workers until SIGINT or SIGTERM"
+    );
+    let mut config = OpsConfig::default();
+    if let Some(token) = token {
+        config = config.token(token);
+    }
+    let app = crate::ops::router(runtime.clone(), config);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    // Workers until a signal: then they stop claiming, finish or release what they hold, and
+    // only then does the server close.
+    let workers = tokio::spawn({
+        let runtime = runtime.clone();
+        async move { runtime.run_until_signal().await }
+    });
+    // Said once the workers run, so that whoever waits for this line finds the server ready.
+    while !runtime.is_working() && !workers.is_finished() {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    say!("serving on {url}")?;
+    let worked = workers.await.map_err(|e| CliError::store(format!("the workers failed: {e}")))?;
+    let _ = stop.send(());
+    let served = server.await;
+    worked.map_err(|e| CliError::store(e.to_string()))?;
+    match served {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(CliError::store(format!("the server failed: {e}"))),
+        Err(e) => Err(CliError::store(format!("the server failed: {e}"))),
+    }
+}
+
+/// Removes the server file when `serve` ends, whichever way.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

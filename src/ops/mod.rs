@@ -1,0 +1,168 @@
+//! Operating a running system over HTTP (feature `serve`): the JSON API under `/api/v1` and
+//! the health checks, as an axum [`Router`] over a [`Runtime`].
+//!
+//! `steadfast serve` (and the same command of a user's binary built on `steadfast::cli`) runs
+//! the workers and this router together; a program that has its own axum app mounts
+//! [`router`] in it:
+//!
+//! ```no_run
+//! # async fn demo(runtime: steadfast::Runtime) -> std::io::Result<()> {
+//! use std::sync::Arc;
+//! use steadfast::ops::{self, OpsConfig};
+//!
+//! let runtime = Arc::new(runtime);
+//! let app = ops::router(runtime.clone(), OpsConfig::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7420").await?;
+//! axum::serve(listener, app).await
+//! # }
+//! ```
+//!
+//! `/healthz` answers while the process does; `/readyz` answers 200 when the store answers
+//! and the workers' dispatcher runs, 503 with the reason otherwise. Every answer is JSON; an error is `{"error", "code"}` as the CLI prints it with `--json`
+//! (code 1 refused, 2 usage, 3 store unavailable), with the HTTP status that says the same:
+//! 400 a malformed call, 401 no token or the wrong one, 404 no such run, 409 refused in the
+//! run's state (the message names it and what is allowed), 413 a body over the limit, 422 an
+//! output that does not fit the kept schema (with `violations`, JSON pointers), 503 the store
+//! unavailable.
+
+mod api;
+mod error;
+mod health;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::runtime::Runtime;
+
+/// The least length of a server token, in bytes.
+pub const MIN_TOKEN_BYTES: usize = 32;
+
+/// A server token: compared in constant time, never printed (`Debug` shows `***`).
+#[derive(Clone)]
+pub struct Token(Arc<str>);
+
+impl Token {
+    /// A token of at least [`MIN_TOKEN_BYTES`] bytes (surrounding whitespace is not part of
+    /// it, so a token file may end with a newline).
+    pub fn new(text: &str) -> Result<Token, String> {
+        let text = text.trim();
+        if text.len() < MIN_TOKEN_BYTES {
+            return Err(format!(
+                "the token has {} bytes; a server token needs at least {MIN_TOKEN_BYTES} (for example `openssl rand -hex 32`)",
+                text.len()
+            ));
+        }
+        Ok(Token(text.into()))
+    }
+
+    /// Whether `offered` is this token, in time independent of where they differ.
+    pub fn matches(&self, offered: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.as_bytes().ct_eq(offered.as_bytes()).into()
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+/// How the router behaves.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct OpsConfig {
+    /// When set, every `/api` call must carry it (`Authorization: Bearer <token>`); the
+    /// health checks stay open. Default: none (for a loopback bind only).
+    pub token: Option<Token>,
+    /// The largest request body, in bytes (default 1 MiB); a larger one is refused with 413.
+    pub body_limit: usize,
+    /// How long a call may take before it is answered 503 (default 30 s).
+    pub timeout: Duration,
+}
+
+impl Default for OpsConfig {
+    fn default() -> Self {
+        OpsConfig { token: None, body_limit: 1 << 20, timeout: Duration::from_secs(30) }
+    }
+}
+
+impl OpsConfig {
+    /// Requires `token` on every API call.
+    #[must_use]
+    pub fn token(mut self, token: Token) -> Self {
+        self.token = Some(token);
+        self
+    }
+}
+
+/// What the handlers share.
+pub(crate) struct Ops {
+    pub(crate) runtime: Arc<Runtime>,
+    pub(crate) config: OpsConfig,
+}
+
+/// The API (`/api/v1/...`), `/healthz`, `/readyz` and `/metrics` over `runtime`.
+pub fn router(runtime: Arc<Runtime>, config: OpsConfig) -> Router {
+    let limit = config.body_limit;
+    let timeout = config.timeout;
+    let ops = Arc::new(Ops { runtime, config });
+    let api = Router::new()
+        .route("/runs", get(api::runs))
+        .route("/runs/{id}", get(api::run))
+        .route("/runs/{id}/replay", post(api::replay))
+        .route("/runs/{id}/cancel", post(api::cancel))
+        .route("/runs/{id}/signal", post(api::signal))
+        .route("/runs/{id}/notes", post(api::note))
+        .route("/review", get(api::review))
+        .route("/review/{id}/approve", post(api::approve))
+        .route("/review/{id}/reject", post(api::reject))
+        .route("/review/{id}/resolve", post(api::resolve))
+        .route("/dlq", get(api::dlq))
+        .route("/dlq/replay", post(api::dlq_replay))
+        .route("/stats", get(api::stats))
+        .route("/agents", get(api::agents))
+        .route("/graph/{target}", get(api::graph))
+        .fallback(|| async { error::ApiError::not_found("no such API call (see /api/v1)") })
+        .route_layer(middleware::from_fn_with_state(ops.clone(), authorize));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(move |request: Request, next: Next| async move {
+            match tokio::time::timeout(timeout, next.run(request)).await {
+                Ok(response) => response,
+                Err(_) => error::ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    3,
+                    format!("the call took longer than {} s", timeout.as_secs()),
+                )
+                .into_response(),
+            }
+        }))
+        .with_state(ops)
+}
+
+/// Refuses an API call without the token (when one is set), before it does anything.
+async fn authorize(State(ops): State<Arc<Ops>>, request: Request, next: Next) -> Response {
+    if let Some(token) = &ops.config.token {
+        let offered = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !token.matches(offered.trim()) {
+            return error::ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(request).await
+}

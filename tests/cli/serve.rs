@@ -1,0 +1,267 @@
+//! `steadfast serve` as a process: the JSON API over real HTTP on a free port (every refusal
+//! with its status and message), the health checks, the token, the body limit, and a clean
+//! stop on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::Child;
+
+use serde_json::{Value, json};
+use steadfast::reqwest;
+
+use super::ops::{ids, json_of, prepared};
+use super::*;
+
+/// A running `steadfast serve`, stopped with SIGTERM when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(BIN);
+        command
+            .args(["serve", "--bind", "127.0.0.1:0", "--workers", "2"])
+            .arg("--data")
+            .arg(dir)
+            .env_remove("STEADFAST_TOKEN")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("start steadfast serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("serving on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        Server { child, url }
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A call: (status, JSON body).
+async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let mut request = client.request(method, url);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("the server answers");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+#[test]
+fn the_api_answers_and_refuses_like_the_cli() {
+    let dir = prepared();
+    let held = ids(dir.path(), "held");
+    let gates = ids(dir.path(), "gate");
+    let dead = ids(dir.path(), "reader");
+    let server = Server::start(dir.path(), &[]);
+    assert!(dir.path().join("steadfast.server").exists(), "the server names its address");
+    let (get, post) = (reqwest::Method::GET, reqwest::Method::POST);
+    block_on(async {
+        let c = reqwest::Client::new();
+        let api = |path: &str| format!("{}/api/v1{path}", server.url);
+        assert_eq!(
+            call(&c, get.clone(), format!("{}/healthz", server.url), None, None).await.0,
+            200
+        );
+        let (status, ready) =
+            call(&c, get.clone(), format!("{}/readyz", server.url), None, None).await;
+        assert_eq!((status, &ready["status"]), (200, &json!("ready")), "{ready}");
+
+        let (status, page) = call(&c, get.clone(), api("/runs?limit=100"), None, None).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["runs"].as_array().unwrap().len(), 7);
+        let (_, page) = call(&c, get.clone(), api("/runs?state=needs_review"), None, None).await;
+        assert_eq!(page["runs"].as_array().unwrap().len(), 2);
+        let (status, view) =
+            call(&c, get.clone(), api(&format!("/runs/{}", held[0])), None, None).await;
+        assert_eq!(status, 200);
+        assert_eq!(view["run"]["state"], "needs_review");
+        assert!(!view["history"].as_array().unwrap().is_empty());
+        let (_, review) = call(&c, get.clone(), api("/review"), None, None).await;
+        assert_eq!(review["review"][0]["why"], "a person must decide");
+
+        // Refusals: status, code and message, and nothing changed.
+        let (status, error) = call(&c, get.clone(), api("/runs/nope"), None, None).await;
+        assert_eq!((status, &error["code"]), (400, &json!(2)), "{error}");
+        let missing = steadfast::RunId::new();
+        let (status, error) =
+            call(&c, get.clone(), api(&format!("/runs/{missing}")), None, None).await;
+        assert_eq!((status, &error["code"]), (404, &json!(1)), "{error}");
+        let (status, error) = call(&c, get.clone(), api("/runs?state=sleeping"), None, None).await;
+        assert_eq!(status, 400, "{error}");
+        let (status, error) = call(&c, get.clone(), api("/runs?limit=0"), None, None).await;
+        assert_eq!(status, 400, "{error}");
+        let bad = json!({"output": {"approved": "yes"}});
+        let (status, error) =
+            call(&c, post.clone(), api(&format!("/review/{}/resolve", held[0])), Some(bad), None)
+                .await;
+        assert_eq!(status, 422, "{error}");
+        assert_eq!(error["violations"][0]["pointer"], "/approved", "{error}");
+        let (status, error) =
+            call(&c, post.clone(), api(&format!("/review/{}/approve", gates[0])), None, None).await;
+        assert_eq!(status, 409, "{error}");
+        assert!(error["error"].as_str().unwrap().contains("waiting_external"), "{error}");
+        let wrong = json!({"name": "stop", "payload": 1});
+        let (status, error) =
+            call(&c, post.clone(), api(&format!("/runs/{}/signal", gates[0])), Some(wrong), None)
+                .await;
+        assert_eq!(status, 409, "{error}");
+        let (status, error) = call(
+            &c,
+            post.clone(),
+            api(&format!("/runs/{}/notes", held[0])),
+            Some(json!({"text": ""})),
+            None,
+        )
+        .await;
+        assert_eq!(status, 400, "{error}");
+        let (status, _) = call(
+            &c,
+            post.clone(),
+            api(&format!("/runs/{}/notes", held[0])),
+            Some(json!({"txt": "x"})),
+            None,
+        )
+        .await;
+        assert!((400..500).contains(&status), "an unknown field is refused: {status}");
+        let huge = json!({"text": "x".repeat(2 << 20)});
+        let (status, _) =
+            call(&c, post.clone(), api(&format!("/runs/{}/notes", held[0])), Some(huge), None)
+                .await;
+        assert_eq!(status, 413, "a body over the limit");
+        let (status, _) = call(&c, get.clone(), api("/nothing"), None, None).await;
+        assert_eq!(status, 404);
+
+        // Acting: resolve, approve, signal, note, replay, cancel.
+        let good = json!({"output": {"approved": true}});
+        let (status, run) =
+            call(&c, post.clone(), api(&format!("/review/{}/resolve", held[0])), Some(good), None)
+                .await;
+        assert_eq!((status, &run["state"]), (200, &json!("succeeded")), "{run}");
+        let (status, run) = call(
+            &c,
+            post.clone(),
+            api(&format!("/review/{}/approve", held[1])),
+            Some(json!({"note": "yes"})),
+            None,
+        )
+        .await;
+        assert_eq!((status, &run["state"]), (200, &json!("queued")), "{run}");
+        let go = json!({"name": "go", "payload": {"by": "api"}});
+        let (status, run) =
+            call(&c, post.clone(), api(&format!("/runs/{}/signal", gates[0])), Some(go), None)
+                .await;
+        assert_eq!(status, 200, "{run}");
+        let (status, note) = call(
+            &c,
+            post.clone(),
+            api(&format!("/runs/{}/notes", gates[1])),
+            Some(json!({"text": "paged the vendor"})),
+            None,
+        )
+        .await;
+        assert_eq!((status, &note["text"]), (200, &json!("paged the vendor")), "{note}");
+        let (status, run) =
+            call(&c, post.clone(), api(&format!("/runs/{}/cancel", gates[1])), None, None).await;
+        assert_eq!((status, &run["state"]), (200, &json!("failed_permanent")), "{run}");
+        let (status, report) =
+            call(&c, post.clone(), api("/dlq/replay"), Some(json!({"agent": "reader"})), None)
+                .await;
+        assert_eq!((status, &report["replayed"]), (200, &json!(2)), "{report}");
+        let (_, dlq) = call(&c, get.clone(), api("/dlq"), None, None).await;
+        assert_eq!(dlq.as_array().unwrap().len(), 1, "the cancelled gate is left: {dlq}");
+        let (status, stats) = call(&c, get.clone(), api("/stats?window=2h"), None, None).await;
+        assert_eq!(status, 200, "{stats}");
+        let (status, graph) = call(&c, get.clone(), api("/graph/digest"), None, None).await;
+        assert_eq!(status, 200, "{graph}");
+        let (status, _) = call(&c, get.clone(), api("/graph/nope"), None, None).await;
+        assert_eq!(status, 404);
+        let (_, agents) = call(&c, get.clone(), api("/agents"), None, None).await;
+        assert!(agents["agents"].as_array().unwrap().iter().any(|a| a["name"] == "digest"));
+    });
+    let _ = dead;
+    let status = server.stop();
+    assert!(status.success(), "serve exits 0 on SIGTERM: {status}");
+    assert!(!dir.path().join("steadfast.server").exists(), "the address file is removed");
+    // What the API did is in the store.
+    let shown = json_of(&steadfast(dir.path(), &["runs", "show", &held[0], "--json"]));
+    assert_eq!(shown["run"]["state"], "succeeded");
+    let history = shown["history"].as_array().unwrap();
+    assert_eq!(history.last().unwrap()["actor"], "operator:api", "{shown}");
+}
+
+#[test]
+fn a_token_guards_every_api_call_and_a_public_bind_needs_one() {
+    let dir = prepared();
+    let refused = steadfast(dir.path(), &["serve", "--bind", "0.0.0.0:0"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(text(&refused).contains("refusing to listen on 0.0.0.0:0 without a token"));
+    let short = Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .env("STEADFAST_TOKEN", "too-short")
+        .output()
+        .unwrap();
+    assert_eq!(short.status.code(), Some(2), "{}", text(&short));
+    assert!(text(&short).contains("at least 32"), "{}", text(&short));
+
+    let token = "a-canary-token-that-is-long-enough-0123456789";
+    let held = ids(dir.path(), "held");
+    let server = Server::start(dir.path(), &[("STEADFAST_TOKEN", token)]);
+    let (get, post) = (reqwest::Method::GET, reqwest::Method::POST);
+    block_on(async {
+        let c = reqwest::Client::new();
+        let api = |path: &str| format!("{}/api/v1{path}", server.url);
+        assert_eq!(
+            call(&c, get.clone(), format!("{}/healthz", server.url), None, None).await.0,
+            200
+        );
+        let (status, error) = call(&c, get.clone(), api("/runs"), None, None).await;
+        assert_eq!(status, 401, "{error}");
+        assert!(!error.to_string().contains(token), "the token is never in an answer");
+        let approve = api(&format!("/review/{}/approve", held[0]));
+        let (status, _) = call(&c, post.clone(), approve.clone(), None, Some("wrong")).await;
+        assert_eq!(status, 401);
+        let (_, view) =
+            call(&c, get.clone(), api(&format!("/runs/{}", held[0])), None, Some(token)).await;
+        assert_eq!(view["run"]["state"], "needs_review", "a refused call changed nothing");
+        let (status, run) = call(&c, post.clone(), approve, None, Some(token)).await;
+        assert_eq!((status, &run["state"]), (200, &json!("queued")), "{run}");
+    });
+    assert!(server.stop().success());
+}
