@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::args::{ReviewCommand, last_reason, operator, operator_runtime, read_json};
 use super::output::{Out, age, clip, done, indent, listing};
+use super::remote::Remote;
 use super::{CliError, Session, runtime_error};
 use crate::lifecycle::{RunId, RunState};
 use crate::say;
@@ -31,6 +32,11 @@ pub(super) async fn replay(
     id: RunId,
     force: bool,
 ) -> Result<(), CliError> {
+    if let Some(remote) = Remote::find(session).await? {
+        let run: RunRecord =
+            remote.post(&format!("/runs/{id}/replay"), &json!({"force": force})).await?;
+        return done(out, "replayed", &run);
+    }
     let rt = operator_runtime(session)?;
     let run = rt.replay(id, operator(), force).await.map_err(runtime_error)?;
     done(out, "replayed", &run)?;
@@ -60,6 +66,9 @@ pub(super) async fn review(
     out: Out,
     command: ReviewCommand,
 ) -> Result<(), CliError> {
+    if let Some(remote) = Remote::find(session).await? {
+        return review_remote(session, out, &remote, command).await;
+    }
     let rt = operator_runtime(session)?;
     let store = rt.store().clone();
     match command {
@@ -69,33 +78,12 @@ pub(super) async fn review(
                 .await
                 .map_err(CliError::from_store)?
                 .runs;
-            let mut items = Vec::new();
-            for r in &runs {
-                let reason = last_reason(&*store, r).await;
-                items.push(json!({"id": r.id, "agent": r.agent, "updated_at": r.updated_at, "reason": reason}));
+            let mut held = Vec::new();
+            for run in runs {
+                let why = last_reason(&*store, &run).await;
+                held.push(Held { run, why });
             }
-            let now = store.now();
-            listing(
-                out,
-                &items,
-                "nothing waits for review",
-                &["RUN", "AGENT", "HELD", "WHY"],
-                |items| {
-                    items
-                        .iter()
-                        .zip(&runs)
-                        .map(|(item, r)| {
-                            let reason = item["reason"].as_str().unwrap_or_default();
-                            vec![
-                                r.id.to_string(),
-                                r.agent.clone(),
-                                age(now, r.updated_at),
-                                clip(reason, 110),
-                            ]
-                        })
-                        .collect()
-                },
-            )
+            review_list(out, &held, store.now())
         }
         ReviewCommand::Show { id, template } => {
             let run = store
@@ -108,47 +96,8 @@ pub(super) async fn review(
                 None => None,
             };
             let schema: Option<Value> = schema.and_then(|s| serde_json::from_str(&s).ok());
-            let filled = schema.as_ref().map(|s| crate::schema::template(s, Some(&run.input)));
-            if template {
-                let Some(filled) = filled else {
-                    return Err(CliError::refused(format!(
-                        "no output schema is kept for run {id} (agent `{}`): run it once under a \
-                         program that registers the agent",
-                        run.agent
-                    )));
-                };
-                return out.print_json(&filled);
-            }
             let reason = last_reason(&*store, &run).await;
-            if out.json {
-                return out.print_json(&json!({
-                    "run": run, "reason": reason, "output_schema": schema, "template": filled,
-                }));
-            }
-            let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
-            say!("run       {}", run.id)?;
-            say!("agent     {}", run.agent)?;
-            say!("state     {}", out.state(run.state))?;
-            say!("why       {reason}")?;
-            say!("\ninput\n{}", indent(&pretty(&run.input)))?;
-            match (&schema, &filled) {
-                (Some(schema), Some(filled)) => {
-                    say!(
-                        "\nthe output `resolve` expects (JSON Schema)\n{}",
-                        indent(&pretty(schema))
-                    )?;
-                    say!("\na template from this run, to edit\n{}", indent(&pretty(filled)))?;
-                }
-                _ => say!("\nno output schema is kept for this run's agent")?,
-            }
-            let program = session.program();
-            say!("\nNext:")?;
-            say!("  {program} review approve {id} --note \"…\"      try again, with the note")?;
-            say!("  {program} review show {id} --template > out.json   then edit out.json and")?;
-            say!(
-                "  {program} review resolve {id} --output out.json   succeed it with that output"
-            )?;
-            say!("  {program} review reject {id} --note \"…\"       dead-letter it")
+            review_show(session, out, ReviewItem { run, reason, output_schema: schema }, template)
         }
         ReviewCommand::Approve { id, note } => {
             let run = rt.approve(id, operator(), note.as_deref()).await.map_err(runtime_error)?;
@@ -167,7 +116,126 @@ pub(super) async fn review(
     }
 }
 
+/// A run held for review and why (what `review list` shows, and the API's `/review`).
+#[derive(Debug, serde::Deserialize)]
+struct Held {
+    run: RunRecord,
+    why: String,
+}
+
+/// What `review show` shows (the API's `/review/{id}`).
+#[derive(Debug, serde::Deserialize)]
+struct ReviewItem {
+    run: RunRecord,
+    reason: String,
+    output_schema: Option<Value>,
+}
+
+/// `review ...` through a server.
+async fn review_remote(
+    session: &Session,
+    out: Out,
+    remote: &Remote,
+    command: ReviewCommand,
+) -> Result<(), CliError> {
+    match command {
+        ReviewCommand::List => {
+            let answer: Value = remote.get("/review").await?;
+            let held: Vec<Held> = serde_json::from_value(answer["review"].clone())
+                .map_err(|e| CliError::store(format!("the server answered unexpectedly: {e}")))?;
+            review_list(out, &held, crate::clock::Timestamp::now())
+        }
+        ReviewCommand::Show { id, template } => {
+            let item: ReviewItem = remote.get(&format!("/review/{id}")).await?;
+            review_show(session, out, item, template)
+        }
+        ReviewCommand::Approve { id, note } => {
+            let run: RunRecord =
+                remote.post(&format!("/review/{id}/approve"), &json!({"note": note})).await?;
+            done(out, "approved", &run)
+        }
+        ReviewCommand::Reject { id, note } => {
+            let run: RunRecord =
+                remote.post(&format!("/review/{id}/reject"), &json!({"note": note})).await?;
+            done(out, "rejected", &run)
+        }
+        ReviewCommand::Resolve { id, output } => {
+            let value = read_json(&output)?;
+            let run: RunRecord =
+                remote.post(&format!("/review/{id}/resolve"), &json!({"output": value})).await?;
+            done(out, "resolved", &run)
+        }
+    }
+}
+
+fn review_list(out: Out, held: &[Held], now: crate::clock::Timestamp) -> Result<(), CliError> {
+    let items: Vec<Value> = held
+        .iter()
+        .map(|h| json!({"id": h.run.id, "agent": h.run.agent, "updated_at": h.run.updated_at, "reason": h.why}))
+        .collect();
+    let runs: Vec<&RunRecord> = held.iter().map(|h| &h.run).collect();
+    listing(out, &items, "nothing waits for review", &["RUN", "AGENT", "HELD", "WHY"], |items| {
+        items
+            .iter()
+            .zip(&runs)
+            .map(|(item, r)| {
+                let reason = item["reason"].as_str().unwrap_or_default();
+                vec![r.id.to_string(), r.agent.clone(), age(now, r.updated_at), clip(reason, 110)]
+            })
+            .collect()
+    })
+}
+
+fn review_show(
+    session: &Session,
+    out: Out,
+    item: ReviewItem,
+    template: bool,
+) -> Result<(), CliError> {
+    let ReviewItem { run, reason, output_schema: schema } = item;
+    let id = run.id;
+    let filled = schema.as_ref().map(|s| crate::schema::template(s, Some(&run.input)));
+    if template {
+        let Some(filled) = filled else {
+            return Err(CliError::refused(format!(
+                "no output schema is kept for run {id} (agent `{}`): run it once under a \
+                         program that registers the agent",
+                run.agent
+            )));
+        };
+        return out.print_json(&filled);
+    }
+    if out.json {
+        return out.print_json(&json!({
+            "run": run, "reason": reason, "output_schema": schema, "template": filled,
+        }));
+    }
+    let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    say!("run       {}", run.id)?;
+    say!("agent     {}", run.agent)?;
+    say!("state     {}", out.state(run.state))?;
+    say!("why       {reason}")?;
+    say!("\ninput\n{}", indent(&pretty(&run.input)))?;
+    match (&schema, &filled) {
+        (Some(schema), Some(filled)) => {
+            say!("\nthe output `resolve` expects (JSON Schema)\n{}", indent(&pretty(schema)))?;
+            say!("\na template from this run, to edit\n{}", indent(&pretty(filled)))?;
+        }
+        _ => say!("\nno output schema is kept for this run's agent")?,
+    }
+    let program = session.program();
+    say!("\nNext:")?;
+    say!("  {program} review approve {id} --note \"…\"      try again, with the note")?;
+    say!("  {program} review show {id} --template > out.json   then edit out.json and")?;
+    say!("  {program} review resolve {id} --output out.json   succeed it with that output")?;
+    say!("  {program} review reject {id} --note \"…\"       dead-letter it")
+}
+
 pub(super) async fn cancel(session: &Session, out: Out, id: RunId) -> Result<(), CliError> {
+    if let Some(remote) = Remote::find(session).await? {
+        let run: RunRecord = remote.post(&format!("/runs/{id}/cancel"), &json!({})).await?;
+        return done(out, "cancelled", &run);
+    }
     let rt = operator_runtime(session)?;
     let run = rt.cancel(id, operator()).await.map_err(runtime_error)?;
     done(out, "cancelled", &run)
@@ -184,6 +252,11 @@ pub(super) async fn signal(
         Some(path) => read_json(&path)?,
         None => Value::Null,
     };
+    if let Some(remote) = Remote::find(session).await? {
+        let body = json!({"name": name, "payload": payload});
+        let run: RunRecord = remote.post(&format!("/runs/{id}/signal"), &body).await?;
+        return done(out, &format!("signalled `{name}` to"), &run);
+    }
     let rt = operator_runtime(session)?;
     let run = rt.signal(id, name, payload, operator()).await.map_err(runtime_error)?;
     done(out, &format!("signalled `{name}` to"), &run)?;
@@ -196,7 +269,12 @@ pub(super) async fn note(
     id: RunId,
     text: &str,
 ) -> Result<(), CliError> {
-    let rt = operator_runtime(session)?;
-    let note = rt.note(id, operator(), text).await.map_err(runtime_error)?;
+    let note: crate::store::Note = match Remote::find(session).await? {
+        Some(remote) => remote.post(&format!("/runs/{id}/notes"), &json!({"text": text})).await?,
+        None => {
+            let rt = operator_runtime(session)?;
+            rt.note(id, operator(), text).await.map_err(runtime_error)?
+        }
+    };
     if out.json { out.print_json(&note) } else { say!("noted on {id} by {}", note.author) }
 }

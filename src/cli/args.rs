@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::{CliError, Session, runtime_error};
 use crate::lifecycle::{RunId, RunState};
 use crate::runtime::Runtime;
-use crate::store::{Actor, RunRecord, Store};
+use crate::store::Actor;
 
 /// The options every command takes.
 #[derive(Debug, clap::Args)]
@@ -26,6 +26,11 @@ pub(super) struct Global {
     /// Print JSON instead of tables, for scripts.
     #[arg(long, global = true)]
     pub(super) json: bool,
+    /// Send operator commands to the server at this address (`http://host:7420`) instead of
+    /// opening the store; with `$STEADFAST_TOKEN` if it needs one. Without it, a server that
+    /// works on the data directory is found there.
+    #[arg(long, global = true, value_name = "URL", env = "STEADFAST_SERVER")]
+    pub(super) server: Option<String>,
 }
 
 /// The commands every program built on [`App`](super::App) has.
@@ -261,20 +266,7 @@ pub(super) fn read_json(path: &Path) -> Result<Value, CliError> {
         .map_err(|e| CliError::usage(format!("{} is not JSON: {e}", path.display())))
 }
 
-/// The reason of a run's last move (why it is held, why it failed).
-pub(super) async fn last_reason(store: &dyn Store, run: &RunRecord) -> String {
-    if let Some(error) = &run.last_error
-        && run.state == RunState::FailedPermanent
-    {
-        return error.to_string();
-    }
-    store
-        .history(run.id)
-        .await
-        .ok()
-        .and_then(|h| h.last().map(|e| e.reason.clone()))
-        .unwrap_or_default()
-}
+pub(super) use crate::view::last_reason;
 
 /// A runtime over the existing store with the program's agents and pipelines registered, so
 /// their runs get their full checks; it never runs an attempt.

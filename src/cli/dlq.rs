@@ -4,16 +4,28 @@ use serde_json::json;
 
 use super::args::{DlqCommand, operator, operator_runtime};
 use super::output::{Out, age, clip, listing};
+use super::remote::Remote;
 use super::{CliError, Session};
 use crate::say;
 
 pub(super) async fn dlq(session: &Session, out: Out, command: DlqCommand) -> Result<(), CliError> {
+    let remote = Remote::find(session).await?;
     match command {
         DlqCommand::List { limit } => {
-            let store = session.existing_store()?;
-            let dead =
-                store.dead_letters(None, usize::from(limit)).await.map_err(CliError::from_store)?;
-            let now = store.now();
+            let (dead, now): (Vec<crate::store::DeadLetter>, _) = match &remote {
+                Some(remote) => (
+                    remote.get(&format!("/dlq?limit={limit}")).await?,
+                    crate::clock::Timestamp::now(),
+                ),
+                None => {
+                    let store = session.existing_store()?;
+                    let dead = store
+                        .dead_letters(None, usize::from(limit))
+                        .await
+                        .map_err(CliError::from_store)?;
+                    (dead, store.now())
+                }
+            };
             listing(
                 out,
                 &dead,
@@ -38,6 +50,42 @@ pub(super) async fn dlq(session: &Session, out: Out, command: DlqCommand) -> Res
                         .collect()
                 },
             )
+        }
+        DlqCommand::Replay { all: _, agent, force } if remote.is_some() => {
+            let remote = remote.as_ref().expect("matched");
+            let agent = match agent {
+                Some(agent) => {
+                    Some(super::runs::resolve_agent_remote(session, remote, &agent).await?)
+                }
+                None => None,
+            };
+            let body = json!({"agent": agent, "force": force});
+            let report: Vec<serde_json::Value> = remote.post("/dlq/replay", &body).await?;
+            let refused = report.iter().filter(|r| r["replayed"] != json!(true)).count();
+            if out.json {
+                out.print_json(&report)?;
+            } else {
+                for r in &report {
+                    match r["error"].as_str() {
+                        None => say!(
+                            "replayed {} ({})",
+                            r["id"].as_str().unwrap_or(""),
+                            r["agent"].as_str().unwrap_or("")
+                        )?,
+                        Some(error) => say!(
+                            "refused  {} ({}): {error}",
+                            r["id"].as_str().unwrap_or(""),
+                            r["agent"].as_str().unwrap_or("")
+                        )?,
+                    }
+                }
+                say!("{} replayed, {refused} refused", report.len() - refused)?;
+            }
+            if refused > 0 {
+                Err(CliError::refused(format!("{refused} dead letter(s) could not be replayed")))
+            } else {
+                Ok(())
+            }
         }
         DlqCommand::Replay { all: _, agent, force } => {
             let rt = operator_runtime(session)?;

@@ -23,6 +23,11 @@ impl CliError {
         CliError { code: 2, message: message.into(), closed_pipe: false }
     }
 
+    /// An error with the given exit code (a server's answer, which carries it).
+    pub(crate) fn with_code(code: u8, message: impl Into<String>) -> Self {
+        CliError { code: code.max(1), message: message.into(), closed_pipe: false }
+    }
+
     /// The store is unavailable (exit 3).
     pub fn store(message: impl Into<String>) -> Self {
         CliError { code: 3, message: message.into(), closed_pipe: false }

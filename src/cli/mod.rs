@@ -57,6 +57,7 @@ mod error;
 mod numbers;
 mod output;
 mod prune;
+mod remote;
 mod runs;
 mod serve;
 mod work;
@@ -208,6 +209,7 @@ impl App {
         let (global, which) = parsed.unwrap_or_else(|e| e.exit());
         let session = Session {
             data: global.data,
+            server: global.server,
             out: Out::new(global.json),
             setup: self.setup.clone(),
             name: self.name.clone(),
@@ -262,6 +264,8 @@ impl Subcommand for NoCommands {
 /// registrations.
 pub struct Session {
     data: PathBuf,
+    /// `--server` / `STEADFAST_SERVER`.
+    server: Option<String>,
     out: Out,
     setup: Setup,
     name: String,

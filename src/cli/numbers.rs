@@ -11,8 +11,13 @@ use crate::view::Stats;
 
 /// Rates and latencies per agent over the runs created within `window`.
 pub(super) async fn stats(session: &Session, out: Out, window: Duration) -> Result<(), CliError> {
-    let store = session.existing_store()?;
-    let stats = Stats::compute(store.as_ref(), window).await.map_err(CliError::from_store)?;
+    let stats: Stats = match super::remote::Remote::find(session).await? {
+        Some(remote) => remote.get(&format!("/stats?window={}s", window.as_secs())).await?,
+        None => {
+            let store = session.existing_store()?;
+            Stats::compute(store.as_ref(), window).await.map_err(CliError::from_store)?
+        }
+    };
     if out.json {
         return out.print_json(&stats);
     }

@@ -36,20 +36,29 @@ pub(super) fn policy(older_than: Duration, states: Vec<RunState>) -> Result<Rete
 
 pub(super) async fn prune(session: &Session, out: Out, args: PruneArgs) -> Result<(), CliError> {
     let policy = policy(args.older_than, args.states)?;
-    let store = session.existing_store()?;
-    let dir = session.store_dir();
-    let before = size_of(&dir);
-    let pruned = store.prune(policy.clone()).await.map_err(CliError::from_store)?;
-    let after = size_of(&dir);
     let states: Vec<String> = policy.states.iter().map(ToString::to_string).collect();
+    let body = json!({"older_than_secs": args.older_than.as_secs(), "states": states});
+    let (pruned, sizes) = match super::remote::Remote::find(session).await? {
+        Some(remote) => {
+            let answer: serde_json::Value = remote.post("/prune", &body).await?;
+            let count = |key: &str| answer[key].as_u64().unwrap_or(0);
+            ((count("pruned"), count("kept")), None)
+        }
+        None => {
+            let store = session.existing_store()?;
+            let dir = session.store_dir();
+            let before = size_of(&dir);
+            let pruned = store.prune(policy.clone()).await.map_err(CliError::from_store)?;
+            ((pruned.runs, pruned.kept), Some((before, size_of(&dir))))
+        }
+    };
+    let pruned = crate::store::Pruned::of(pruned.0, pruned.1);
     if out.json {
         return out.print_json(&json!({
             "pruned": pruned.runs,
             "kept": pruned.kept,
             "states": states,
             "older_than_secs": args.older_than.as_secs(),
-            "bytes_before": before,
-            "bytes_after": after,
         }));
     }
     say!(
@@ -64,7 +73,7 @@ pub(super) async fn prune(session: &Session, out: Out, args: PruneArgs) -> Resul
             pruned.kept
         )?;
     }
-    if pruned.runs > 0 {
+    if let Some((before, after)) = sizes.filter(|_| pruned.runs > 0) {
         say!(
             "the database's files: {} before, {} now (sled reuses the freed space for new writes; its files do not shrink)",
             mib(before),

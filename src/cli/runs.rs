@@ -2,6 +2,7 @@
 
 use super::args::RunsCommand;
 use super::output::{Out, age, clip, clip_lines, indent, table};
+use super::remote::{Remote, query};
 use super::{CliError, Session};
 use crate::lifecycle::RunId;
 use crate::say;
@@ -13,6 +14,9 @@ pub(super) async fn runs(
     out: Out,
     command: RunsCommand,
 ) -> Result<(), CliError> {
+    if let Some(remote) = Remote::find(session).await? {
+        return runs_remote(session, out, &remote, command).await;
+    }
     let store = session.existing_store()?;
     match command {
         RunsCommand::List { state, agent, since, limit, cursor } => {
@@ -36,35 +40,139 @@ pub(super) async fn runs(
                 query = query.cursor(cursor);
             }
             let page = store.list(query).await.map_err(CliError::from_store)?;
-            if out.json {
-                return out.print_json(&serde_json::json!({"runs": page.runs, "next": page.next}));
-            }
-            if page.runs.is_empty() {
-                return say!("no runs");
-            }
-            let now = store.now();
-            let rows: Vec<Vec<String>> = page
-                .runs
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.id.to_string(),
-                        out.state(r.state),
-                        r.agent.clone(),
-                        r.attempt.to_string(),
-                        age(now, r.updated_at),
-                        r.last_error.as_ref().map(|e| clip(&e.to_string(), 70)).unwrap_or_default(),
-                    ]
-                })
-                .collect();
-            table(&["RUN", "STATE", "AGENT", "ATTEMPT", "UPDATED", "LAST ERROR"], &rows)?;
-            if let Some(next) = page.next {
-                say!("… more runs: add --cursor {next}")?;
-            }
-            Ok(())
+            list(out, page.runs, page.next, store.now())
         }
-        RunsCommand::Show { id } => show(store.as_ref(), out, id).await,
+        RunsCommand::Show { id } => {
+            let view = RunView::load(store.as_ref(), id)
+                .await
+                .map_err(CliError::from_store)?
+                .ok_or_else(|| CliError::refused(format!("no run {id}")))?;
+            show(out, view)
+        }
     }
+}
+
+/// A page of runs, as the API answers it.
+#[derive(Debug, serde::Deserialize)]
+struct Listed {
+    runs: Vec<crate::store::RunRecord>,
+    next: Option<RunId>,
+}
+
+/// `runs ...` through a server.
+async fn runs_remote(
+    session: &Session,
+    out: Out,
+    remote: &Remote,
+    command: RunsCommand,
+) -> Result<(), CliError> {
+    match command {
+        RunsCommand::List { state, agent, since, limit, cursor } => {
+            let agent = match agent {
+                Some(agent) => Some(resolve_agent_remote(session, remote, &agent).await?),
+                None => None,
+            };
+            let path = format!(
+                "/runs{}",
+                query(&[
+                    ("state", state.map(|s| s.to_string())),
+                    ("agent", agent),
+                    ("since", since.map(|d| format!("{}s", d.as_secs()))),
+                    ("limit", Some(limit.to_string())),
+                    ("cursor", cursor.map(|c| c.to_string())),
+                ])
+            );
+            let page: Listed = remote.get(&path).await?;
+            list(out, page.runs, page.next, crate::clock::Timestamp::now())
+        }
+        RunsCommand::Show { id } => show(out, remote.get(&format!("/runs/{id}")).await?),
+    }
+}
+
+fn list(
+    out: Out,
+    runs: Vec<crate::store::RunRecord>,
+    next: Option<RunId>,
+    now: crate::clock::Timestamp,
+) -> Result<(), CliError> {
+    let page = crate::store::Page { runs, next };
+    if out.json {
+        return out.print_json(&serde_json::json!({"runs": page.runs, "next": page.next}));
+    }
+    if page.runs.is_empty() {
+        return say!("no runs");
+    }
+    let rows: Vec<Vec<String>> = page
+        .runs
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.to_string(),
+                out.state(r.state),
+                r.agent.clone(),
+                r.attempt.to_string(),
+                age(now, r.updated_at),
+                r.last_error.as_ref().map(|e| clip(&e.to_string(), 70)).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["RUN", "STATE", "AGENT", "ATTEMPT", "UPDATED", "LAST ERROR"], &rows)?;
+    if let Some(next) = page.next {
+        say!("… more runs: add --cursor {next}")?;
+    }
+    Ok(())
+}
+
+/// The registered agent `asked` names: itself, or the one pipeline stage it is the short name
+/// of; `None` if it names none (it may still be another program's agent).
+fn registered_agent(session: &Session, asked: &str) -> Result<Option<String>, CliError> {
+    let registered = session.registrations()?;
+    let names = registered.agents();
+    if names.contains(&asked) {
+        return Ok(Some(asked.to_owned()));
+    }
+    let suffix = format!(".{asked}");
+    let matching: Vec<&str> = names.iter().copied().filter(|n| n.ends_with(&suffix)).collect();
+    match matching.as_slice() {
+        [one] => Ok(Some((*one).to_owned())),
+        [] => Ok(None),
+        many => Err(CliError::usage(format!(
+            "`{asked}` is a stage of several pipelines: give one of {}",
+            many.join(", ")
+        ))),
+    }
+}
+
+/// [`resolve_agent`] through a server.
+pub(super) async fn resolve_agent_remote(
+    session: &Session,
+    remote: &Remote,
+    asked: &str,
+) -> Result<String, CliError> {
+    if let Some(name) = registered_agent(session, asked)? {
+        return Ok(name);
+    }
+    let any: Listed = remote
+        .get(&format!(
+            "/runs{}",
+            query(&[("agent", Some(asked.to_owned())), ("limit", Some("1".into()))])
+        ))
+        .await?;
+    if any.runs.is_empty() {
+        return Err(unknown_agent(session, asked)?);
+    }
+    Ok(asked.to_owned())
+}
+
+/// The refusal of an agent name that is neither registered nor has runs.
+fn unknown_agent(session: &Session, asked: &str) -> Result<CliError, CliError> {
+    let registered = session.registrations()?;
+    let names = registered.agents();
+    Ok(CliError::usage(format!(
+        "no agent `{asked}`: no runs of it, and {} registers {}",
+        session.program(),
+        if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+    )))
 }
 
 /// The agent name `asked` stands for: a registered name as it is; a short name that exactly
@@ -75,41 +183,19 @@ pub(super) async fn resolve_agent(
     store: &dyn Store,
     asked: &str,
 ) -> Result<String, CliError> {
-    let registered = session.registrations()?;
-    let names = registered.agents();
-    if names.contains(&asked) {
-        return Ok(asked.to_owned());
-    }
-    let suffix = format!(".{asked}");
-    let matching: Vec<&str> = names.iter().copied().filter(|n| n.ends_with(&suffix)).collect();
-    match matching.as_slice() {
-        [one] => return Ok((*one).to_owned()),
-        [] => {}
-        many => {
-            return Err(CliError::usage(format!(
-                "`{asked}` is a stage of several pipelines: give one of {}",
-                many.join(", ")
-            )));
-        }
+    if let Some(name) = registered_agent(session, asked)? {
+        return Ok(name);
     }
     // Runs of an agent this program does not register (another program's) are listed too.
     let any =
         store.list(ListQuery::new().agent(asked).limit(1)).await.map_err(CliError::from_store)?;
     if any.runs.is_empty() {
-        return Err(CliError::usage(format!(
-            "no agent `{asked}`: no runs of it, and {} registers {}",
-            session.program(),
-            if names.is_empty() { "none".to_owned() } else { names.join(", ") }
-        )));
+        return Err(unknown_agent(session, asked)?);
     }
     Ok(asked.to_owned())
 }
 
-async fn show(store: &dyn Store, out: Out, id: RunId) -> Result<(), CliError> {
-    let view = RunView::load(store, id)
-        .await
-        .map_err(CliError::from_store)?
-        .ok_or_else(|| CliError::refused(format!("no run {id}")))?;
+fn show(out: Out, view: RunView) -> Result<(), CliError> {
     if out.json {
         return out.print_json(&view);
     }

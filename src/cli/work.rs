@@ -34,6 +34,11 @@ pub(super) struct WorkArgs {
 
 pub(super) async fn work(session: &Session, args: WorkArgs) -> Result<(), CliError> {
     let out: Out = session.out;
+    if super::remote::Remote::find(session).await?.is_some() {
+        return Err(CliError::refused(
+            "a server works on this data directory (see steadfast.server there): its workers run already",
+        ));
+    }
     let store = session.open_store()?;
     let mut builder = session.runtime(store.clone()).workers(usize::from(args.workers));
     if let Some(older_than) = args.prune_older_than {

@@ -13,7 +13,7 @@ use super::error::ApiError;
 use crate::clock::parse_duration;
 use crate::lifecycle::{RunId, RunState};
 use crate::store::{Actor, ListQuery};
-use crate::view::{RunView, Stats};
+use crate::view::{RunView, Stats, last_reason};
 
 type Answer = Result<Json<Value>, ApiError>;
 
@@ -74,7 +74,7 @@ pub(super) async fn runs(State(ops): State<Arc<Ops>>, Query(q): Query<RunsQuery>
 pub(super) async fn run(State(ops): State<Arc<Ops>>, Path(id): Path<String>) -> Answer {
     let id = run_id(&id)?;
     let view = RunView::load(ops.runtime.store().as_ref(), id).await?;
-    let view = view.ok_or_else(|| ApiError::not_found(format!("run {id} does not exist")))?;
+    let view = view.ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
     Ok(Json(json!(view)))
 }
 
@@ -147,17 +147,32 @@ pub(super) async fn note(
     Ok(Json(json!(note)))
 }
 
-/// `GET /review`: the runs held for review, oldest first, with why.
+/// `GET /review`: the runs held for review, newest first, with why.
 pub(super) async fn review(State(ops): State<Arc<Ops>>) -> Answer {
     let store = ops.runtime.store();
-    let query = ListQuery::new().state(RunState::NeedsReview).oldest_first().limit(1000);
+    let query = ListQuery::new().state(RunState::NeedsReview).limit(10_000);
     let runs = store.list(query).await?.runs;
     let mut items = Vec::with_capacity(runs.len());
     for run in runs {
-        let why = store.history(run.id).await?.last().map(|e| e.reason.clone()).unwrap_or_default();
+        let why = last_reason(store.as_ref(), &run).await;
         items.push(json!({"run": run, "why": why}));
     }
     Ok(Json(json!({"review": items})))
+}
+
+/// `GET /review/{id}`: a run with why it is where it is and the output schema kept for its
+/// agent (what `review show` shows).
+pub(super) async fn review_item(State(ops): State<Arc<Ops>>, Path(id): Path<String>) -> Answer {
+    let id = run_id(&id)?;
+    let store = ops.runtime.store();
+    let run = store.get(id).await?.ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
+    let schema = match run.output_schema.as_deref() {
+        Some(hash) => store.schema(hash).await?,
+        None => None,
+    };
+    let schema: Option<Value> = schema.and_then(|s| serde_json::from_str(&s).ok());
+    let reason = last_reason(store.as_ref(), &run).await;
+    Ok(Json(json!({"run": run, "reason": reason, "output_schema": schema})))
 }
 
 /// The body of `approve` and `reject`.
@@ -254,7 +269,34 @@ pub(super) async fn dlq_replay(
             }
         }
     }
-    Ok(Json(json!({"replayed": replayed, "refused": refused, "runs": report})))
+    tracing::info!(replayed, refused, "dead letters replayed through the API");
+    Ok(Json(json!(report)))
+}
+
+/// `POST /prune {"older_than_secs", "states"?}`: runs at rest deleted (see `Retention`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PruneBody {
+    older_than_secs: u64,
+    #[serde(default)]
+    states: Vec<RunState>,
+}
+
+pub(super) async fn prune(State(ops): State<Arc<Ops>>, Json(body): Json<PruneBody>) -> Answer {
+    let mut policy =
+        crate::store::Retention::older_than(std::time::Duration::from_secs(body.older_than_secs));
+    if !body.states.is_empty() {
+        policy = policy.states(body.states);
+    }
+    policy.check().map_err(ApiError::usage)?;
+    let pruned = ops.runtime.store().prune(policy.clone()).await?;
+    let states: Vec<String> = policy.states.iter().map(ToString::to_string).collect();
+    Ok(Json(json!({
+        "pruned": pruned.runs,
+        "kept": pruned.kept,
+        "states": states,
+        "older_than_secs": body.older_than_secs,
+    })))
 }
 
 /// `GET /stats?window=24h`

@@ -51,7 +51,9 @@ impl From<StoreError> for ApiError {
             StoreError::IllegalTransition { .. } => {
                 Self::new(StatusCode::CONFLICT, 1, error.to_string())
             }
-            StoreError::InvalidRequest(_) => Self::usage(error.to_string()),
+            StoreError::InvalidRequest(_) => {
+                Self::new(StatusCode::BAD_REQUEST, 1, error.to_string())
+            }
             _ => Self::new(StatusCode::SERVICE_UNAVAILABLE, 3, error.to_string()),
         }
     }
@@ -72,8 +74,9 @@ impl From<RuntimeError> for ApiError {
                 ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, 1, message)
             },
             NoSchema { .. } => Self::new(StatusCode::CONFLICT, 1, message),
-            NotJson(_) | InvalidRequest(_) => Self::usage(message),
-            _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, 3, message),
+            // Refused, as the CLI says it (code 1): the call was well formed, its content not.
+            NotJson(_) | InvalidRequest(_) => Self::new(StatusCode::BAD_REQUEST, 1, message),
+            _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, 1, message),
         }
     }
 }

@@ -25,5 +25,5 @@ mod run;
 mod stats;
 
 pub use self::graph::lifecycle_graph;
-pub use self::run::{RunView, StageView, is_internal_effect};
+pub use self::run::{RunView, StageView, is_internal_effect, last_reason};
 pub use self::stats::{ALL_AGENTS, AgentStats, Stats};

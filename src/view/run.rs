@@ -1,12 +1,12 @@
 //! A run as people look at it: its record, history, effects, notes and stages.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::{RunId, RunState};
 use crate::store::{EffectRecord, HistoryEntry, ListQuery, Note, RunRecord, Store, StoreError};
 
 /// A run with everything recorded about it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct RunView {
     /// The run's record (input, output, state, lease, last error).
@@ -22,7 +22,7 @@ pub struct RunView {
 }
 
 /// One stage run of a pipeline run, in brief.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct StageView {
     /// The stage's run.
@@ -39,6 +39,22 @@ pub struct StageView {
 /// `steadfast/…`, a pipeline's `fan-in note N`) rather than one its agent made.
 pub fn is_internal_effect(name: &str) -> bool {
     name.starts_with("steadfast/") || name.starts_with("fan-in note ")
+}
+
+/// Why a run is where it is, in words: for a dead letter its error, otherwise the reason of
+/// its last move (why it is held for review, why it waits). Empty if the store cannot say.
+pub async fn last_reason(store: &dyn Store, run: &RunRecord) -> String {
+    if let Some(error) = &run.last_error
+        && run.state == RunState::FailedPermanent
+    {
+        return error.to_string();
+    }
+    store
+        .history(run.id)
+        .await
+        .ok()
+        .and_then(|h| h.last().map(|e| e.reason.clone()))
+        .unwrap_or_default()
 }
 
 /// How many stage runs a view lists at most.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::lifecycle::RunState;
@@ -15,7 +15,7 @@ use crate::store::{ListQuery, Store, StoreError};
 pub const ALL_AGENTS: &str = "(all)";
 
 /// Per-agent numbers over the runs created in a window.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Stats {
     /// The window, in seconds.
@@ -26,7 +26,7 @@ pub struct Stats {
 }
 
 /// The numbers of one agent (or of all, [`ALL_AGENTS`]).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct AgentStats {
     /// The agent.
