@@ -2,15 +2,18 @@
 
 use serde_json::json;
 
+use super::args::{AgentsCommand, operator, operator_runtime};
 use super::output::table;
-use super::{CliError, Session};
+use super::remote::Remote;
+use super::{CliError, Session, runtime_error};
 use crate::say;
 
 /// Lists the registered agents and pipelines with their retry policy, circuit breaker and
 /// limits (the breaker's live state is the running workers': they log it opening and closing
 /// at WARN, and a run it defers says so in its history).
-pub(super) fn agents(session: &Session) -> Result<(), CliError> {
+pub(super) async fn agents(session: &Session) -> Result<(), CliError> {
     let rt = session.registrations()?;
+    let controls = controls(session).await;
     let pipelines = rt.pipelines();
     let mut items = Vec::new();
     for name in rt.agents() {
@@ -38,6 +41,7 @@ pub(super) fn agents(session: &Session) -> Result<(), CliError> {
             "breaker": breaker,
             "concurrency": options.concurrency,
             "rate": rate,
+            "control": controls.get(name),
         }));
     }
     if session.json() {
@@ -61,12 +65,110 @@ pub(super) fn agents(session: &Session) -> Result<(), CliError> {
                 }),
                 or_dash(&a["concurrency"], &|c| c.to_string()),
                 or_dash(&a["rate"], &|r| format!("{}/s, burst {}", r["per_second"], r["burst"])),
+                match (&a["control"]["paused"], a["control"]["rate"].as_f64()) {
+                    (serde_json::Value::Bool(true), _) => "paused".to_owned(),
+                    (_, Some(rate)) => format!("resumed at {rate}/s"),
+                    _ => "-".to_owned(),
+                },
             ]
         })
         .collect();
-    table(&["AGENT", "KIND", "ATTEMPTS", "BREAKER OPENS", "CONCURRENCY", "RATE"], &rows)?;
+    table(
+        &["AGENT", "KIND", "ATTEMPTS", "BREAKER OPENS", "CONCURRENCY", "RATE", "OPERATOR"],
+        &rows,
+    )?;
     say!(
         "A breaker defers an agent's runs (no attempt charged) while open; its opening and \
          closing are logged at WARN by the workers."
     )
+}
+
+/// The agents' pause settings: from a server if one works on the data, else from the store
+/// if it can be opened; none otherwise (`agents` needs no store).
+async fn controls(
+    session: &Session,
+) -> std::collections::BTreeMap<String, crate::store::AgentControl> {
+    if let Ok(Some(remote)) = Remote::find(session).await {
+        if let Ok(answer) = remote.get::<serde_json::Value>("/agents").await {
+            return answer["agents"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| {
+                    let control = serde_json::from_value(a["control"].clone()).ok()?;
+                    Some((a["name"].as_str()?.to_owned(), control))
+                })
+                .collect();
+        }
+        return Default::default();
+    }
+    match session.existing_store() {
+        Ok(store) => store.agent_controls().await.unwrap_or_default(),
+        Err(_) => Default::default(),
+    }
+}
+
+/// `agents pause|resume NAME`: the control in force after it, as the API answers it.
+pub(super) async fn control(
+    session: &Session,
+    out: super::output::Out,
+    action: AgentsCommand,
+) -> Result<(), CliError> {
+    let (name, answer): (String, serde_json::Value) = match Remote::find(session).await? {
+        Some(remote) => {
+            let (name, path, body) = match action {
+                AgentsCommand::Pause { name, reason } => {
+                    let name = resolve(session, &name)?;
+                    (name.clone(), format!("/agents/{name}/pause"), json!({"reason": reason}))
+                }
+                AgentsCommand::Resume { name, rate } => {
+                    let name = resolve(session, &name)?;
+                    (name.clone(), format!("/agents/{name}/resume"), json!({"rate": rate}))
+                }
+                AgentsCommand::List => unreachable!("listed by `agents`"),
+            };
+            (name, remote.post(&path, &body).await?)
+        }
+        None => {
+            let rt = operator_runtime(session)?;
+            match action {
+                AgentsCommand::Pause { name, reason } => {
+                    let name = resolve(session, &name)?;
+                    let control =
+                        rt.pause(&name, operator(), &reason).await.map_err(runtime_error)?;
+                    (name.clone(), json!({"agent": name, "control": control}))
+                }
+                AgentsCommand::Resume { name, rate } => {
+                    let name = resolve(session, &name)?;
+                    let control =
+                        rt.resume(&name, operator(), rate).await.map_err(runtime_error)?;
+                    (name.clone(), json!({"agent": name, "control": control}))
+                }
+                AgentsCommand::List => unreachable!("listed by `agents`"),
+            }
+        }
+    };
+    if out.json {
+        return out.print_json(&answer);
+    }
+    let control = &answer["control"];
+    if control["paused"] == json!(true) {
+        say!(
+            "paused {name}: its runs stay queued until `{} agents resume {name}`",
+            session.program()
+        )
+    } else if let Some(rate) = control["rate"].as_f64() {
+        say!(
+            "resumed {name} at most {rate} runs started per second (resume without --rate to lift it)"
+        )
+    } else {
+        say!("resumed {name}")
+    }
+}
+
+/// The registered agent `asked` names (a stage's short name too).
+fn resolve(session: &Session, asked: &str) -> Result<String, CliError> {
+    super::runs::registered_agent(session, asked)?.ok_or_else(|| {
+        CliError::usage(format!("no agent `{asked}` is registered in {}", session.program()))
+    })
 }

@@ -89,8 +89,13 @@ pub(super) enum Builtin {
         #[arg(long, default_value = "24h", value_parser = parse_duration)]
         window: Duration,
     },
-    /// The registered agents and pipelines: kind, retry policy, circuit breaker, limits.
-    Agents,
+    /// The registered agents and pipelines: kind, retry policy, circuit breaker, limits,
+    /// paused or not (`agents pause NAME`, `agents resume NAME [--rate N]`).
+    Agents {
+        /// What to do (default: list).
+        #[command(subcommand)]
+        action: Option<AgentsCommand>,
+    },
     /// Delete runs at rest that have not moved for a while, with their history, effects and
     /// notes: succeeded runs by default; dead letters and runs in review only when named.
     Prune(super::prune::PruneArgs),
@@ -124,7 +129,12 @@ pub(super) fn execute(session: &Session, command: Builtin) -> Result<(), CliErro
         Builtin::Graph { format, target } => {
             super::numbers::graph(session, &target, matches!(format, Format::Dot))
         }
-        Builtin::Agents => super::agents::agents(session),
+        Builtin::Agents { action: None | Some(AgentsCommand::List) } => {
+            session.block_on(super::agents::agents(session))
+        }
+        Builtin::Agents { action: Some(action) } => {
+            session.block_on(super::agents::control(session, out, action))
+        }
         Builtin::Runs(command) => session.block_on(super::runs::runs(session, out, command)),
         Builtin::Replay { id, force } => {
             session.block_on(super::act::replay(session, out, id, force))
@@ -213,6 +223,30 @@ pub(super) enum ReviewCommand {
         /// A file with the output as JSON, or `-` for standard input.
         #[arg(long, value_name = "FILE|-")]
         output: PathBuf,
+    },
+}
+
+/// `agents ...`
+#[derive(Debug, clap::Subcommand)]
+pub(super) enum AgentsCommand {
+    /// The registered agents (the default).
+    List,
+    /// Pause an agent: its runs stay queued and none starts until it is resumed (kept in the
+    /// store: a restart keeps it). Attempts already running finish.
+    Pause {
+        /// The agent (a stage's short name works as in `runs list`).
+        name: String,
+        /// Why, for whoever looks later.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Resume a paused agent, at once or at most --rate runs started per second.
+    Resume {
+        /// The agent.
+        name: String,
+        /// At most this many runs started per second, until resumed without it.
+        #[arg(long, value_name = "PER_SECOND")]
+        rate: Option<f64>,
     },
 }
 

@@ -125,7 +125,7 @@ fn list(
 
 /// The registered agent `asked` names: itself, or the one pipeline stage it is the short name
 /// of; `None` if it names none (it may still be another program's agent).
-fn registered_agent(session: &Session, asked: &str) -> Result<Option<String>, CliError> {
+pub(super) fn registered_agent(session: &Session, asked: &str) -> Result<Option<String>, CliError> {
     let registered = session.registrations()?;
     let names = registered.agents();
     if names.contains(&asked) {

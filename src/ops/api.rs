@@ -322,10 +322,49 @@ pub(super) async fn agents(State(ops): State<Arc<Ops>>) -> Answer {
                 "name": name,
                 "pipeline": rt.pipelines().contains(&name),
                 "breaker": rt.breaker(name).map(|b| format!("{b:?}")),
+                "control": rt.agent_control(name),
             })
         })
         .collect();
     Ok(Json(json!({"agents": agents})))
+}
+
+/// `POST /agents/{name}/pause {"reason"?}`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PauseBody {
+    #[serde(default)]
+    reason: String,
+}
+
+pub(super) async fn pause(
+    State(ops): State<Arc<Ops>>,
+    Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: Option<Json<PauseBody>>,
+) -> Answer {
+    let reason = body.map(|Json(b)| b.reason).unwrap_or_default();
+    let control = ops.runtime.pause(&name, operator(&headers), &reason).await?;
+    Ok(Json(json!({"agent": name, "control": control})))
+}
+
+/// `POST /agents/{name}/resume {"rate"?}`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ResumeBody {
+    #[serde(default)]
+    rate: Option<f64>,
+}
+
+pub(super) async fn resume(
+    State(ops): State<Arc<Ops>>,
+    Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: Option<Json<ResumeBody>>,
+) -> Answer {
+    let rate = body.and_then(|Json(b)| b.rate);
+    let control = ops.runtime.resume(&name, operator(&headers), rate).await?;
+    Ok(Json(json!({"agent": name, "control": control})))
 }
 
 /// `GET /graph/{target}`: `lifecycle` or a pipeline, as nodes and edges.

@@ -131,6 +131,8 @@ pub fn router(runtime: Arc<Runtime>, config: OpsConfig) -> Router {
         .route("/prune", post(api::prune))
         .route("/stats", get(api::stats))
         .route("/agents", get(api::agents))
+        .route("/agents/{name}/pause", post(api::pause))
+        .route("/agents/{name}/resume", post(api::resume))
         .route("/graph/{target}", get(api::graph))
         .fallback(|| async { error::ApiError::not_found("no such API call (see /api/v1)") })
         .route_layer(middleware::from_fn_with_state(ops.clone(), authorize));

@@ -78,6 +78,7 @@ async fn work(shared: &Arc<Shared>, names: &[String], until: Until) -> Result<()
         if shared.stopping.load(Ordering::SeqCst) {
             return Ok(());
         }
+        shared.refresh_controls().await;
         let mut progressed = fire_timers(&shared).await?;
         progressed |= !shared.store.recover_expired(256).await?.is_empty();
         // The earliest moment a breaker or a rate limit lets an agent's runs through again.
@@ -190,9 +191,14 @@ pub(crate) struct Admission {
     pub(crate) blocked: Option<Duration>,
 }
 
-/// Admits up to `wanted` runs of `registered` as far as its limits allow (slots claimed ahead,
-/// its own concurrency, its breaker, its rate limit).
-pub(crate) fn admit(shared: &Shared, registered: &Registered, wanted: usize) -> Admission {
+/// Admits up to `wanted` runs of agent `name` as far as its limits allow (slots claimed ahead,
+/// its own concurrency, an operator's pause or resume rate, its breaker, its rate limit).
+pub(crate) fn admit(
+    shared: &Shared,
+    name: &str,
+    registered: &Registered,
+    wanted: usize,
+) -> Admission {
     // Claim up to one batch ahead of the workers: the next runs are leased and waiting for a
     // slot while the current ones finish, so claims overlap with attempts instead of
     // alternating with them. An agent with its own limit is claimed exactly.
@@ -225,9 +231,19 @@ pub(crate) fn admit(shared: &Shared, registered: &Registered, wanted: usize) -> 
     if free == 0 {
         return admission;
     }
-    let mut admitted = free;
+    // An operator's pause or resume rate comes first: a paused agent takes nothing else.
+    let (mut admitted, held) = shared.controls.admit(name, free);
+    let controlled = admitted;
+    if admitted == 0 {
+        admission.blocked = held;
+        admission.permits.clear();
+        return admission;
+    }
+    admission.blocked = held;
     if let Some(breaker) = &registered.breaker {
-        (admitted, admission.blocked) = breaker.admit(admitted);
+        let (n, wait) = breaker.admit(admitted);
+        admitted = n;
+        admission.blocked = admission.blocked.or(wait);
     }
     if let Some(bucket) = &registered.bucket
         && admitted > 0
@@ -242,6 +258,7 @@ pub(crate) fn admit(shared: &Shared, registered: &Registered, wanted: usize) -> 
     {
         breaker.unused(free.min(1));
     }
+    shared.controls.give_back(name, controlled - admitted);
     admission.runs = admitted;
     admission.permits.truncate(admitted);
     admission
@@ -249,7 +266,14 @@ pub(crate) fn admit(shared: &Shared, registered: &Registered, wanted: usize) -> 
 
 impl Admission {
     /// Gives back what `used` runs of the admitted ones did not need.
-    pub(crate) fn settle(&mut self, registered: &Registered, used: usize) {
+    pub(crate) fn settle(
+        &mut self,
+        shared: &Shared,
+        name: &str,
+        registered: &Registered,
+        used: usize,
+    ) {
+        shared.controls.give_back(name, self.runs.saturating_sub(used));
         if let Some(bucket) = &registered.bucket {
             bucket.give_back(self.tokens.saturating_sub(used));
         }
@@ -271,7 +295,7 @@ async fn claim_and_start(
     name: &str,
 ) -> Result<(bool, Option<Duration>), RuntimeError> {
     let registered = &shared.agents[name];
-    let mut admission = admit(shared, registered, usize::MAX);
+    let mut admission = admit(shared, name, registered, usize::MAX);
     if admission.runs == 0 {
         return Ok((false, admission.blocked));
     }
@@ -279,11 +303,11 @@ async fn claim_and_start(
     let claimed = match shared.store.claim(claim).await {
         Ok(claimed) => claimed,
         Err(error) => {
-            admission.settle(registered, 0);
+            admission.settle(shared, name, registered, 0);
             return Err(error.into());
         }
     };
-    admission.settle(registered, claimed.len());
+    admission.settle(shared, name, registered, claimed.len());
     let started = !claimed.is_empty();
     for run in claimed {
         start(shared, registered, run, admission.permits.pop());
@@ -312,10 +336,15 @@ pub(crate) fn start(
     attempts.insert(id, (token, task.abort_handle()));
 }
 
-/// Whether a registered agent has a run that will progress without outside input.
+/// Whether a registered agent has a run that will progress without outside input (a paused
+/// agent's runs wait for an operator).
 async fn has_pending_work(shared: &Shared, names: &[String]) -> Result<bool, RuntimeError> {
     for state in [RunState::Queued, RunState::Processing, RunState::FailedTransient] {
         for name in names {
+            if state != RunState::Processing && shared.controls.get(name).is_some_and(|c| c.paused)
+            {
+                continue;
+            }
             let page =
                 shared.store.list(ListQuery::new().state(state).agent(name).limit(1)).await?;
             if !page.runs.is_empty() {

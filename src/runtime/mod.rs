@@ -57,6 +57,7 @@ macro_rules! checked_move {
 mod attempt;
 mod breaker;
 mod builder;
+mod control;
 mod crashes;
 mod dispatch;
 mod error;
@@ -131,6 +132,8 @@ pub(crate) struct Shared {
     pub(crate) rng: Mutex<fastrand::Rng>,
     /// Set once the registered agents' schemas are kept in the store.
     pub(crate) schemas_kept: tokio::sync::OnceCell<()>,
+    /// Agents paused or resumed at a rate by an operator.
+    pub(crate) controls: control::Controls,
     /// How many dispatchers are working: while one is, a submission may start its run at
     /// once (see [`Runtime::submit`]).
     pub(crate) dispatching: AtomicUsize,
@@ -172,6 +175,7 @@ impl Shared {
             schemas_kept: tokio::sync::OnceCell::new(),
             retention: None,
             dispatching: AtomicUsize::new(0),
+            controls: control::Controls::default(),
         }
     }
 
@@ -326,7 +330,7 @@ impl Runtime {
         let shared = &self.shared;
         let mut admission = (shared.dispatching.load(Ordering::SeqCst) > 0
             && !shared.stopping.load(Ordering::SeqCst))
-        .then(|| dispatch::admit(shared, registered, 1))
+        .then(|| dispatch::admit(shared, agent, registered, 1))
         .filter(|a| a.runs > 0);
         if admission.is_some() {
             new.claim_for = Some((shared.worker_id.clone(), shared.lease));
@@ -336,7 +340,7 @@ impl Runtime {
             Ok(created) => created,
             Err(error) => {
                 if let Some(admission) = &mut admission {
-                    admission.settle(registered, 0);
+                    admission.settle(shared, agent, registered, 0);
                 }
                 return Err(error.into());
             }
@@ -346,13 +350,13 @@ impl Runtime {
             && created.run.lease.as_ref().is_some_and(|l| l.owner == shared.worker_id);
         match admission {
             Some(mut admission) if claimed => {
-                admission.settle(registered, 1);
+                admission.settle(shared, agent, registered, 1);
                 let own = admission.permits.pop();
                 dispatch::start(shared, registered, created.run.clone(), own);
             }
             admission => {
                 if let Some(mut admission) = admission {
-                    admission.settle(registered, 0);
+                    admission.settle(shared, agent, registered, 0);
                 }
                 if created.created {
                     shared.wake.notify_one();

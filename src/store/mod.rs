@@ -29,7 +29,8 @@ pub use self::error::{BoxError, StoreError};
 pub use self::memory::MemoryStore;
 pub use self::queries::{ListQuery, Page, StateCounts};
 pub use self::records::{
-    Actor, DeadLetter, EffectRecord, FORMAT_VERSION, HistoryEntry, Lease, Note, RunRecord,
+    Actor, AgentControl, DeadLetter, EffectRecord, FORMAT_VERSION, HistoryEntry, Lease, Note,
+    RunRecord,
 };
 pub use self::requests::{Claim, Conflict, Created, NewRun, Transition};
 pub use self::retention::{Pruned, Retention};
@@ -181,6 +182,25 @@ pub trait Store: Send + Sync + 'static {
     /// The JSON Schema kept under `hash`, if any.
     async fn schema(&self, _hash: &str) -> Result<Option<String>, StoreError> {
         Ok(None)
+    }
+
+    /// Keeps `control` for `agent` durably (`None` removes it: the agent runs freely), so that
+    /// a pause outlives a restart. The default refuses (a store that keeps no controls).
+    async fn set_agent_control(
+        &self,
+        agent: &str,
+        _control: Option<AgentControl>,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::InvalidRequest(format!(
+            "this store keeps no agent controls: `{agent}` cannot be paused"
+        )))
+    }
+
+    /// Every agent's control that is set, by agent.
+    async fn agent_controls(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, AgentControl>, StoreError> {
+        Ok(Default::default())
     }
 
     /// Deletes the runs `policy` takes (see [`Retention`]) with everything kept for them:

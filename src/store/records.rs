@@ -203,3 +203,39 @@ pub struct Note {
     /// When.
     pub at: Timestamp,
 }
+
+/// An operator's control over an agent, kept durably: paused (its runs stay queued and no
+/// attempt starts), or resumed at a rate (at most `rate` runs start per second) until resumed
+/// without one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AgentControl {
+    /// No attempt of the agent starts.
+    pub paused: bool,
+    /// At most this many runs of the agent start per second (after a resume at a rate).
+    pub rate: Option<f64>,
+    /// Who set it.
+    pub by: Actor,
+    /// Why, in words.
+    pub reason: String,
+    /// When.
+    pub at: Timestamp,
+}
+
+impl AgentControl {
+    /// Paused by `by`, for `reason`, at `at`.
+    pub fn paused(by: Actor, reason: impl Into<String>, at: Timestamp) -> Self {
+        AgentControl { paused: true, rate: None, by, reason: reason.into(), at }
+    }
+
+    /// Running, at most `per_second` runs started per second, set by `by` at `at`.
+    pub fn throttled(by: Actor, per_second: f64, at: Timestamp) -> Self {
+        AgentControl {
+            paused: false,
+            rate: Some(per_second),
+            by,
+            reason: format!("resumed at {per_second} runs/s"),
+            at,
+        }
+    }
+}

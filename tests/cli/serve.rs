@@ -379,3 +379,44 @@ fn a_server_that_is_not_there_is_a_store_unavailable() {
     let output = steadfast(dir.path(), &["runs", "list", "--json"]);
     assert!(output.status.success(), "{}", text(&output));
 }
+
+/// `agents pause` and `agents resume`, against the database and through a server: the pause is
+/// kept in the store, `agents` shows it either way, and the server's workers obey it at once.
+#[test]
+fn agents_pause_and_resume_both_ways() {
+    let dir = prepared();
+    let paused = steadfast(
+        dir.path(),
+        &["agents", "pause", "classifier", "--reason", "model is down", "--json"],
+    );
+    assert!(paused.status.success(), "{}", text(&paused));
+    let paused = json_of(&paused);
+    assert_eq!(paused["agent"], "digest.1.classifier");
+    assert_eq!(paused["control"]["paused"], true);
+    let unknown = steadfast(dir.path(), &["agents", "pause", "nobody"]);
+    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
+
+    let control_of = |listed: &Value| {
+        listed.as_array().unwrap().iter().find(|a| a["name"] == "digest.1.classifier").unwrap()
+                ["control"]
+                .clone()
+    };
+    let listed = json_of(&steadfast(dir.path(), &["agents", "--json"]));
+    assert_eq!(control_of(&listed)["reason"], "model is down");
+    let table = text(&steadfast(dir.path(), &["agents"]));
+    assert!(table.contains("paused"), "{table}");
+
+    let server = Server::start(dir.path(), &[]);
+    let listed = json_of(&steadfast(dir.path(), &["agents", "--json"]));
+    assert_eq!(control_of(&listed)["paused"], true, "the server read the pause from the store");
+    let resumed = steadfast(dir.path(), &["agents", "resume", "classifier", "--rate", "5"]);
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    assert!(
+        text(&resumed).contains("resumed digest.1.classifier at most 5 runs started per second")
+    );
+    let listed = json_of(&steadfast(dir.path(), &["agents", "--json"]));
+    assert_eq!(control_of(&listed)["rate"], 5.0);
+    assert!(server.stop().success());
+    let listed = json_of(&steadfast(dir.path(), &["agents", "--json"]));
+    assert_eq!(control_of(&listed)["paused"], false, "the resume is kept too");
+}

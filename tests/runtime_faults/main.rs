@@ -114,3 +114,4 @@ mod gate;
 mod limits;
 mod model;
 mod operators;
+mod paused;

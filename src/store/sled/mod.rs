@@ -13,6 +13,7 @@
 
 mod codec;
 mod committer;
+mod contract;
 mod engine;
 mod journal;
 mod keys;
@@ -30,17 +31,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::sled::{IVec, Tree};
-use async_trait::async_trait;
 use serde_json::Value;
 
 use self::codec::{StoredRun, from_bin, from_json};
 use self::engine::Engine;
 use self::keys::*;
 use self::tx::{Abort, Tx};
-use super::{
-    Actor, Claim, ConflictResult, Created, DeadLetter, EffectRecord, HistoryEntry, ListQuery,
-    NewRun, Note, Page, RunRecord, StateCounts, Store, StoreError, Transition,
-};
+use super::{ListQuery, Page, RunRecord, StoreError};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::lifecycle::RunId;
 
@@ -405,124 +402,4 @@ fn backend(
 
 fn io_error(context: &str, source: std::io::Error) -> StoreError {
     StoreError::Io { context: context.to_owned(), source }
-}
-
-#[async_trait]
-impl Store for SledStore {
-    fn now(&self) -> Timestamp {
-        self.inner.clock.now()
-    }
-
-    async fn create(&self, new: NewRun) -> Result<Created, StoreError> {
-        writes::create(self, new).await
-    }
-
-    async fn get(&self, run: RunId) -> Result<Option<RunRecord>, StoreError> {
-        reads::get(self, run).await
-    }
-
-    async fn wait_durable(&self, run: RunId) -> Result<(), StoreError> {
-        writes::wait_durable(self, run).await
-    }
-
-    async fn find_by_key(
-        &self,
-        agent: &str,
-        idempotency_key: &str,
-    ) -> Result<Option<RunRecord>, StoreError> {
-        reads::find_by_key(self, agent, idempotency_key).await
-    }
-
-    async fn transition(&self, request: Transition) -> ConflictResult<RunRecord> {
-        writes::transition(self, request).await
-    }
-
-    async fn claim(&self, claim: Claim) -> Result<Vec<RunRecord>, StoreError> {
-        writes::claim(self, claim).await
-    }
-
-    async fn heartbeat(
-        &self,
-        id: RunId,
-        token: u64,
-        extend: Duration,
-    ) -> ConflictResult<Timestamp> {
-        writes::heartbeat(self, id, token, extend).await
-    }
-
-    async fn recover_expired(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
-        writes::recover_expired(self, limit).await
-    }
-
-    async fn due_timers(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
-        reads::due_timers(self, limit).await
-    }
-
-    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
-        reads::next_due(self).await
-    }
-
-    async fn record_effect(
-        &self,
-        run: RunId,
-        name: &str,
-        result: Value,
-    ) -> Result<EffectRecord, StoreError> {
-        writes::record_effect(self, run, name, result).await
-    }
-
-    async fn effect(&self, run: RunId, name: &str) -> Result<Option<EffectRecord>, StoreError> {
-        reads::effect(self, run, name).await
-    }
-
-    async fn effects(&self, run: RunId) -> Result<Vec<EffectRecord>, StoreError> {
-        reads::effects(self, run).await
-    }
-
-    async fn history(&self, run: RunId) -> Result<Vec<HistoryEntry>, StoreError> {
-        reads::history(self, run).await
-    }
-
-    async fn add_note(&self, run: RunId, author: Actor, text: &str) -> Result<Note, StoreError> {
-        writes::add_note(self, run, author, text).await
-    }
-
-    async fn notes(&self, run: RunId) -> Result<Vec<Note>, StoreError> {
-        reads::notes(self, run).await
-    }
-
-    async fn dead_letters(
-        &self,
-        cursor: Option<RunId>,
-        limit: usize,
-    ) -> Result<Vec<DeadLetter>, StoreError> {
-        reads::dead_letters(self, cursor, limit).await
-    }
-
-    async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
-        reads::list(self, query).await
-    }
-
-    async fn counts(&self) -> Result<StateCounts, StoreError> {
-        reads::counts(self).await
-    }
-
-    async fn counts_by_agent(
-        &self,
-    ) -> Result<std::collections::BTreeMap<String, StateCounts>, StoreError> {
-        reads::counts_by_agent(self).await
-    }
-
-    /// Kept in the `meta` tree under `schema/<hash>`; flushed before it returns.
-    async fn put_schema(&self, hash: &str, schema: &str) -> Result<(), StoreError> {
-        writes::put_schema(self, hash, schema).await
-    }
-
-    async fn schema(&self, hash: &str) -> Result<Option<String>, StoreError> {
-        reads::schema(self, hash).await
-    }
-
-    async fn prune(&self, policy: super::Retention) -> Result<super::Pruned, StoreError> {
-        prune::prune(self, policy).await
-    }
 }

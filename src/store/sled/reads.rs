@@ -196,6 +196,18 @@ pub(super) async fn counts_by_agent(
     Ok(counts)
 }
 
+pub(super) async fn agent_controls(
+    store: &SledStore,
+) -> Result<std::collections::BTreeMap<String, crate::store::AgentControl>, StoreError> {
+    let mut controls = std::collections::BTreeMap::new();
+    for item in store.engine()?.trees.meta.scan_prefix(b"agent/") {
+        let (key, value) = item.map_err(|e| backend("reading the agent controls", e))?;
+        let agent = String::from_utf8_lossy(&key[b"agent/".len()..]).into_owned();
+        controls.insert(agent, from_json("meta", &value)?);
+    }
+    Ok(controls)
+}
+
 pub(super) async fn schema(store: &SledStore, hash: &str) -> Result<Option<String>, StoreError> {
     let found = store
         .engine()?

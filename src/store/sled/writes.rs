@@ -373,6 +373,24 @@ pub(super) async fn put_schema(
     Ok(())
 }
 
+/// `meta`: `agent/<name>` → the control as JSON; durable before it returns.
+pub(super) async fn set_agent_control(
+    store: &SledStore,
+    agent: &str,
+    control: Option<crate::store::AgentControl>,
+) -> Result<(), StoreError> {
+    let key = format!("agent/{agent}");
+    let engine = store.engine()?;
+    let meta = &engine.trees.meta;
+    match control {
+        Some(control) => meta.insert(key, to_json(&control)).map(drop),
+        None => meta.remove(key).map(drop),
+    }
+    .map_err(|e| backend("keeping an agent control", e))?;
+    // A direct write before it: the committer's next sync covers it.
+    engine.committer.sync().await
+}
+
 /// A conflict-or-error answer from an operation's outcome.
 fn conflict_result<T>(outcome: Result<T, Abort>) -> ConflictResult<T> {
     match outcome {

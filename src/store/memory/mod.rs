@@ -6,6 +6,8 @@
 //! when the test is idle on a timer, which makes it the store of choice for testing agents'
 //! retries, backoff, waits and leases deterministically (see `steadfast::testing`).
 
+mod retention;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -13,11 +15,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::retention::Resting;
 use super::{
-    Actor, Claim, ConflictResult, Created, DeadLetter, EffectRecord, ErrorInfo, FORMAT_VERSION,
-    HistoryEntry, ListQuery, NewRun, Note, Page, Pruned, Retention, RunRecord, StateCounts, Store,
-    StoreError, Transition,
+    Actor, AgentControl, Claim, ConflictResult, Created, DeadLetter, EffectRecord, ErrorInfo,
+    FORMAT_VERSION, HistoryEntry, ListQuery, NewRun, Note, Page, Pruned, Retention, RunRecord,
+    StateCounts, Store, StoreError, Transition,
 };
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::lifecycle::{RunId, RunState};
@@ -56,6 +57,7 @@ struct State {
     dead: BTreeMap<RunId, DeadLetter>,
     notes: HashMap<RunId, Vec<Note>>,
     schemas: HashMap<String, String>,
+    controls: BTreeMap<String, AgentControl>,
 }
 
 impl Default for MemoryStore {
@@ -81,27 +83,6 @@ impl MemoryStore {
 }
 
 impl State {
-    /// Forgets `run` and everything kept for it.
-    fn remove(&mut self, run: &RunRecord) {
-        self.runs.remove(&run.id);
-        let key = (run.agent.clone(), run.idempotency_key.clone());
-        if self.keys.get(&key) == Some(&run.id) {
-            self.keys.remove(&key);
-        }
-        self.history.remove(&run.id);
-        let effects: Vec<_> = self
-            .effects
-            .range((run.id, String::new())..)
-            .take_while(|((id, _), _)| *id == run.id)
-            .map(|(key, _)| key.clone())
-            .collect();
-        for key in effects {
-            self.effects.remove(&key);
-        }
-        self.dead.remove(&run.id);
-        self.notes.remove(&run.id);
-    }
-
     /// Records the move of `run` (already in its new state) from `from`.
     fn record_move(
         &mut self,
@@ -479,34 +460,24 @@ impl Store for MemoryStore {
         Ok(self.lock().schemas.get(hash).cloned())
     }
 
-    async fn prune(&self, policy: Retention) -> Result<Pruned, StoreError> {
-        policy.check().map_err(StoreError::InvalidRequest)?;
-        let now = self.now();
+    async fn set_agent_control(
+        &self,
+        agent: &str,
+        control: Option<AgentControl>,
+    ) -> Result<(), StoreError> {
         let mut state = self.lock();
-        let mut stages: HashMap<RunId, Vec<Resting>> = HashMap::new();
-        for run in state.runs.values() {
-            if let Some(parent) = run.parent {
-                stages.entry(parent).or_default().push(Resting::of(run));
-            }
-        }
-        let taken: Vec<Resting> =
-            state.runs.values().map(Resting::of).filter(|r| policy.takes_resting(r, now)).collect();
-        let mut pruned = Pruned::default();
-        for run in taken {
-            let children =
-                |id| Ok::<_, std::convert::Infallible>(stages.remove(&id).unwrap_or_default());
-            let Ok(group) = super::retention::gather(&policy, run, children);
-            let Some(group) = group else {
-                pruned.kept += 1;
-                continue;
-            };
-            for run in group {
-                if let Some(run) = state.runs.get(&run.id).cloned() {
-                    state.remove(&run);
-                    pruned.runs += 1;
-                }
-            }
-        }
-        Ok(pruned)
+        match control {
+            Some(control) => state.controls.insert(agent.to_owned(), control),
+            None => state.controls.remove(agent),
+        };
+        Ok(())
+    }
+
+    async fn agent_controls(&self) -> Result<BTreeMap<String, AgentControl>, StoreError> {
+        Ok(self.lock().controls.clone())
+    }
+
+    async fn prune(&self, policy: Retention) -> Result<Pruned, StoreError> {
+        retention::prune(&mut self.lock(), policy, self.now())
     }
 }
