@@ -4,7 +4,9 @@
 #
 #   scripts/peers.sh smtp    Debian's aiosmtpd (the tests start it themselves on a free port)
 #   scripts/peers.sh llm     llama.cpp's server with Gemma 3 270M on 127.0.0.1:8088
-#   scripts/peers.sh         both
+#   scripts/peers.sh promtool  Prometheus' promtool (Debian's `prometheus`, no daemon started),
+#                            which checks what `/metrics` serves
+#   scripts/peers.sh         all of them
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,9 +21,22 @@ smtp() {
     /usr/bin/python3 -c 'import aiosmtpd'
 }
 
+need_promtool() {
+    if [ -x /usr/bin/promtool ] || command -v promtool >/dev/null 2>&1; then
+        return 0
+    fi
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    $sudo apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 \
+        || { $sudo apt-get update -q >/dev/null \
+            && $sudo apt-get install -y -q --no-install-recommends prometheus >/dev/null; }
+    command promtool --version >/dev/null
+}
+
 case "${1:-all}" in
     smtp) smtp ;;
     llm) scripts/llm-server.sh ;;
-    all) smtp; scripts/llm-server.sh ;;
-    *) echo "usage: $0 [smtp|llm|all]" >&2; exit 2 ;;
+    promtool) need_promtool ;;
+    all) smtp; need_promtool; scripts/llm-server.sh ;;
+    *) echo "usage: $0 [smtp|llm|promtool|all]" >&2; exit 2 ;;
 esac

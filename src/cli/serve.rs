@@ -24,6 +24,10 @@ pub(super) struct ServeArgs {
     /// 32 bytes).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// The silent-failure alarm's window: an agent whose due work has waited this long with
+    /// no success within it is reported (`/alarms`, the `steadfast_alarm` metric, a WARN line).
+    #[arg(long, value_name = "AGE", default_value = "15m", value_parser = crate::clock::parse_duration)]
+    alarm_window: std::time::Duration,
 }
 
 /// The token from `--token-file`, else `$STEADFAST_TOKEN`.
@@ -46,8 +50,14 @@ pub(super) async fn serve(session: &Session, args: ServeArgs) -> Result<(), CliE
         )));
     }
     let store = session.open_store()?;
+    let metrics = crate::ops::Metrics::new(crate::ops::Alarm::window(args.alarm_window));
     let runtime = Arc::new(
-        session.runtime(store).workers(usize::from(args.workers)).build().map_err(runtime_error)?,
+        session
+            .runtime(store)
+            .workers(usize::from(args.workers))
+            .observe(metrics.clone())
+            .build()
+            .map_err(runtime_error)?,
     );
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
@@ -65,10 +75,11 @@ pub(super) async fn serve(session: &Session, args: ServeArgs) -> Result<(), CliE
         bind = %address,
         workers = args.workers,
         token = if token.is_some() { "set (redacted)" } else { "none (loopback only)" },
+        alarm_window_secs = args.alarm_window.as_secs(),
         agents = %runtime.agents().join(", "),
         "serving the API and running the workers until SIGINT or SIGTERM"
     );
-    let mut config = OpsConfig::default();
+    let mut config = OpsConfig::default().metrics(metrics);
     if let Some(token) = token {
         config = config.token(token);
     }

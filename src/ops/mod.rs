@@ -18,7 +18,9 @@
 //! ```
 //!
 //! `/healthz` answers while the process does; `/readyz` answers 200 when the store answers
-//! and the workers' dispatcher runs, 503 with the reason otherwise. Every answer is JSON; an error is `{"error", "code"}` as the CLI prints it with `--json`
+//! and the workers' dispatcher runs, 503 with the reason otherwise; `/metrics` is Prometheus
+//! text (see [`Metrics`]); `/alarms` answers 503 with the agents whose due work has waited
+//! longer than their window with no success within it (see [`Alarm`]), 200 otherwise. Every answer is JSON; an error is `{"error", "code"}` as the CLI prints it with `--json`
 //! (code 1 refused, 2 usage, 3 store unavailable), with the HTTP status that says the same:
 //! 400 a malformed call, 401 no token or the wrong one, 404 no such run, 409 refused in the
 //! run's state (the message names it and what is allowed), 413 a body over the limit, 422 an
@@ -28,6 +30,7 @@
 mod api;
 mod error;
 mod health;
+mod metrics;
 
 use std::fmt;
 use std::sync::Arc;
@@ -40,6 +43,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::runtime::Runtime;
+
+pub use self::metrics::{Alarm, Metrics, Raised};
 
 /// The least length of a server token, in bytes.
 pub const MIN_TOKEN_BYTES: usize = 32;
@@ -86,15 +91,31 @@ pub struct OpsConfig {
     pub body_limit: usize,
     /// How long a call may take before it is answered 503 (default 30 s).
     pub timeout: Duration,
+    /// The metrics `/metrics` renders and `/alarms` reads; give the same to the runtime with
+    /// `RuntimeBuilder::observe` so that attempts are counted. Default: metrics of their own,
+    /// with the store's and runtime's gauges only, and the default alarm.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for OpsConfig {
     fn default() -> Self {
-        OpsConfig { token: None, body_limit: 1 << 20, timeout: Duration::from_secs(30) }
+        OpsConfig {
+            token: None,
+            body_limit: 1 << 20,
+            timeout: Duration::from_secs(30),
+            metrics: None,
+        }
     }
 }
 
 impl OpsConfig {
+    /// `metrics` for `/metrics` and `/alarms` (see [`OpsConfig::metrics`]).
+    #[must_use]
+    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Requires `token` on every API call.
     #[must_use]
     pub fn token(mut self, token: Token) -> Self {
@@ -107,13 +128,15 @@ impl OpsConfig {
 pub(crate) struct Ops {
     pub(crate) runtime: Arc<Runtime>,
     pub(crate) config: OpsConfig,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// The API (`/api/v1/...`), `/healthz`, `/readyz` and `/metrics` over `runtime`.
 pub fn router(runtime: Arc<Runtime>, config: OpsConfig) -> Router {
     let limit = config.body_limit;
     let timeout = config.timeout;
-    let ops = Arc::new(Ops { runtime, config });
+    let metrics = config.metrics.clone().unwrap_or_else(|| Metrics::new(Alarm::default()));
+    let ops = Arc::new(Ops { runtime, config, metrics });
     let api = Router::new()
         .route("/runs", get(api::runs))
         .route("/runs/{id}", get(api::run))
@@ -140,6 +163,8 @@ pub fn router(runtime: Arc<Runtime>, config: OpsConfig) -> Router {
         .nest("/api/v1", api)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/alarms", get(health::alarms))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn(move |request: Request, next: Next| async move {
             match tokio::time::timeout(timeout, next.run(request)).await {

@@ -62,7 +62,7 @@ pub(super) async fn attempt(
         finish(&shared, &run);
         return;
     }
-    let (transition, span) = execute(&shared, registered, &run, token).await;
+    let (transition, span, took) = execute(&shared, registered, &run, token).await;
     drop(beat);
     // The agent is done: its slot goes to the next run while the outcome is made durable, so
     // the outcomes of consecutive runs share the store's syncs instead of each worker waiting
@@ -70,7 +70,7 @@ pub(super) async fn attempt(
     drop(slot);
     shared.recording.fetch_add(1, Ordering::SeqCst);
     shared.wake.notify_one();
-    record(&shared, registered, transition, &span, false).await;
+    record(&shared, registered, transition, &span, took, false).await;
     shared.recording.fetch_sub(1, Ordering::SeqCst);
     finish(&shared, &run);
 }
@@ -83,7 +83,7 @@ async fn execute(
     registered: &Registered,
     run: &RunRecord,
     token: u64,
-) -> (Transition, tracing::Span) {
+) -> (Transition, tracing::Span, Duration) {
     let span = tracing::info_span!(
         "attempt",
         run_id = %run.id,
@@ -134,8 +134,9 @@ async fn execute(
             )
         }
     };
-    span.record("duration_ms", started.elapsed().as_millis() as u64);
-    (route(shared, registered, run, token, &ctx, result).await, span)
+    let took = started.elapsed();
+    span.record("duration_ms", took.as_millis() as u64);
+    (route(shared, registered, run, token, &ctx, result).await, span, took)
 }
 
 /// Gives back, uncharged, a claimed run whose agent cannot start because its claim could not
@@ -240,13 +241,35 @@ async fn record(
     registered: &Registered,
     transition: Transition,
     span: &tracing::Span,
+    took: Duration,
     inline: bool,
 ) -> Option<RunRecord> {
     let to = transition.to;
     span.record("outcome", to.to_string());
     let reason = transition.reason.clone();
-    match shared.store.transition(transition).await {
+    let fault = transition.error.as_ref().map(|e| e.fault);
+    let committing = Instant::now();
+    let recorded = shared.store.transition(transition).await;
+    let committed = committing.elapsed();
+    match recorded {
         Ok(Ok(moved)) => {
+            if !shared.observers.is_empty() {
+                let now = shared.store.now();
+                let event = super::AttemptEvent {
+                    agent: &moved.agent,
+                    run: moved.id,
+                    to: moved.state,
+                    fault,
+                    duration: took,
+                    run_duration: (moved.state == RunState::Succeeded)
+                        .then(|| now.since(moved.created_at)),
+                    at: now,
+                };
+                for observer in &shared.observers {
+                    observer.committed(committed);
+                    observer.attempt_finished(&event);
+                }
+            }
             // What needs a person is a warning: a dead letter, a hold for review.
             match moved.state {
                 RunState::FailedPermanent => {
@@ -383,9 +406,9 @@ pub(crate) async fn run_stage(
         shared.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&run.id);
         return Err(error);
     }
-    let (transition, span) = execute(shared, registered, &run, token).await;
+    let (transition, span, took) = execute(shared, registered, &run, token).await;
     drop((slot, beat));
-    let moved = record(shared, registered, transition, &span, true).await;
+    let moved = record(shared, registered, transition, &span, took, true).await;
     shared.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&run.id);
     Ok(moved)
 }

@@ -85,6 +85,7 @@ pub struct RuntimeBuilder {
     on_success: Vec<Hook>,
     grace: Duration,
     retention: Option<(Retention, Duration)>,
+    observers: Vec<Arc<dyn super::Observer>>,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -113,6 +114,7 @@ impl Default for RuntimeBuilder {
             on_success: Vec::new(),
             grace: Duration::from_secs(30),
             retention: None,
+            observers: Vec::new(),
         }
     }
 }
@@ -209,6 +211,13 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Tells `observer` what happens: attempts and their outcomes, commit latencies (metrics
+    /// and notifications are observers; `steadfast::ops::Metrics` is one).
+    pub fn observe(mut self, observer: Arc<dyn super::Observer>) -> Self {
+        self.observers.push(observer);
+        self
+    }
+
     /// Calls `hook` whenever a run enters `needs_review`.
     pub fn on_review(mut self, hook: impl Fn(&RunRecord) + Send + Sync + 'static) -> Self {
         self.on_review.push(Arc::new(hook));
@@ -264,6 +273,7 @@ impl RuntimeBuilder {
             self.grace,
         );
         shared.retention = self.retention;
+        shared.observers = self.observers;
         Ok(Runtime { shared: Arc::new(shared) })
     }
 }

@@ -62,6 +62,7 @@ mod crashes;
 mod dispatch;
 mod error;
 mod limit;
+mod observe;
 mod operator;
 mod retention;
 mod route;
@@ -80,6 +81,7 @@ pub use self::breaker::{BreakerPolicy, BreakerState};
 pub use self::builder::{AgentOptions, RuntimeBuilder};
 pub use self::error::RuntimeError;
 pub use self::limit::RateLimit;
+pub use self::observe::{AttemptEvent, Observer};
 use crate::agent::erased::ErasedAgent;
 use crate::fault::RetryPolicy;
 use crate::lifecycle::{RunId, RunState};
@@ -132,6 +134,8 @@ pub(crate) struct Shared {
     pub(crate) rng: Mutex<fastrand::Rng>,
     /// Set once the registered agents' schemas are kept in the store.
     pub(crate) schemas_kept: tokio::sync::OnceCell<()>,
+    /// Told what happens (see [`Observer`]).
+    pub(crate) observers: Vec<Arc<dyn Observer>>,
     /// Agents paused or resumed at a rate by an operator.
     pub(crate) controls: control::Controls,
     /// How many dispatchers are working: while one is, a submission may start its run at
@@ -176,6 +180,7 @@ impl Shared {
             retention: None,
             dispatching: AtomicUsize::new(0),
             controls: control::Controls::default(),
+            observers: Vec::new(),
         }
     }
 

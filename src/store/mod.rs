@@ -184,6 +184,19 @@ pub trait Store: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// The due time of `agent`'s longest-waiting queued run, if it has one (the age of the
+    /// oldest due run, for metrics and the silent-failure alarm). The default lists queued runs
+    /// oldest first; the stores of this crate read their per-agent queue index.
+    async fn oldest_queued(&self, agent: &str) -> Result<Option<Timestamp>, StoreError> {
+        let query = ListQuery::new()
+            .state(crate::lifecycle::RunState::Queued)
+            .agent(agent)
+            .oldest_first()
+            .limit(1000);
+        let page = self.list(query).await?;
+        Ok(page.runs.iter().filter_map(|r| r.due_at).min())
+    }
+
     /// Keeps `control` for `agent` durably (`None` removes it: the agent runs freely), so that
     /// a pause outlives a restart. The default refuses (a store that keeps no controls).
     async fn set_agent_control(

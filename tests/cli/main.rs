@@ -41,6 +41,7 @@ fn files(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 mod demo;
+mod metrics;
 mod newcomer;
 mod ops;
 mod serve;

@@ -12,13 +12,13 @@ use super::ops::{ids, json_of, prepared};
 use super::*;
 
 /// A running `steadfast serve`, stopped with SIGTERM when dropped.
-struct Server {
+pub(super) struct Server {
     child: Child,
-    url: String,
+    pub(super) url: String,
 }
 
 impl Server {
-    fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
+    pub(super) fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
         let mut command = Command::new(BIN);
         command
             .args(["serve", "--bind", "127.0.0.1:0", "--workers", "2"])
@@ -43,7 +43,7 @@ impl Server {
     }
 
     /// SIGTERM, then the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
+    pub(super) fn stop(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
         self.child.wait().unwrap()

@@ -71,6 +71,7 @@ where
         concurrency_keys_serialize_processing,
         children_are_listed_by_parent,
         schemas_are_kept_by_hash,
+        oldest_queued_is_the_earliest_due_of_the_agent,
         prune_deletes_old_runs_at_rest_with_all_they_kept,
         a_pipeline_goes_with_its_stages_or_not_at_all,
         prune_works_in_batches_and_spares_runs_that_moved,

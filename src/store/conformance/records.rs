@@ -154,3 +154,35 @@ pub(super) async fn schemas_are_kept_by_hash<S: Store>(store: Arc<S>, _: Arc<Man
     assert_eq!(store.schema("0123").await.unwrap().as_deref(), Some(r#"{"type":"string"}"#));
     assert_eq!(store.schema("4567").await.unwrap().as_deref(), Some(r#"{"type":"integer"}"#));
 }
+
+pub(super) async fn oldest_queued_is_the_earliest_due_of_the_agent<S: Store>(
+    store: Arc<S>,
+    clock: Arc<ManualClock>,
+) {
+    assert_eq!(store.oldest_queued("q").await.unwrap(), None);
+    let first = clock.now_plus(std::time::Duration::ZERO);
+    let a = queued(&*store, "q", "a").await;
+    clock.advance(std::time::Duration::from_secs(5));
+    queued(&*store, "q", "b").await;
+    queued(&*store, "other", "c").await;
+    store
+        .create(
+            NewRun::new("q", "later", json!(1))
+                .due_at(clock.now_plus(std::time::Duration::from_secs(60))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.oldest_queued("q").await.unwrap(), Some(first));
+    store
+        .transition(Transition::new(a, RunState::Queued, RunState::FailedPermanent))
+        .await
+        .unwrap()
+        .unwrap();
+    let b_due = clock.now_plus(std::time::Duration::ZERO);
+    assert_eq!(
+        store.oldest_queued("q").await.unwrap(),
+        Some(b_due),
+        "a cancelled run is not queued"
+    );
+    assert_eq!(store.oldest_queued("qq").await.unwrap(), None, "another agent's name is no prefix");
+}

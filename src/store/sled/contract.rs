@@ -130,6 +130,10 @@ impl Store for SledStore {
         reads::schema(self, hash).await
     }
 
+    async fn oldest_queued(&self, agent: &str) -> Result<Option<Timestamp>, StoreError> {
+        reads::oldest_queued(self, agent).await
+    }
+
     async fn set_agent_control(
         &self,
         agent: &str,

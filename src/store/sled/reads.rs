@@ -196,6 +196,22 @@ pub(super) async fn counts_by_agent(
     Ok(counts)
 }
 
+/// The first entry of the agent's part of the `queue` tree (agent | 0 | due | id).
+pub(super) async fn oldest_queued(
+    store: &SledStore,
+    agent: &str,
+) -> Result<Option<Timestamp>, StoreError> {
+    let prefix = [agent.as_bytes(), &[0]].concat();
+    let first = store.engine()?.trees.queue.scan_prefix(&prefix).next();
+    match first {
+        Some(item) => {
+            let (key, _) = item.map_err(|e| backend("reading the queue", e))?;
+            Ok(Some(queue_key_parts(&key, agent.len()).0))
+        }
+        None => Ok(None),
+    }
+}
+
 pub(super) async fn agent_controls(
     store: &SledStore,
 ) -> Result<std::collections::BTreeMap<String, crate::store::AgentControl>, StoreError> {
