@@ -70,7 +70,7 @@ impl Agent for Held {
 
 /// Opens the store in `dir`, registers the test agents, runs `f`, works until idle, and
 /// closes everything again (the store's lock with it) so the CLI can open it.
-fn work<F, Fut>(dir: &Path, f: F)
+pub(super) fn work<F, Fut>(dir: &Path, f: F)
 where
     F: FnOnce(std::sync::Arc<Runtime>) -> Fut,
     Fut: std::future::Future<Output = ()>,

@@ -27,7 +27,8 @@ impl Server {
             .env_remove("STEADFAST_TOKEN")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            // Its log, for tests that read it (`serve.log` in the data directory).
+            .stderr(std::fs::File::create(dir.join("serve.log")).unwrap());
         for (k, v) in env {
             command.env(k, v);
         }
@@ -266,8 +267,13 @@ fn a_token_guards_every_api_call_and_a_public_bind_needs_one() {
         assert_eq!(view["run"]["state"], "needs_review", "a refused call changed nothing");
         let (status, run) = call(&c, post.clone(), approve, None, Some(token)).await;
         assert_eq!((status, &run["state"]), (200, &json!("queued")), "{run}");
+        let metrics = c.get(format!("{}/metrics", server.url)).send().await.unwrap();
+        assert!(!metrics.text().await.unwrap().contains(token), "the token is never in a metric");
     });
     assert!(server.stop().success());
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(log.contains("token=\"set (redacted)\""), "the configuration is logged: {log}");
+    assert!(!log.contains(token), "the token is never in the log: {log}");
 }
 
 /// The fields of a run that differ between two runs of the same history.
@@ -419,4 +425,86 @@ fn agents_pause_and_resume_both_ways() {
     assert!(server.stop().success());
     let listed = json_of(&steadfast(dir.path(), &["agents", "--json"]));
     assert_eq!(control_of(&listed)["paused"], false, "the resume is kept too");
+}
+
+/// A server killed with SIGKILL while 8 clients approve runs: after a restart, every approval
+/// the server answered 200 is in the run's history (an acknowledged call is durable), and no
+/// run is half-moved.
+#[test]
+fn every_approval_acknowledged_before_a_sigkill_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    super::ops::work(dir.path(), |rt| async move {
+        for n in 0..300u32 {
+            rt.submit("held", n).await.unwrap();
+        }
+    });
+    let listed =
+        steadfast(dir.path(), &["runs", "list", "--agent", "held", "--limit", "1000", "--json"]);
+    let held: Vec<String> = json_of(&listed)["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(held.len(), 300);
+    let mut server = Server::start(dir.path(), &[]);
+    let url = server.url.clone();
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let clients: Vec<_> = held
+        .chunks(held.len() / 8)
+        .map(|chunk| {
+            let (chunk, url, acknowledged) = (chunk.to_vec(), url.clone(), acknowledged.clone());
+            std::thread::spawn(move || {
+                block_on(async move {
+                    let c = reqwest::Client::new();
+                    for id in chunk {
+                        let approve = format!("{url}/api/v1/review/{id}/approve");
+                        // No note: the move is the call's only write.
+                        match c.post(approve).json(&json!({})).send().await {
+                            Ok(r) if r.status().as_u16() == 200 => {
+                                acknowledged.lock().unwrap().push(id)
+                            }
+                            _ => return, // the server is gone
+                        }
+                    }
+                })
+            })
+        })
+        .collect();
+    // Kill it once some approvals are through, while the clients still send.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acknowledged.lock().unwrap().len() < 40 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    for client in clients {
+        client.join().unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() >= 40 && acknowledged.len() < 300,
+        "{} acknowledged",
+        acknowledged.len()
+    );
+    // Reopened: every acknowledged approval is there; every run is in review or queued.
+    let listed = json_of(&steadfast(
+        dir.path(),
+        &["runs", "list", "--agent", "held", "--limit", "1000", "--json"],
+    ));
+    let mut states = std::collections::HashMap::new();
+    for run in listed["runs"].as_array().unwrap() {
+        states.insert(
+            run["id"].as_str().unwrap().to_owned(),
+            run["state"].as_str().unwrap().to_owned(),
+        );
+    }
+    for id in &acknowledged {
+        assert_eq!(states[id], "queued", "{id}: approved with 200, then lost");
+        let shown = json_of(&steadfast(dir.path(), &["runs", "show", id, "--json"]));
+        let last = shown["history"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["actor"], "operator:api", "{id}: {last}");
+    }
+    assert!(states.values().all(|s| s == "queued" || s == "needs_review"), "{states:?}");
+    eprintln!("{} of 300 approvals acknowledged before the kill, all kept", acknowledged.len());
 }
