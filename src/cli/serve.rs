@@ -28,6 +28,16 @@ pub(super) struct ServeArgs {
     /// no success within it is reported (`/alarms`, the `steadfast_alarm` metric, a WARN line).
     #[arg(long, value_name = "AGE", default_value = "15m", value_parser = crate::clock::parse_duration)]
     alarm_window: std::time::Duration,
+    /// Prune runs at rest that have not moved for this long (as `prune` does), at start and
+    /// then every --prune-every.
+    #[arg(long, value_name = "AGE", value_parser = crate::clock::parse_duration)]
+    prune_older_than: Option<std::time::Duration>,
+    /// A state --prune-older-than prunes (repeat for several; default succeeded).
+    #[arg(long = "prune-state", value_name = "STATE", requires = "prune_older_than")]
+    prune_states: Vec<crate::lifecycle::RunState>,
+    /// How often --prune-older-than prunes.
+    #[arg(long, value_name = "PERIOD", default_value = "1h", value_parser = crate::clock::parse_duration)]
+    prune_every: std::time::Duration,
 }
 
 /// The token from `--token-file`, else `$STEADFAST_TOKEN`.
@@ -51,14 +61,13 @@ pub(super) async fn serve(session: &Session, args: ServeArgs) -> Result<(), CliE
     }
     let store = session.open_store()?;
     let metrics = crate::ops::Metrics::new(crate::ops::Alarm::window(args.alarm_window));
-    let runtime = Arc::new(
-        session
-            .runtime(store)
-            .workers(usize::from(args.workers))
-            .observe(metrics.clone())
-            .build()
-            .map_err(runtime_error)?,
-    );
+    let mut builder =
+        session.runtime(store).workers(usize::from(args.workers)).observe(metrics.clone());
+    if let Some(older_than) = args.prune_older_than {
+        let policy = super::prune::policy(older_than, args.prune_states.clone())?;
+        builder = builder.retention(policy, args.prune_every);
+    }
+    let runtime = Arc::new(builder.build().map_err(runtime_error)?);
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .map_err(|e| CliError::usage(format!("cannot listen on {}: {e}", args.bind)))?;
@@ -76,6 +85,7 @@ pub(super) async fn serve(session: &Session, args: ServeArgs) -> Result<(), CliE
         workers = args.workers,
         token = if token.is_some() { "set (redacted)" } else { "none (loopback only)" },
         alarm_window_secs = args.alarm_window.as_secs(),
+        prune_older_than_secs = args.prune_older_than.map(|d| d.as_secs()),
         agents = %runtime.agents().join(", "),
         "serving the API and running the workers until SIGINT or SIGTERM"
     );

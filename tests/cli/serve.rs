@@ -19,9 +19,15 @@ pub(super) struct Server {
 
 impl Server {
     pub(super) fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
+        Self::start_with(dir, env, &[])
+    }
+
+    /// With more arguments to `serve`.
+    pub(super) fn start_with(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
         let mut command = Command::new(BIN);
         command
             .args(["serve", "--bind", "127.0.0.1:0", "--workers", "2"])
+            .args(args)
             .arg("--data")
             .arg(dir)
             .env_remove("STEADFAST_TOKEN")
@@ -507,4 +513,24 @@ fn every_approval_acknowledged_before_a_sigkill_is_kept() {
     }
     assert!(states.values().all(|s| s == "queued" || s == "needs_review"), "{states:?}");
     eprintln!("{} of 300 approvals acknowledged before the kill, all kept", acknowledged.len());
+}
+
+/// `serve --prune-older-than` prunes on its schedule, starting at once.
+#[test]
+fn serve_prunes_on_its_schedule() {
+    let dir = prepared();
+    let server = Server::start_with(dir.path(), &[], &["--prune-older-than", "0s"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed =
+            json_of(&steadfast(dir.path(), &["runs", "list", "--state", "succeeded", "--json"]));
+        if listed["runs"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the succeeded run was not pruned: {listed}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let all = json_of(&steadfast(dir.path(), &["runs", "list", "--json"]));
+    assert_eq!(all["runs"].as_array().unwrap().len(), 6, "only the succeeded run went");
+    assert!(server.stop().success());
 }
