@@ -71,6 +71,29 @@ pub(super) async fn runs(State(ops): State<Arc<Ops>>, Query(q): Query<RunsQuery>
     Ok(Json(json!({"runs": page.runs, "next": page.next})))
 }
 
+/// `POST /runs {"agent", "input"}`: a run submitted, its input checked against the agent's
+/// schema (422 with the violations, nothing stored, when it does not fit) and deduplicated by
+/// the agent's idempotency key: 201 when created, 200 with the existing run's id otherwise.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SubmitBody {
+    agent: String,
+    input: Value,
+}
+
+pub(super) async fn submit(
+    State(ops): State<Arc<Ops>>,
+    Json(body): Json<SubmitBody>,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    let submitted = ops.runtime.submit(&body.agent, body.input).await?;
+    let status = if submitted.created {
+        axum::http::StatusCode::CREATED
+    } else {
+        axum::http::StatusCode::OK
+    };
+    Ok((status, Json(json!({"id": submitted.id, "created": submitted.created}))))
+}
+
 pub(super) async fn run(State(ops): State<Arc<Ops>>, Path(id): Path<String>) -> Answer {
     let id = run_id(&id)?;
     let view = RunView::load(ops.runtime.store().as_ref(), id).await?;

@@ -138,7 +138,7 @@ pub fn router(runtime: Arc<Runtime>, config: OpsConfig) -> Router {
     let metrics = config.metrics.clone().unwrap_or_else(|| Metrics::new(Alarm::default()));
     let ops = Arc::new(Ops { runtime, config, metrics });
     let api = Router::new()
-        .route("/runs", get(api::runs))
+        .route("/runs", get(api::runs).post(api::submit))
         .route("/runs/{id}", get(api::run))
         .route("/runs/{id}/replay", post(api::replay))
         .route("/runs/{id}/cancel", post(api::cancel))

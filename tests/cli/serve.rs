@@ -534,3 +534,57 @@ fn serve_prunes_on_its_schedule() {
     assert_eq!(all["runs"].as_array().unwrap().len(), 6, "only the succeeded run went");
     assert!(server.stop().success());
 }
+
+/// `steadfast serve` runs the digest on the bundled items: a new edition submitted through the
+/// API is worked by the server's workers, and from a second shell the CLI follows it.
+#[test]
+fn serve_runs_the_digest_submitted_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = steadfast(dir.path(), &["demo"]);
+    assert!(demo.status.success(), "{}", text(&demo));
+    let server = Server::start(dir.path(), &[]);
+    let post = reqwest::Method::POST;
+    let id = block_on(async {
+        let c = reqwest::Client::new();
+        let runs = format!("{}/api/v1/runs", server.url);
+        let edition = json!({"agent": "digest", "input": {"name": "api-edition"}});
+        let (status, created) =
+            call(&c, post.clone(), runs.clone(), Some(edition.clone()), None).await;
+        assert_eq!((status, &created["created"]), (201, &json!(true)), "{created}");
+        let (status, again) = call(&c, post.clone(), runs.clone(), Some(edition), None).await;
+        assert_eq!(
+            (status, &again["id"]),
+            (200, &created["id"]),
+            "the same edition is the same run"
+        );
+        let empty = json!({"agent": "digest", "input": {"name": ""}});
+        let (status, error) = call(&c, post.clone(), runs.clone(), Some(empty), None).await;
+        assert_eq!(status, 422, "{error}");
+        assert_eq!(error["violations"][0]["pointer"], "/name", "{error}");
+        let nobody = json!({"agent": "nobody", "input": {}});
+        assert_eq!(call(&c, post.clone(), runs, Some(nobody), None).await.0, 404);
+        created["id"].as_str().unwrap().to_owned()
+    });
+    // The CLI, from a second shell, through the server.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown = json_of(&steadfast(dir.path(), &["runs", "show", &id, "--json"]));
+        if shown["run"]["state"] == "succeeded" {
+            // The collector, a classifier run per item (35), the reporter and the mailer.
+            assert_eq!(shown["stages"].as_array().unwrap().len(), 3 + 35, "{shown}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the edition did not finish: {shown}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for args in [
+        vec!["runs", "list", "--agent", "digest"],
+        vec!["review", "list"],
+        vec!["stats"],
+        vec!["dlq", "list"],
+    ] {
+        let output = steadfast(dir.path(), &args);
+        assert!(output.status.success(), "{}: {}", args.join(" "), text(&output));
+    }
+    assert!(server.stop().success());
+}
