@@ -142,11 +142,9 @@ mod formats {
         assert!(err.to_string().ends_with("upgrade steadfast"), "{err}");
     }
 
-    /// A database made by `steadfast demo` before the journal (layout 1, commit b085726;
-    /// `tests/fixtures/layout1-demo.tar.gz`) opens, is migrated (its counts computed), and
-    /// goes on counting with every move.
-    #[tokio::test]
-    async fn a_database_of_the_previous_layout_is_migrated_on_open() {
+    /// The demo's database of layout 1 (`tests/fixtures/layout1-demo.tar.gz`), unpacked in a
+    /// fresh directory: the directory (kept alive by the caller) and the store's path.
+    fn layout1_demo() -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/layout1-demo.tar.gz");
         let status = std::process::Command::new("tar")
@@ -156,6 +154,15 @@ mod formats {
             .expect("run tar");
         assert!(status.success());
         let path = dir.path().join("db");
+        (dir, path)
+    }
+
+    /// A database made by `steadfast demo` before the journal (layout 1, commit b085726;
+    /// `tests/fixtures/layout1-demo.tar.gz`) opens, is migrated (its counts computed), and
+    /// goes on counting with every move.
+    #[tokio::test]
+    async fn a_database_of_the_previous_layout_is_migrated_on_open() {
+        let (_dir, path) = layout1_demo();
         let store = SledStore::open(&path).unwrap();
         // The counts agree with the runs, state by state.
         let counts = store.counts().await.unwrap();
@@ -200,15 +207,7 @@ mod formats {
     /// runs in review and dead letters) leaves no key behind in any tree but `meta`.
     #[tokio::test]
     async fn pruning_every_run_leaves_no_key_behind() {
-        let dir = tempfile::tempdir().unwrap();
-        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/layout1-demo.tar.gz");
-        let status = std::process::Command::new("tar")
-            .args(["xzf", fixture, "-C"])
-            .arg(dir.path())
-            .status()
-            .expect("run tar");
-        assert!(status.success());
-        let path = dir.path().join("db");
+        let (_dir, path) = layout1_demo();
         let store = SledStore::open(&path).unwrap();
         let total = store.counts().await.unwrap().total();
         let everything =

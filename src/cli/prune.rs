@@ -38,7 +38,7 @@ pub(super) async fn prune(session: &Session, out: Out, args: PruneArgs) -> Resul
     let policy = policy(args.older_than, args.states)?;
     let states: Vec<String> = policy.states.iter().map(ToString::to_string).collect();
     let body = json!({"older_than_secs": args.older_than.as_secs(), "states": states});
-    let (pruned, sizes) = match super::remote::Remote::find(session).await? {
+    let ((runs, kept), sizes) = match super::remote::Remote::find(session).await? {
         Some(remote) => {
             let answer: serde_json::Value = remote.post("/prune", &body).await?;
             let count = |key: &str| answer[key].as_u64().unwrap_or(0);
@@ -52,28 +52,27 @@ pub(super) async fn prune(session: &Session, out: Out, args: PruneArgs) -> Resul
             ((pruned.runs, pruned.kept), Some((before, size_of(&dir))))
         }
     };
-    let pruned = crate::store::Pruned::of(pruned.0, pruned.1);
     if out.json {
         return out.print_json(&json!({
-            "pruned": pruned.runs,
-            "kept": pruned.kept,
+            "pruned": runs,
+            "kept": kept,
             "states": states,
             "older_than_secs": args.older_than.as_secs(),
         }));
     }
     say!(
         "pruned {} run(s) in {} that had not moved for {}",
-        pruned.runs,
+        runs,
         states.join(", "),
         super::output::humantime(args.older_than)
     )?;
-    if pruned.kept > 0 {
+    if kept > 0 {
         say!(
             "kept {} pipeline run(s) with a stage in another state (held for review, say): add its state with --state to prune them too",
-            pruned.kept
+            kept
         )?;
     }
-    if let Some((before, after)) = sizes.filter(|_| pruned.runs > 0) {
+    if let Some((before, after)) = sizes.filter(|_| runs > 0) {
         say!(
             "the database's files: {} before, {} now (sled reuses the freed space for new writes; its files do not shrink)",
             mib(before),

@@ -109,21 +109,16 @@ impl Remote {
     }
 }
 
-/// A query string of the given pairs (values percent-encoded).
+/// A query string of the given pairs (`None` values left out), encoded by `url`.
 pub(crate) fn query(pairs: &[(&str, Option<String>)]) -> String {
-    let mut out = String::new();
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
     for (key, value) in pairs {
-        let Some(value) = value else { continue };
-        out.push(if out.is_empty() { '?' } else { '&' });
-        out.push_str(key);
-        out.push('=');
-        for b in value.bytes() {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                out.push(b as char);
-            } else {
-                out.push_str(&format!("%{b:02X}"));
-            }
+        if let Some(value) = value {
+            query.append_pair(key, value);
         }
     }
-    out
+    match query.finish() {
+        q if q.is_empty() => q,
+        q => format!("?{q}"),
+    }
 }

@@ -282,10 +282,6 @@ async fn oldest_due_work(
     Ok(oldest)
 }
 
-fn outcome(state: RunState) -> &'static str {
-    state.name()
-}
-
 impl Observer for Metrics {
     fn attempt_finished(&self, event: &AttemptEvent<'_>) {
         let agent = event.agent.to_owned();
@@ -294,7 +290,7 @@ impl Observer for Metrics {
             counter!(
                 "steadfast_attempts_total",
                 "agent" => agent.clone(),
-                "outcome" => outcome(event.to),
+                "outcome" => event.to.name(),
                 "fault" => fault
             )
             .increment(1);

@@ -234,12 +234,11 @@ pub(crate) fn admit(
     // An operator's pause or resume rate comes first: a paused agent takes nothing else.
     let (mut admitted, held) = shared.controls.admit(name, free);
     let controlled = admitted;
+    admission.blocked = held;
     if admitted == 0 {
-        admission.blocked = held;
         admission.permits.clear();
         return admission;
     }
-    admission.blocked = held;
     if let Some(breaker) = &registered.breaker {
         let (n, wait) = breaker.admit(admitted);
         admitted = n;

@@ -48,13 +48,6 @@ pub struct Pruned {
     pub kept: u64,
 }
 
-impl Pruned {
-    /// `runs` deleted, `kept` pipeline runs kept (a report read back from elsewhere).
-    pub fn of(runs: u64, kept: u64) -> Self {
-        Pruned { runs, kept }
-    }
-}
-
 /// The states a run can be pruned in: the ones a run rests in until an operator acts.
 const AT_REST: [RunState; 3] =
     [RunState::Succeeded, RunState::FailedPermanent, RunState::NeedsReview];
