@@ -11,7 +11,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 /// A point in time: milliseconds since the Unix epoch, UTC.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(transparent)]
 pub struct Timestamp(u64);
 
@@ -193,20 +205,28 @@ impl Clock for TokioClock {
     }
 }
 
-/// A duration written like `90s`, `15m`, `2h` or `7d` (what the CLI and the HTTP API take).
+/// The grammar of [`parse_duration`], as a regular expression (for the API's document).
+pub const DURATION_PATTERN: &str = "^[0-9]{1,9}[smhd]$";
+
+/// A duration written like `90s`, `15m`, `2h` or `7d` (what the CLI and the HTTP API take):
+/// 1 to 9 digits and a unit, nothing around them.
 ///
 /// ```
 /// use std::time::Duration;
 /// assert_eq!(steadfast::clock::parse_duration("2h"), Ok(Duration::from_secs(7200)));
 /// assert!(steadfast::clock::parse_duration("2 hours").is_err());
+/// assert!(steadfast::clock::parse_duration("1234567890s").is_err());
 /// ```
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 90s, 15m, 2h or 7d"))?;
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("`{text}` is not a duration like 90s, 15m, 2h or 7d"));
+    }
+    if number.len() > 9 {
+        return Err(format!("`{text}` is too long a duration (at most 9 digits)"));
+    }
+    let n: u64 = number.parse().expect("1 to 9 ASCII digits");
     let unit_secs: u64 = match unit {
         "s" => 1,
         "m" => 60,
@@ -214,9 +234,32 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "d" => 86_400,
         _ => return Err(format!("`{text}`: give a unit: s, m, h or d (like 90s, 15m, 2h, 7d)")),
     };
-    n.checked_mul(unit_secs)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("`{text}` is too long a duration"))
+    Ok(Duration::from_secs(n * unit_secs))
+}
+
+/// A duration in the API's parameters: deserialized with [`parse_duration`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DurationText(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_duration(&text).map(DurationText).map_err(serde::de::Error::custom)
+    }
+}
+
+impl schemars::JsonSchema for DurationText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A duration: 1 to 9 digits and a unit, s, m, h or d (`90s`, `15m`, `2h`, `7d`).",
+            "pattern": DURATION_PATTERN,
+        })
+    }
 }
 
 #[cfg(test)]

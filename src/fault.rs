@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 /// | `Logic` | L3 | compensate completed steps in reverse (saga), then `needs_review` |
 /// | `Permanent` | — | `failed_permanent` and the dead letter queue at once |
 /// | `Unknown` | — | one short retry, then `failed_permanent` and the dead letter queue |
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Fault {
@@ -244,7 +244,7 @@ impl Classify for crate::schema::SchemaError {
 }
 
 /// A failure, kept on the run and in the dead letter queue.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct ErrorInfo {
     /// The class the failure was routed by.

@@ -92,6 +92,21 @@ impl<'de> Deserialize<'de> for RunId {
     }
 }
 
+impl schemars::JsonSchema for RunId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RunId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A run id: a ULID, 26 characters of Crockford base 32 (upper or lower case).",
+            "pattern": "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$",
+            "examples": ["01JDQ8Z5X7V4W3K2M1N0P9R8S7"],
+        })
+    }
+}
+
 /// A string that is not a run id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -124,7 +139,18 @@ pub struct InvalidRunId(String);
 /// assert_eq!(err.to_string(), "cannot move from `succeeded` to `queued`; `succeeded` is terminal");
 /// ```
 #[derive(
-    StateMachine, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+    StateMachine,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {

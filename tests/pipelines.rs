@@ -512,6 +512,38 @@ async fn replaying_a_failed_pipeline_replays_its_dead_stage_and_goes_on() {
     );
 }
 
+/// Replaying the whole dead letter queue replays a dead pipeline run and its dead stage once
+/// each: the stage's own dead letter is reported as replayed with its pipeline, not refused.
+#[tokio::test(start_paused = true)]
+async fn bulk_replay_replays_a_dead_pipeline_and_its_stage_once() {
+    let first = step("first", |_, n: u32| Ok(Outcome::Done(n + 1)));
+    let broken = steadfast::testing::inject(
+        step("broken", |_, n: u32| Ok(Outcome::Done(n * 10))),
+        Fault::Permanent,
+        1,
+    );
+    let harness = Harness::new(|rt| rt.pipeline(Pipeline::new("p").then(first).then(broken)));
+    let report = harness.run("p", 1).await;
+    report.assert_state(RunState::FailedPermanent);
+    let rt = harness.runtime();
+    let dead = rt.store().dead_letters(None, 100).await.unwrap();
+    assert_eq!(dead.len(), 2, "the pipeline run and its stage are dead letters: {dead:#?}");
+
+    let replayed =
+        rt.replay_dead_letters(None, Actor::Operator("ada".into()), false).await.unwrap();
+    assert_eq!(replayed.len(), 2);
+    assert!(replayed.iter().all(|r| r.replayed && r.error.is_none()), "{replayed:#?}");
+    assert_eq!(replayed[0].id, report.run.id);
+    assert_eq!(replayed[1].with_pipeline, Some(report.run.id));
+    let report = harness.settle(report.run.id).await;
+    report.assert_state(RunState::Succeeded);
+    assert_eq!(report.output::<u32>(), 20);
+    assert!(rt.store().dead_letters(None, 100).await.unwrap().is_empty());
+
+    let again = rt.replay_dead_letters(Some("p"), Actor::Operator("ada".into()), false).await;
+    assert_eq!(again.unwrap(), Vec::new(), "nothing left to replay");
+}
+
 /// A booking step that can be undone; `charge` fails with a logic fault.
 #[derive(Clone)]
 struct Booking {

@@ -5,13 +5,14 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-use super::args::{ReviewCommand, last_reason, operator, operator_runtime, read_json};
+use super::args::{ReviewCommand, operator, operator_runtime, read_json};
 use super::output::{Out, age, clip, done, indent, listing};
 use super::remote::Remote;
 use super::{CliError, Session, runtime_error};
 use crate::lifecycle::{RunId, RunState};
 use crate::say;
 use crate::store::{ListQuery, RunRecord};
+use crate::view::{Held, ReviewItem, held_for_review};
 
 /// After an operator queued a run: nothing runs it while this command holds the store, so
 /// say what will.
@@ -73,31 +74,15 @@ pub(super) async fn review(
     let store = rt.store().clone();
     match command {
         ReviewCommand::List => {
-            let runs = store
-                .list(ListQuery::new().state(RunState::NeedsReview).limit(10_000))
-                .await
-                .map_err(CliError::from_store)?
-                .runs;
-            let mut held = Vec::new();
-            for run in runs {
-                let why = last_reason(&*store, &run).await;
-                held.push(Held { run, why });
-            }
+            let held = held_for_review(&*store).await.map_err(CliError::from_store)?;
             review_list(out, &held, store.now())
         }
         ReviewCommand::Show { id, template } => {
-            let run = store
-                .get(id)
+            let item = ReviewItem::load(&*store, id)
                 .await
                 .map_err(CliError::from_store)?
                 .ok_or_else(|| CliError::refused(format!("no run {id}")))?;
-            let schema = match run.output_schema.as_deref() {
-                Some(hash) => store.schema(hash).await.map_err(CliError::from_store)?,
-                None => None,
-            };
-            let schema: Option<Value> = schema.and_then(|s| serde_json::from_str(&s).ok());
-            let reason = last_reason(&*store, &run).await;
-            review_show(session, out, ReviewItem { run, reason, output_schema: schema }, template)
+            review_show(session, out, item, template)
         }
         ReviewCommand::Approve { id, note } => {
             let run = rt.approve(id, operator(), note.as_deref()).await.map_err(runtime_error)?;
@@ -116,21 +101,6 @@ pub(super) async fn review(
     }
 }
 
-/// A run held for review and why (what `review list` shows, and the API's `/review`).
-#[derive(Debug, serde::Deserialize)]
-struct Held {
-    run: RunRecord,
-    why: String,
-}
-
-/// What `review show` shows (the API's `/review/{id}`).
-#[derive(Debug, serde::Deserialize)]
-struct ReviewItem {
-    run: RunRecord,
-    reason: String,
-    output_schema: Option<Value>,
-}
-
 /// `review ...` through a server.
 async fn review_remote(
     session: &Session,
@@ -140,10 +110,12 @@ async fn review_remote(
 ) -> Result<(), CliError> {
     match command {
         ReviewCommand::List => {
-            let answer: Value = remote.get("/review").await?;
-            let held: Vec<Held> = serde_json::from_value(answer["review"].clone())
-                .map_err(|e| CliError::store(format!("the server answered unexpectedly: {e}")))?;
-            review_list(out, &held, crate::clock::Timestamp::now())
+            #[derive(serde::Deserialize)]
+            struct Answer {
+                review: Vec<Held>,
+            }
+            let answer: Answer = remote.get("/review").await?;
+            review_list(out, &answer.review, crate::clock::Timestamp::now())
         }
         ReviewCommand::Show { id, template } => {
             let item: ReviewItem = remote.get(&format!("/review/{id}")).await?;

@@ -273,7 +273,10 @@ pub(super) enum DlqCommand {
     },
 }
 
-pub(super) use crate::clock::parse_duration;
+/// A duration argument (`90s`, `15m`, `2h`, `7d`), white space around it allowed.
+pub(super) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    crate::clock::parse_duration(text.trim())
+}
 
 /// Who the operator is: `$STEADFAST_OPERATOR`, else `$USER`, else `cli`.
 pub(super) fn operator() -> Actor {
@@ -299,8 +302,6 @@ pub(super) fn read_json(path: &Path) -> Result<Value, CliError> {
     serde_json::from_str(&text)
         .map_err(|e| CliError::usage(format!("{} is not JSON: {e}", path.display())))
 }
-
-pub(super) use crate::view::last_reason;
 
 /// A runtime over the existing store with the program's agents and pipelines registered, so
 /// their runs get their full checks; it never runs an attempt.

@@ -26,17 +26,17 @@ pub(super) struct ServeArgs {
     token_file: Option<PathBuf>,
     /// The silent-failure alarm's window: an agent whose due work has waited this long with
     /// no success within it is reported (`/alarms`, the `steadfast_alarm` metric, a WARN line).
-    #[arg(long, value_name = "AGE", default_value = "15m", value_parser = crate::clock::parse_duration)]
+    #[arg(long, value_name = "AGE", default_value = "15m", value_parser = super::args::parse_duration)]
     alarm_window: std::time::Duration,
     /// Prune runs at rest that have not moved for this long (as `prune` does), at start and
     /// then every --prune-every.
-    #[arg(long, value_name = "AGE", value_parser = crate::clock::parse_duration)]
+    #[arg(long, value_name = "AGE", value_parser = super::args::parse_duration)]
     prune_older_than: Option<std::time::Duration>,
     /// A state --prune-older-than prunes (repeat for several; default succeeded).
     #[arg(long = "prune-state", value_name = "STATE", requires = "prune_older_than")]
     prune_states: Vec<crate::lifecycle::RunState>,
     /// How often --prune-older-than prunes.
-    #[arg(long, value_name = "PERIOD", default_value = "1h", value_parser = crate::clock::parse_duration)]
+    #[arg(long, value_name = "PERIOD", default_value = "1h", value_parser = super::args::parse_duration)]
     prune_every: std::time::Duration,
 }
 

@@ -1,10 +1,14 @@
 //! The API's errors: `{"error", "code"}` as the CLI prints them with `--json` (the code is the
 //! CLI's exit code: 1 refused, 2 usage, 3 store unavailable), with an HTTP status.
 
+use aide::OperationOutput;
+use aide::generate::GenContext;
+use aide::openapi::{Operation, StatusCode as OpenApiStatus};
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use crate::runtime::RuntimeError;
 use crate::schema::Violation;
@@ -81,12 +85,60 @@ impl From<RuntimeError> for ApiError {
     }
 }
 
+/// An error as the API answers it.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct ErrorBody {
+    /// What went wrong, in words (for a refusal: the run's state and what is allowed).
+    error: String,
+    /// The CLI's exit code for the same: 1 refused, 2 a malformed call, 3 the store
+    /// unavailable.
+    #[schemars(range(min = 1, max = 3))]
+    code: u8,
+    /// For an output or input that does not fit its schema (422): where and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    violations: Vec<Violation>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({"error": self.message, "code": self.code});
-        if !self.violations.is_empty() {
-            body["violations"] = json!(self.violations);
-        }
+        let body = ErrorBody { error: self.message, code: self.code, violations: self.violations };
         (self.status, Json(body)).into_response()
+    }
+}
+
+/// The statuses an API call may answer with an error, as the OpenAPI document lists them.
+const ERROR_STATUSES: [(u16, &str); 8] = [
+    (400, "A malformed call: a bad parameter, header or body"),
+    (401, "No token, or the wrong one (when the server has one)"),
+    (404, "No such run, agent or pipeline"),
+    (409, "Refused in the run's state; the message names it and what is allowed"),
+    (413, "The request body is over the server's limit"),
+    (415, "The request body is not JSON"),
+    (422, "The output or input does not fit its schema (see `violations`)"),
+    (503, "The store is unavailable, or the call took longer than the server's timeout"),
+];
+
+impl OperationOutput for ApiError {
+    type Inner = ErrorBody;
+
+    fn inferred_responses(
+        ctx: &mut GenContext,
+        operation: &mut Operation,
+    ) -> Vec<(Option<OpenApiStatus>, aide::openapi::Response)> {
+        let Some(response) =
+            <Json<ErrorBody> as OperationOutput>::operation_response(ctx, operation)
+        else {
+            return Vec::new();
+        };
+        ERROR_STATUSES
+            .iter()
+            .map(|&(status, description)| {
+                let response = aide::openapi::Response {
+                    description: description.to_owned(),
+                    ..response.clone()
+                };
+                (Some(OpenApiStatus::Code(status)), response)
+            })
+            .collect()
     }
 }

@@ -65,7 +65,7 @@ impl Alarm {
 }
 
 /// An agent the alarm is raised for, and why.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct Raised {
     /// The agent.

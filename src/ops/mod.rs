@@ -29,18 +29,21 @@
 
 mod api;
 mod error;
+mod extract;
 mod health;
 mod metrics;
+mod openapi;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aide::axum::ApiRouter;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 
 use crate::runtime::Runtime;
 
@@ -131,40 +134,21 @@ pub(crate) struct Ops {
     pub(crate) metrics: Arc<Metrics>,
 }
 
-/// The API (`/api/v1/...`), `/healthz`, `/readyz` and `/metrics` over `runtime`.
+/// The API (`/api/v1/...`), its OpenAPI document (`/api/v1/openapi.json`), `/healthz`,
+/// `/readyz`, `/metrics` and `/alarms` over `runtime`.
 pub fn router(runtime: Arc<Runtime>, config: OpsConfig) -> Router {
     let limit = config.body_limit;
     let timeout = config.timeout;
     let metrics = config.metrics.clone().unwrap_or_else(|| Metrics::new(Alarm::default()));
     let ops = Arc::new(Ops { runtime, config, metrics });
-    let api = Router::new()
-        .route("/runs", get(api::runs).post(api::submit))
-        .route("/runs/{id}", get(api::run))
-        .route("/runs/{id}/replay", post(api::replay))
-        .route("/runs/{id}/cancel", post(api::cancel))
-        .route("/runs/{id}/signal", post(api::signal))
-        .route("/runs/{id}/notes", post(api::note))
-        .route("/review", get(api::review))
-        .route("/review/{id}", get(api::review_item))
-        .route("/review/{id}/approve", post(api::approve))
-        .route("/review/{id}/reject", post(api::reject))
-        .route("/review/{id}/resolve", post(api::resolve))
-        .route("/dlq", get(api::dlq))
-        .route("/dlq/replay", post(api::dlq_replay))
-        .route("/prune", post(api::prune))
-        .route("/stats", get(api::stats))
-        .route("/agents", get(api::agents))
-        .route("/agents/{name}/pause", post(api::pause))
-        .route("/agents/{name}/resume", post(api::resume))
-        .route("/graph/{target}", get(api::graph))
-        .fallback(|| async { error::ApiError::not_found("no such API call (see /api/v1)") })
-        .route_layer(middleware::from_fn_with_state(ops.clone(), authorize));
-    Router::new()
-        .nest("/api/v1", api)
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route("/alarms", get(health::alarms))
+    let (routes, document) = openapi::document(|| {
+        let api = api::routes()
+            .fallback(|| async { error::ApiError::not_found("no such API call (see /api/v1)") })
+            .route_layer(middleware::from_fn_with_state(ops.clone(), authorize));
+        ApiRouter::new().nest("/api/v1", api).merge(health::routes())
+    });
+    routes
+        .route("/api/v1/openapi.json", get(move || openapi::serve(document.clone())))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn(move |request: Request, next: Next| async move {
             match tokio::time::timeout(timeout, next.run(request)).await {

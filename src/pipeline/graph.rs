@@ -9,7 +9,7 @@ use super::FanIn;
 
 /// A pipeline's stages as a graph: the input, one node per stage, the output, and an edge
 /// from each to the next.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct PipelineGraph {
     /// The pipeline's name.
@@ -21,7 +21,7 @@ pub struct PipelineGraph {
 }
 
 /// A node of a [`PipelineGraph`].
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct GraphNode {
     /// Its id in the graph (`input`, `s0`, `s1`, …, `output`).
@@ -32,10 +32,10 @@ pub struct GraphNode {
     /// input and output.
     pub label: String,
     /// A fan-out stage's concurrency.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<usize>,
     /// A fan-out stage's fan-in (`All`, `AtLeast(3)`, `Fraction(0.8)`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fan_in: Option<String>,
 }
 

@@ -30,6 +30,9 @@ pub(crate) struct TokenBucket {
     state: Mutex<(f64, Instant)>,
 }
 
+/// The longest [`TokenBucket::take`] asks to wait before it is asked again.
+const LONGEST_WAIT: Duration = Duration::from_secs(3600);
+
 impl TokenBucket {
     pub(crate) fn new(limit: RateLimit) -> Self {
         TokenBucket { limit, state: Mutex::new((f64::from(limit.burst), Instant::now())) }
@@ -46,7 +49,12 @@ impl TokenBucket {
         *state = (tokens - taken as f64, now);
         if taken == 0 && wanted > 0 {
             let missing = 1.0 - tokens;
-            return (0, Some(Duration::from_secs_f64(missing / self.limit.per_second)));
+            // A rate of one run in centuries is not worth a panic: wait an hour at most, then
+            // look again (the dispatcher wakes anyway when a run or a control changes).
+            let wait = Duration::try_from_secs_f64(missing / self.limit.per_second)
+                .unwrap_or(Duration::MAX)
+                .min(LONGEST_WAIT);
+            return (0, Some(wait));
         }
         (taken, None)
     }
@@ -60,6 +68,13 @@ impl TokenBucket {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_vanishing_rate_waits_an_hour_at_most() {
+        let bucket = TokenBucket::new(RateLimit::new(1e-300, 1));
+        assert_eq!(bucket.take(1).0, 1);
+        assert_eq!(bucket.take(1), (0, Some(LONGEST_WAIT)));
+    }
+
     use super::*;
 
     #[tokio::test(start_paused = true)]

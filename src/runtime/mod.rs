@@ -59,6 +59,7 @@ mod breaker;
 mod builder;
 mod control;
 mod crashes;
+mod dead_letters;
 mod dispatch;
 mod error;
 mod limit;
@@ -79,6 +80,7 @@ use tokio::sync::{Notify, Semaphore};
 
 pub use self::breaker::{BreakerPolicy, BreakerState};
 pub use self::builder::{AgentOptions, RuntimeBuilder};
+pub use self::dead_letters::Replayed;
 pub use self::error::RuntimeError;
 pub use self::limit::RateLimit;
 pub use self::observe::{AttemptEvent, Observer};

@@ -4,7 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 
 /// One way the JSON failed the schema (or deserialization), with where and why.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[non_exhaustive]
 pub struct Violation {
     /// A JSON pointer to the offending value (`""` is the root).

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -16,7 +17,7 @@ use crate::lifecycle::{RunId, RunState};
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Everything the store knows about one run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[non_exhaustive]
 pub struct RunRecord {
     /// The run's id.
@@ -70,7 +71,7 @@ pub struct RunRecord {
 }
 
 /// A worker's hold on a `processing` run.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[non_exhaustive]
 pub struct Lease {
     /// The worker that holds it.
@@ -134,8 +135,22 @@ impl<'de> Deserialize<'de> for Actor {
     }
 }
 
+impl JsonSchema for Actor {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Actor".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "Who made a move: `worker:<id>`, `operator:<name>`, `timer` or `system`.",
+            "pattern": "^(worker:.*|operator:.*|timer|system)$",
+        })
+    }
+}
+
 /// One recorded move of a run. The first entry of every run is its creation (`from: None`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[non_exhaustive]
 pub struct HistoryEntry {
     /// The entry's position in the run's history, from 0.
@@ -157,7 +172,7 @@ pub struct HistoryEntry {
 }
 
 /// A journaled side effect: its result, recorded under (run, name).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[non_exhaustive]
 pub struct EffectRecord {
     /// The run that performed it.
@@ -173,7 +188,7 @@ pub struct EffectRecord {
 }
 
 /// An entry of the dead letter queue: a run that ended in `failed_permanent`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[non_exhaustive]
 pub struct DeadLetter {
     /// The run.
@@ -191,7 +206,7 @@ pub struct DeadLetter {
 }
 
 /// An operator's note on a run.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[non_exhaustive]
 pub struct Note {
     /// The run.
@@ -207,7 +222,7 @@ pub struct Note {
 /// An operator's control over an agent, kept durably: paused (its runs stay queued and no
 /// attempt starts), or resumed at a rate (at most `rate` runs start per second) until resumed
 /// without one.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[non_exhaustive]
 pub struct AgentControl {
     /// No attempt of the agent starts.

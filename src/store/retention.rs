@@ -38,7 +38,7 @@ pub struct Retention {
 }
 
 /// What [`Store::prune`](super::Store::prune) did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct Pruned {
     /// Runs deleted, stage runs included.

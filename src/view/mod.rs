@@ -1,8 +1,9 @@
 //! The read model: store records turned into what people look at, with no HTTP and no
-//! terminal in it. The command line, and the HTTP API and dashboard to come, render these, so
+//! terminal in it. The command line, the HTTP API (`steadfast::ops`) and the dashboard render these, so
 //! the three always agree.
 //!
 //! - [`RunView`]: a run with its history, effects, notes and stages.
+//! - [`Held`] and [`ReviewItem`]: what waits for review, and why.
 //! - [`Stats`]: per agent, over a window: runs by state, success, retry and dead-letter rates,
 //!   p50/p95 latency.
 //!
@@ -21,9 +22,11 @@
 //! ```
 
 mod graph;
+mod review;
 mod run;
 mod stats;
 
-pub use self::graph::lifecycle_graph;
+pub use self::graph::{LifecycleGraph, LifecycleNode, lifecycle_graph};
+pub use self::review::{Held, REVIEW_LIMIT, ReviewItem, held_for_review};
 pub use self::run::{RunView, StageView, is_internal_effect, last_reason};
 pub use self::stats::{ALL_AGENTS, AgentStats, Stats};

@@ -6,7 +6,7 @@ use crate::lifecycle::{RunId, RunState};
 use crate::store::{EffectRecord, HistoryEntry, ListQuery, Note, RunRecord, Store, StoreError};
 
 /// A run with everything recorded about it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct RunView {
     /// The run's record (input, output, state, lease, last error).
@@ -22,7 +22,7 @@ pub struct RunView {
 }
 
 /// One stage run of a pipeline run, in brief.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct StageView {
     /// The stage's run.

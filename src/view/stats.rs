@@ -15,7 +15,7 @@ use crate::store::{ListQuery, Store, StoreError};
 pub const ALL_AGENTS: &str = "(all)";
 
 /// Per-agent numbers over the runs created in a window.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct Stats {
     /// The window, in seconds.
@@ -26,7 +26,7 @@ pub struct Stats {
 }
 
 /// The numbers of one agent (or of all, [`ALL_AGENTS`]).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct AgentStats {
     /// The agent.

@@ -43,6 +43,7 @@ fn files(dir: &Path) -> Vec<std::path::PathBuf> {
 mod demo;
 mod metrics;
 mod newcomer;
+mod openapi;
 mod ops;
 mod serve;
 mod shop;

@@ -65,7 +65,7 @@ impl Drop for Server {
 }
 
 /// A call: (status, JSON body).
-async fn call(
+pub(super) async fn call(
     client: &reqwest::Client,
     method: reqwest::Method,
     url: String,
@@ -85,7 +85,7 @@ async fn call(
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
+pub(super) fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
 }
 

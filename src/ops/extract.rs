@@ -1,0 +1,191 @@
+//! The API's extractors: axum's `Json`, `Query` and `Path` with their rejections answered as
+//! the API's errors (`{"error", "code"}`, never axum's plain text), the operator a call acts
+//! for, and what each adds to the OpenAPI document.
+
+use aide::OperationInput;
+use aide::generate::GenContext;
+use aide::openapi::Operation;
+use aide::operation::{ParamLocation, add_parameters, parameters_from_schema};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::store::Actor;
+
+/// A JSON body, required.
+#[derive(Debug)]
+pub(super) struct Body<T>(pub(super) T);
+
+/// A JSON body that may be left out: no body (no `Content-Type`) is `T::default()`.
+#[derive(Debug)]
+pub(super) struct OptionalBody<T>(pub(super) T);
+
+/// The query string.
+#[derive(Debug)]
+pub(super) struct Params<T>(pub(super) T);
+
+/// The path's parameters.
+#[derive(Debug)]
+pub(super) struct PathParams<T>(pub(super) T);
+
+/// A body axum could not take, as the API's error.
+fn body_error(rejection: JsonRejection) -> ApiError {
+    let status = rejection.status();
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "the request body is over the server's limit".to_owned(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            "the request body must be JSON, sent with `Content-Type: application/json`".to_owned()
+        }
+        _ => rejection.body_text(),
+    };
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::new(status, 2, message)
+        }
+        // A body that is not the call's shape is a malformed call, as a bad flag is for the
+        // CLI (axum says 422; that status is kept for outputs that do not fit their schema).
+        _ => ApiError::usage(message),
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(value) =
+            axum::Json::from_request(request, state).await.map_err(body_error)?;
+        Ok(Body(value))
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        use axum::extract::OptionalFromRequest;
+        let value = <axum::Json<T> as OptionalFromRequest<S>>::from_request(request, state)
+            .await
+            .map_err(body_error)?;
+        Ok(OptionalBody(value.map(|axum::Json(v)| v).unwrap_or_default()))
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Query(value) = axum::extract::Query::from_request_parts(parts, state)
+            .await
+            .map_err(|r: QueryRejection| ApiError::usage(r.body_text()))?;
+        Ok(Params(value))
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(value) = axum::extract::Path::from_request_parts(parts, state)
+            .await
+            .map_err(|r: PathRejection| ApiError::usage(r.body_text()))?;
+        Ok(PathParams(value))
+    }
+}
+
+impl<T: JsonSchema> OperationInput for Body<T> {
+    fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
+        <axum::Json<T> as OperationInput>::operation_input(ctx, operation);
+    }
+}
+
+impl<T: JsonSchema> OperationInput for OptionalBody<T> {
+    fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
+        <axum::Json<T> as OperationInput>::operation_input(ctx, operation);
+        if let Some(body) = operation.request_body.as_mut().and_then(|b| b.as_item_mut()) {
+            body.required = false;
+        }
+    }
+}
+
+impl<T: JsonSchema> OperationInput for Params<T> {
+    fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
+        <axum::extract::Query<T> as OperationInput>::operation_input(ctx, operation);
+    }
+}
+
+impl<T: JsonSchema> OperationInput for PathParams<T> {
+    fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
+        <axum::extract::Path<T> as OperationInput>::operation_input(ctx, operation);
+    }
+}
+
+/// A whole number of a JSON body, written as an integer (`60`) or as a float with nothing
+/// after the point (`60.0`): JSON Schema's `integer` takes both.
+pub(super) fn whole_number<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<u64, D::Error> {
+    use serde::Deserialize;
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(n) = number.as_u64() {
+        return Ok(n);
+    }
+    match number.as_f64() {
+        // Below 2^64 (which is exactly representable, unlike u64::MAX).
+        Some(f) if f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f) => {
+            Ok(f as u64)
+        }
+        _ => Err(serde::de::Error::custom(format!("{number} is not a whole number of 0 or more"))),
+    }
+}
+
+/// The longest operator name, in bytes.
+const OPERATOR_MAX: usize = 64;
+
+/// The operator a call acts for, recorded as the actor of what it does: the
+/// `X-Steadfast-Operator` header (1 to 64 printable ASCII characters), else `api`.
+#[derive(Debug)]
+pub(super) struct Operator(pub(super) Actor);
+
+/// The header, as the OpenAPI document describes it.
+#[derive(JsonSchema)]
+#[allow(dead_code)] // only its schema is used
+struct OperatorHeader {
+    /// Who acts, recorded in the run's history as `operator:<name>` (default `api`).
+    #[serde(rename = "X-Steadfast-Operator")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[!-~]([ -~]*[!-~])?$"))]
+    operator: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get("x-steadfast-operator") else {
+            return Ok(Operator(Actor::Operator("api".into())));
+        };
+        let name = value.to_str().ok().filter(|n| {
+            (1..=OPERATOR_MAX).contains(&n.len())
+                && n.bytes().all(|b| (b' '..=b'~').contains(&b))
+                && !n.starts_with(' ')
+                && !n.ends_with(' ')
+        });
+        match name {
+            Some(name) => Ok(Operator(Actor::Operator(name.to_owned()))),
+            None => Err(ApiError::usage(format!(
+                "X-Steadfast-Operator must be 1 to {OPERATOR_MAX} printable ASCII characters"
+            ))),
+        }
+    }
+}
+
+impl OperationInput for Operator {
+    fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
+        let schema = ctx.schema.subschema_for::<OperatorHeader>();
+        let params = parameters_from_schema(ctx, schema, ParamLocation::Header);
+        add_parameters(ctx, operation, params);
+    }
+}

@@ -1,0 +1,87 @@
+//! The OpenAPI 3.1 document of the API, served at `/api/v1/openapi.json`: generated (by aide)
+//! from the routes as they are declared, with their handlers' extractors and answers, so it
+//! cannot describe a call the server does not make or miss one it does.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use aide::axum::ApiRouter;
+use aide::openapi::{Info, OpenApi, ReferenceOr, SecurityScheme};
+use axum::Router;
+use axum::response::IntoResponse;
+
+/// The name of the token's security scheme in the document.
+const TOKEN_SCHEME: &str = "token";
+
+/// The router `build` declares, and its document as JSON.
+///
+/// # Panics
+/// In debug builds, when aide reports an error in the declarations (a response declared
+/// twice, a schema it cannot turn into parameters): a mistake in this crate, caught by its
+/// tests.
+pub(super) fn document<S: Clone + Send + Sync + 'static>(
+    build: impl FnOnce() -> ApiRouter<S>,
+) -> (Router<S>, Arc<str>) {
+    let errors = Rc::new(RefCell::new(Vec::new()));
+    let seen = errors.clone();
+    aide::generate::on_error(move |error| seen.borrow_mut().push(error.to_string()));
+    aide::generate::extract_schemas(true);
+    aide::generate::infer_responses(true);
+    aide::generate::all_error_responses(false);
+    let mut api = OpenApi {
+        info: Info {
+            title: "steadfast".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: Some(DESCRIPTION.into()),
+            ..Info::default()
+        },
+        ..OpenApi::default()
+    };
+    let router = build().finish_api_with(&mut api, |api| {
+        api.security_scheme(
+            TOKEN_SCHEME,
+            SecurityScheme::Http {
+                scheme: "bearer".into(),
+                bearer_format: None,
+                description: Some(
+                    "The server's token (`STEADFAST_TOKEN`), required on every `/api/v1` call when the server has one.".into(),
+                ),
+                extensions: Default::default(),
+            },
+        )
+    });
+    // The token guards the API; the health checks, metrics and this document stay open.
+    for (path, item) in api.paths.iter_mut().flat_map(|p| p.paths.iter_mut()) {
+        let ReferenceOr::Item(item) = item else { continue };
+        if !path.starts_with("/api/v1/") {
+            continue;
+        }
+        let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.delete];
+        for operation in operations.into_iter().flatten() {
+            operation.security.push([(TOKEN_SCHEME.to_owned(), Vec::new())].into_iter().collect());
+        }
+    }
+    aide::generate::on_error(|_| {});
+    let errors = errors.take();
+    debug_assert!(errors.is_empty(), "the OpenAPI declarations have errors: {errors:#?}");
+    for error in errors {
+        tracing::warn!(%error, "the OpenAPI document may be incomplete");
+    }
+    let json = serde_json::to_string(&api).expect("an OpenAPI document is plain data");
+    (router, json.into())
+}
+
+/// `GET /api/v1/openapi.json`.
+pub(super) async fn serve(document: Arc<str>) -> axum::response::Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], document.to_string()).into_response()
+}
+
+const DESCRIPTION: &str = "\
+Operate a running steadfast system: see runs, replay, cancel, signal and note them; approve, \
+reject and resolve what waits for review; replay dead letters; pause and resume agents.
+
+Every error is `{\"error\", \"code\"}`, the code being the CLI's exit code for the same (1 \
+refused, 2 a malformed call, 3 the store unavailable). A call refused in a run's state is 409, \
+its message naming the state and what is allowed. The operator a call acts for is the \
+`X-Steadfast-Operator` header (default `api`), recorded in the run's history.";
