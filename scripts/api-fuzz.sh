@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 home="${STEADFAST_TOOLS_HOME:-$HOME/.cache/steadfast}/schemathesis"
 version="4.32.5"
-examples="${STEADFAST_FUZZ_EXAMPLES:-40}"
+examples="${STEADFAST_FUZZ_EXAMPLES:-100}"
 
 if ! "$home/bin/st" --version 2>/dev/null | grep -q "$version"; then
     python3 -m venv "$home"

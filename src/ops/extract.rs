@@ -52,13 +52,26 @@ fn body_error(rejection: JsonRejection) -> ApiError {
     }
 }
 
+/// A body's JSON as `T`: every body of the API is an object (serde would also take an
+/// array, as the fields in order).
+fn object_as<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::usage("the request body must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let at = error.path().to_string();
+        let at = if at == "." { String::new() } else { format!("{at}: ") };
+        ApiError::usage(format!("the request body does not fit the call: {at}{}", error.inner()))
+    })
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let axum::Json(value) =
             axum::Json::from_request(request, state).await.map_err(body_error)?;
-        Ok(Body(value))
+        object_as(value).map(Body)
     }
 }
 
@@ -67,10 +80,14 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalB
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         use axum::extract::OptionalFromRequest;
-        let value = <axum::Json<T> as OptionalFromRequest<S>>::from_request(request, state)
-            .await
-            .map_err(body_error)?;
-        Ok(OptionalBody(value.map(|axum::Json(v)| v).unwrap_or_default()))
+        let value =
+            <axum::Json<serde_json::Value> as OptionalFromRequest<S>>::from_request(request, state)
+                .await
+                .map_err(body_error)?;
+        match value {
+            Some(axum::Json(value)) => object_as(value).map(OptionalBody),
+            None => Ok(OptionalBody(T::default())),
+        }
     }
 }
 

@@ -64,6 +64,7 @@ pub(in crate::ops) async fn dlq_replay(
 pub(in crate::ops) struct PruneBody {
     /// Runs that have not moved for this many seconds.
     #[serde(deserialize_with = "crate::ops::extract::whole_number")]
+    #[schemars(range(max = u64::MAX))]
     older_than_secs: u64,
     /// In these states (default `succeeded`); only states at rest: `succeeded`,
     /// `failed_permanent`, `needs_review`.
