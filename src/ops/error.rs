@@ -38,6 +38,16 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, 1, message)
     }
 
+    /// The HTTP status it answers with.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What went wrong, in words.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     /// No token, or the wrong one (401, code 2).
     pub(crate) fn unauthorized() -> Self {
         Self::new(

@@ -28,6 +28,7 @@
 //! unavailable.
 
 mod api;
+mod dashboard;
 mod error;
 mod extract;
 mod health;
@@ -132,6 +133,7 @@ pub(crate) struct Ops {
     pub(crate) runtime: Arc<Runtime>,
     pub(crate) config: OpsConfig,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) dashboard: dashboard::Dashboard,
 }
 
 /// The API (`/api/v1/...`), its OpenAPI document (`/api/v1/openapi.json`), `/healthz`,
@@ -140,7 +142,7 @@ pub fn router(runtime: Arc<Runtime>, config: OpsConfig) -> Router {
     let limit = config.body_limit;
     let timeout = config.timeout;
     let metrics = config.metrics.clone().unwrap_or_else(|| Metrics::new(Alarm::default()));
-    let ops = Arc::new(Ops { runtime, config, metrics });
+    let ops = Arc::new(Ops { runtime, config, metrics, dashboard: dashboard::Dashboard::new() });
     let (routes, document) = openapi::document(|| {
         let api = api::routes()
             .fallback(|| async { error::ApiError::not_found("no such API call (see /api/v1)") })
@@ -149,6 +151,7 @@ pub fn router(runtime: Arc<Runtime>, config: OpsConfig) -> Router {
     });
     routes
         .route("/api/v1/openapi.json", get(move || openapi::serve(document.clone())))
+        .merge(dashboard::routes(ops.clone()))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn(move |request: Request, next: Next| async move {
             match tokio::time::timeout(timeout, next.run(request)).await {
