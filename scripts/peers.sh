@@ -6,6 +6,8 @@
 #   scripts/peers.sh llm     llama.cpp's server with Gemma 3 270M on 127.0.0.1:8088
 #   scripts/peers.sh promtool  Prometheus' promtool (Debian's `prometheus`, no daemon started),
 #                            which checks what `/metrics` serves
+#   scripts/peers.sh browser Debian's chromium and chromium-driver (the same version), for the
+#                            dashboard's browser tests
 #   scripts/peers.sh         all of them
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,10 +35,26 @@ need_promtool() {
     command promtool --version >/dev/null
 }
 
+browser() {
+    if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] \
+        && [ "$(/usr/bin/chromium --version 2>/dev/null | grep -o '[0-9.]*' | head -1)" \
+            = "$(/usr/bin/chromedriver --version | grep -o '[0-9.]*' | head -1)" ]; then
+        return 0
+    fi
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    # One transaction, so the driver is the browser's exact version.
+    $sudo apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1 \
+        || { $sudo apt-get update -q >/dev/null \
+            && $sudo apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null; }
+    /usr/bin/chromium --version 2>/dev/null && /usr/bin/chromedriver --version
+}
+
 case "${1:-all}" in
     smtp) smtp ;;
     llm) scripts/llm-server.sh ;;
     promtool) need_promtool ;;
-    all) smtp; need_promtool; scripts/llm-server.sh ;;
-    *) echo "usage: $0 [smtp|llm|promtool|all]" >&2; exit 2 ;;
+    browser) browser ;;
+    all) smtp; need_promtool; browser; scripts/llm-server.sh ;;
+    *) echo "usage: $0 [smtp|llm|promtool|browser|all]" >&2; exit 2 ;;
 esac

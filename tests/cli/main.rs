@@ -40,6 +40,7 @@ fn files(dir: &Path) -> Vec<std::path::PathBuf> {
     }
 }
 
+mod browser;
 mod demo;
 mod metrics;
 mod newcomer;

@@ -83,6 +83,15 @@ pub(super) fn routes(ops: Arc<Ops>) -> Router<Arc<Ops>> {
 /// Every dashboard request: its session (started when there is none, its cookie set), a
 /// sign-in when the server has a token, the `Origin` of every POST, and the security headers.
 async fn guard(State(ops): State<Arc<Ops>>, mut request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if path.starts_with("/ui/static/") || !(path == "/ui" || path.starts_with("/ui/")) {
+        // No session for a style sheet, nor for what is not a page (the browser's
+        // `/favicon.ico`, which reaches this layer as the router's fallback): one started
+        // there would replace the page's own.
+        let mut response = next.run(request).await;
+        security_headers(response.headers_mut());
+        return response;
+    }
     let open = ops.config.token.is_none();
     let (session, new) = ops.dashboard.sessions.get_or_start(request.headers(), open);
     let path = request.uri().path().to_owned();
@@ -95,7 +104,7 @@ async fn guard(State(ops): State<Arc<Ops>>, mut request: Request, next: Next) ->
             StatusCode::FORBIDDEN,
             "refused: this form was not sent from this dashboard's own pages (its Origin is another site's)",
         )
-    } else if !session.signed_in && path != "/ui/login" && !path.starts_with("/ui/static/") {
+    } else if !session.signed_in && path != "/ui/login" {
         Redirect::to("/ui/login").into_response()
     } else {
         request.extensions_mut().insert(session.clone());
@@ -105,6 +114,12 @@ async fn guard(State(ops): State<Arc<Ops>>, mut request: Request, next: Next) ->
     if new && !headers.contains_key(header::SET_COOKIE) {
         headers.insert(header::SET_COOKIE, session::set_cookie(&session));
     }
+    security_headers(headers);
+    response
+}
+
+/// The headers every dashboard answer carries.
+fn security_headers(headers: &mut axum::http::HeaderMap) {
     for (name, value) in [
         (
             header::CONTENT_SECURITY_POLICY,
@@ -117,7 +132,6 @@ async fn guard(State(ops): State<Arc<Ops>>, mut request: Request, next: Next) ->
     ] {
         headers.insert(name, HeaderValue::from_static(value));
     }
-    response
 }
 
 /// What every page is given besides its own values.
