@@ -4,6 +4,7 @@
 //!
 //! - [`RunView`]: a run with its history, effects, notes and stages.
 //! - [`Held`] and [`ReviewItem`]: what waits for review, and why.
+//! - [`Series`]: the runs of a window in buckets of time, for charts.
 //! - [`Stats`]: per agent, over a window: runs by state, success, retry and dead-letter rates,
 //!   p50/p95 latency.
 //!
@@ -24,9 +25,11 @@
 mod graph;
 mod review;
 mod run;
+mod series;
 mod stats;
 
 pub use self::graph::{LifecycleGraph, LifecycleNode, lifecycle_graph};
 pub use self::review::{Held, REVIEW_LIMIT, ReviewItem, held_for_review};
 pub use self::run::{RunView, StageView, is_internal_effect, last_reason};
+pub use self::series::{Bucket, Series};
 pub use self::stats::{ALL_AGENTS, AgentStats, Stats};

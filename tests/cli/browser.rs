@@ -90,6 +90,23 @@ impl Browser {
         self.client().find(Locator::Css("body")).await.unwrap().text().await.unwrap()
     }
 
+    /// Clicks `button` and waits until the page it leads to has replaced this one.
+    async fn submit(&self, button: fantoccini::elements::Element) {
+        let old = self.client().find(Locator::Css("html")).await.unwrap();
+        button.click().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while old.tag_name().await.is_ok() {
+            assert!(Instant::now() < deadline, "the click did not lead to a new page");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let ready = "return document.readyState";
+        while self.client().execute(ready, vec![]).await.ok() != Some(json!("complete")) {
+            assert!(Instant::now() < deadline, "the new page did not finish loading");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.no_dialog().await;
+    }
+
     /// Goes to `url` and checks that no dialog opened (a script of the page's data ran).
     async fn visit(&self, url: &str) {
         self.client().goto(url).await.unwrap();
@@ -150,8 +167,7 @@ fn an_operator_approves_resolves_replays_and_pauses_by_clicking() {
             .send_keys("yes, checked")
             .await
             .unwrap();
-        row.find(Locator::Css("button.approve")).await.unwrap().click().await.unwrap();
-        browser.no_dialog().await;
+        browser.submit(row.find(Locator::Css("button.approve")).await.unwrap()).await;
         let text = browser.text().await;
         assert!(text.contains(&format!("approved run {}: now queued", held[0])), "{text}");
         assert!(
@@ -169,7 +185,7 @@ fn an_operator_approves_resolves_replays_and_pauses_by_clicking() {
         assert!(editor.prop("value").await.unwrap().unwrap().contains("approved"), "pre-filled");
         editor.clear().await.unwrap();
         editor.send_keys(r#"{"approved": "maybe", "extra": 1}"#).await.unwrap();
-        c.find(Locator::Css("form.stack button")).await.unwrap().click().await.unwrap();
+        browser.submit(c.find(Locator::Css("form.stack button")).await.unwrap()).await;
         let text = browser.text().await;
         assert!(text.contains("does not fit the schema"), "{text}");
         let violations = c.find_all(Locator::Css("ul.violations li")).await.unwrap();
@@ -177,7 +193,7 @@ fn an_operator_approves_resolves_replays_and_pauses_by_clicking() {
         let editor = c.find(Locator::Css("textarea[name=output]")).await.unwrap();
         editor.clear().await.unwrap();
         editor.send_keys(r#"{"approved": true}"#).await.unwrap();
-        c.find(Locator::Css("form.stack button")).await.unwrap().click().await.unwrap();
+        browser.submit(c.find(Locator::Css("form.stack button")).await.unwrap()).await;
         let text = browser.text().await;
         assert!(text.contains(&format!("resolved run {}", held[1])), "{text}");
         assert!(text.contains("Nothing waits for review"), "{text}");
@@ -187,10 +203,10 @@ fn an_operator_approves_resolves_replays_and_pauses_by_clicking() {
         assert!(browser.text().await.contains(&dead[1]));
         let select = c.find(Locator::Css("select[name=agent]")).await.unwrap();
         select.select_by_value("reader").await.unwrap();
-        c.find(Locator::Css("form.filters button")).await.unwrap().click().await.unwrap();
+        browser.submit(c.find(Locator::Css("form.filters button")).await.unwrap()).await;
         let text = browser.text().await;
         assert!(text.contains("Replay 2 runs"), "the confirmation counts them: {text}");
-        c.find(Locator::Css("main form button")).await.unwrap().click().await.unwrap();
+        browser.submit(c.find(Locator::Css("main form button")).await.unwrap()).await;
         let text = browser.text().await;
         assert!(text.contains("2 dead letters replayed, 0 refused"), "{text}");
         assert!(text.contains("The dead letter queue is empty"), "{text}");
@@ -204,22 +220,16 @@ fn an_operator_approves_resolves_replays_and_pauses_by_clicking() {
             .send_keys("model outage")
             .await
             .unwrap();
-        row.find(Locator::Css("form[action$='/pause'] button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        browser
+            .submit(row.find(Locator::Css("form[action$='/pause'] button")).await.unwrap())
+            .await;
         let text = browser.text().await;
         assert!(text.contains("paused `digest.1.classifier`"), "{text}");
         let row = c.find(Locator::Id("agent-digest.1.classifier")).await.unwrap();
         assert!(row.text().await.unwrap().contains("paused by operator:dashboard: model outage"));
-        row.find(Locator::Css("form[action$='/resume'] button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        browser
+            .submit(row.find(Locator::Css("form[action$='/resume'] button")).await.unwrap())
+            .await;
         let row = c.find(Locator::Id("agent-digest.1.classifier")).await.unwrap();
         assert!(row.text().await.unwrap().contains("running"));
         browser.close().await;
@@ -234,7 +244,7 @@ fn an_operator_approves_resolves_replays_and_pauses_by_clicking() {
 /// What a page's markup holds that could run: scripts, images (an `onerror`), `javascript:`
 /// links, inline handlers.
 async fn active_content(browser: &Browser) -> Value {
-    let script = "return [document.scripts.length, document.images.length, \
+    let script = "return [Array.from(document.scripts).filter(s => s.getAttribute('src') !== '/ui/static/app.js').length, document.images.length, \
         document.querySelectorAll('a[href^=\"javascript:\"]').length, \
         document.querySelectorAll('[onerror],[onclick],[onload]').length];";
     browser.client().execute(script, vec![]).await.unwrap()
@@ -368,7 +378,7 @@ fn forms_from_another_origin_or_without_their_csrf_token_are_refused() {
         })
         .await;
         browser.visit(&attacker.url("/")).await;
-        c.find(Locator::Id("go")).await.unwrap().click().await.unwrap();
+        browser.submit(c.find(Locator::Id("go")).await.unwrap()).await;
         let text = browser.text().await;
         assert!(text.contains("was not sent from this dashboard's own pages"), "{text}");
 
@@ -378,8 +388,13 @@ fn forms_from_another_origin_or_without_their_csrf_token_are_refused() {
         let strip = format!(
             "const f = document.querySelector(\"{form}\"); f.querySelector('[name=csrf]').remove(); f.submit();"
         );
+        let old = c.find(Locator::Css("html")).await.unwrap();
         c.execute(&strip, vec![]).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while old.tag_name().await.is_ok() {
+            assert!(Instant::now() < deadline, "the form did not lead to a new page");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let text = browser.text().await;
         assert!(text.contains("CSRF token is missing or stale"), "{text}");
         browser.close().await;
@@ -399,11 +414,11 @@ fn a_server_with_a_token_signs_in_into_an_http_only_session() {
         browser.visit(&format!("{}/ui/review", server.url)).await;
         assert!(c.current_url().await.unwrap().path().ends_with("/ui/login"), "a sign-in first");
         c.find(Locator::Css("input[name=token]")).await.unwrap().send_keys("wrong").await.unwrap();
-        c.find(Locator::Css("form button")).await.unwrap().click().await.unwrap();
+        browser.submit(c.find(Locator::Css("form button")).await.unwrap()).await;
         assert!(browser.text().await.contains("That is not this server's token."));
         c.find(Locator::Css("input[name=token]")).await.unwrap().send_keys(token).await.unwrap();
         c.find(Locator::Css("input[name=name]")).await.unwrap().send_keys("ada").await.unwrap();
-        c.find(Locator::Css("form button")).await.unwrap().click().await.unwrap();
+        browser.submit(c.find(Locator::Css("form button")).await.unwrap()).await;
         assert!(browser.text().await.contains("Runs by agent and state"));
         let cookies: Value = c.execute("return document.cookie;", vec![]).await.unwrap();
         assert!(!cookies.to_string().contains("steadfast_session"), "HttpOnly: {cookies}");
@@ -411,13 +426,61 @@ fn a_server_with_a_token_signs_in_into_an_http_only_session() {
 
         browser.visit(&format!("{}/ui/review", server.url)).await;
         let row = c.find(Locator::Id(&format!("review-{}", held[0]))).await.unwrap();
-        row.find(Locator::Css("button.approve")).await.unwrap().click().await.unwrap();
+        browser.submit(row.find(Locator::Css("button.approve")).await.unwrap()).await;
         browser.visit(&format!("{}/ui/runs/{}", server.url, held[0])).await;
         assert!(browser.text().await.contains("operator:ada"), "the name is recorded");
-        c.find(Locator::Css("header form button")).await.unwrap().click().await.unwrap();
+        browser.submit(c.find(Locator::Css("header form button")).await.unwrap()).await;
         assert!(c.current_url().await.unwrap().path().ends_with("/ui/login"), "signed out");
         browser.visit(&format!("{}/ui/review", server.url)).await;
         assert!(c.current_url().await.unwrap().path().ends_with("/ui/login"));
+        browser.close().await;
+    });
+}
+
+#[test]
+fn the_overview_follows_the_counts_live_until_paused() {
+    let dir = prepared();
+    let held = ids(dir.path(), "held");
+    let server = Server::start(dir.path(), &[]);
+    runtime().block_on(async {
+        let Some(browser) = Browser::start().await else { return };
+        let c = browser.client();
+        let approve = |id: String| {
+            let url = format!("{}/api/v1/review/{id}/approve", server.url);
+            async move {
+                let response = steadfast::reqwest::Client::new().post(url).send().await.unwrap();
+                assert_eq!(response.status().as_u16(), 200);
+            }
+        };
+        let cell = "[data-count='held|needs_review']";
+        let read = |selector: &'static str| async move {
+            c.find(Locator::Css(selector)).await.unwrap().text().await.unwrap()
+        };
+        let until = |selector: &'static str, want: &'static str| async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let now = read(selector).await;
+                if now == want {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "{selector} shows {now:?}, not {want:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        browser.visit(&format!("{}/ui", server.url)).await;
+        assert_eq!(read(cell).await, "2");
+        until("[data-badge=review]", "2").await;
+        approve(held[0].clone()).await;
+        until(cell, "1").await;
+        until("[data-badge=review]", "1").await;
+
+        c.find(Locator::Css("button.live")).await.unwrap().click().await.unwrap();
+        approve(held[1].clone()).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(read(cell).await, "1", "paused: the page keeps what it showed");
+        c.find(Locator::Css("button.live")).await.unwrap().click().await.unwrap();
+        until(cell, "·").await;
+        until("[data-count='held|queued']", "2").await;
         browser.close().await;
     });
 }

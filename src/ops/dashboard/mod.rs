@@ -8,6 +8,8 @@
 //! another host) and may not be framed.
 
 mod actions;
+mod chart;
+mod live;
 mod pages;
 mod session;
 
@@ -75,7 +77,9 @@ pub(super) fn routes(ops: Arc<Ops>) -> Router<Arc<Ops>> {
         .route("/ui/dlq/replay", post(actions::dlq_replay))
         .route("/ui/agents", get(pages::agents))
         .route("/ui/agents/{name}/{action}", post(actions::on_agent))
+        .route("/ui/events", get(live::events))
         .route("/ui/static/app.css", get(stylesheet))
+        .route("/ui/static/app.js", get(script))
         .route("/", get(|| async { Redirect::to("/ui") }))
         .layer(middleware::from_fn_with_state(ops, guard))
 }
@@ -182,6 +186,11 @@ fn error_page(ops: &Ops, session: &Session, status: StatusCode, message: &str) -
     let mut response = render(ops, session, "error.html", "Refused", values);
     *response.status_mut() = status;
     response
+}
+
+async fn script() -> Response {
+    let js = include_str!("static/app.js");
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], js).into_response()
 }
 
 async fn stylesheet() -> Response {

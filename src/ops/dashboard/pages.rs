@@ -12,13 +12,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::session::Session;
-use super::{error_page, render};
+use super::{chart, error_page, render};
 use crate::clock::{Timestamp, parse_duration};
 use crate::lifecycle::{RunId, RunState};
 use crate::machine::StateMachine;
 use crate::ops::Ops;
 use crate::store::{ListQuery, RunRecord};
-use crate::view::{ReviewItem, RunView, Stats, held_for_review, is_internal_effect};
+use crate::view::{ReviewItem, RunView, Series, Stats, held_for_review, is_internal_effect};
 
 /// How long ago `at` was, in words (`12s`, `5m`, `3h`, `2d`).
 fn ago(now: Timestamp, at: Timestamp) -> String {
@@ -87,7 +87,12 @@ pub(super) async fn overview(
         .collect();
     let stats = Stats::compute(store.as_ref(), Duration::from_secs(86_400)).await.ok();
     let alarms = ops.metrics.alarms(&ops.runtime).await.unwrap_or_default();
-    let values = minijinja::context! { states, table, stats, alarms };
+    let series = Series::compute(store.as_ref(), None, Duration::from_secs(3600), 24).await.ok();
+    let charts = series.map(|s| {
+        let safe = minijinja::Value::from_safe_string;
+        minijinja::context! { runs => safe(chart::runs(&s)), latency => safe(chart::latency(&s)) }
+    });
+    let values = minijinja::context! { states, table, stats, alarms, charts };
     render(&ops, &session, "overview.html", "Overview", values)
 }
 
