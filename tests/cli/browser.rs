@@ -307,6 +307,7 @@ fn hostile_text_renders_as_text_and_the_pages_are_kept_as_screenshots() {
             ("/ui".to_owned(), vec![]),
             ("/ui/review".to_owned(), vec![]),
             ("/ui/dlq".to_owned(), vec![]),
+            ("/ui/graphs".to_owned(), vec!["needs_review", "digest.1.classifier ×8"]),
         ] {
             browser.visit(&ui(&path)).await;
             let text = browser.text().await;

@@ -9,6 +9,7 @@
 
 mod actions;
 mod chart;
+mod diagram;
 mod live;
 mod pages;
 mod session;
@@ -54,6 +55,7 @@ impl Dashboard {
             ("dlq.html", include_str!("templates/dlq.html")),
             ("agents.html", include_str!("templates/agents.html")),
             ("error.html", include_str!("templates/error.html")),
+            ("graphs.html", include_str!("templates/graphs.html")),
         ] {
             templates.add_template(name, source).expect("the dashboard's templates parse");
         }
@@ -76,6 +78,7 @@ pub(super) fn routes(ops: Arc<Ops>) -> Router<Arc<Ops>> {
         .route("/ui/dlq", get(pages::dlq))
         .route("/ui/dlq/replay", post(actions::dlq_replay))
         .route("/ui/agents", get(pages::agents))
+        .route("/ui/graphs", get(pages::graphs))
         .route("/ui/agents/{name}/{action}", post(actions::on_agent))
         .route("/ui/events", get(live::events))
         .route("/ui/static/app.css", get(stylesheet))

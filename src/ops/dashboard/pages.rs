@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::session::Session;
-use super::{chart, error_page, render};
+use super::{chart, diagram, error_page, render};
 use crate::clock::{Timestamp, parse_duration};
 use crate::lifecycle::{RunId, RunState};
 use crate::machine::StateMachine;
@@ -239,6 +239,16 @@ pub(super) async fn run(
         .iter()
         .map(|s| serde_json::json!({"id": s.id.to_string(), "agent": s.agent, "state": s.state.name(), "stage": s.stage}))
         .collect();
+    // A pipeline run's stages as a diagram, each coloured by its runs' states.
+    let diagram = ops.runtime.pipeline_graph(&run.agent).map(|graph| {
+        let mut states: std::collections::BTreeMap<u32, Vec<RunState>> = Default::default();
+        for stage in &view.stages {
+            if let Some(k) = stage.stage {
+                states.entry(k).or_default().push(stage.state);
+            }
+        }
+        minijinja::Value::from_safe_string(diagram::pipeline(&graph, &states))
+    });
     let error = run.last_error.as_ref().map(|e| {
         serde_json::json!({"fault": format!("{:?}", e.fault), "message": e.message, "chain": e.chain})
     });
@@ -251,7 +261,7 @@ pub(super) async fn run(
             "parent": run.parent.map(|p| p.to_string()),
             "input": pretty(&run.input), "output": run.output.as_ref().map(pretty),
         }),
-        history, effects, notes, stages, error,
+        history, effects, notes, stages, error, diagram,
         can_replay => matches!(run.state, RunState::FailedPermanent | RunState::NeedsReview),
         can_cancel => !run.state.is_terminal() && run.state != RunState::Processing,
         held => run.state == RunState::NeedsReview,
@@ -380,4 +390,24 @@ pub(super) async fn agents(
         })
         .collect();
     render(&ops, &session, "agents.html", "Agents", minijinja::context! { rows })
+}
+
+/// The lifecycle and every registered pipeline, as diagrams.
+pub(super) async fn graphs(
+    State(ops): State<Arc<Ops>>,
+    Extension(session): Extension<Session>,
+) -> Response {
+    let safe = minijinja::Value::from_safe_string;
+    let lifecycle = safe(diagram::lifecycle(&crate::view::LifecycleGraph::of_runs()));
+    let pipelines: Vec<minijinja::Value> = ops
+        .runtime
+        .pipelines()
+        .into_iter()
+        .filter_map(|name| {
+            let graph = ops.runtime.pipeline_graph(name)?;
+            let svg = safe(diagram::pipeline(&graph, &Default::default()));
+            Some(minijinja::context! { name, svg })
+        })
+        .collect();
+    render(&ops, &session, "graphs.html", "Graphs", minijinja::context! { lifecycle, pipelines })
 }
