@@ -151,6 +151,8 @@ fn an_operator_approves_resolves_replays_and_pauses_by_clicking() {
     let dir = prepared();
     let held = ids(dir.path(), "held");
     let dead = ids(dir.path(), "reader");
+    let shown = super::ops::json_of(&steadfast(dir.path(), &["runs", "show", &dead[0], "--json"]));
+    let key = shown["run"]["idempotency_key"].as_str().unwrap().to_owned();
     let server = Server::start(dir.path(), &[]);
     runtime().block_on(async {
         let Some(browser) = Browser::start().await else { return };
@@ -197,6 +199,21 @@ fn an_operator_approves_resolves_replays_and_pauses_by_clicking() {
         let text = browser.text().await;
         assert!(text.contains(&format!("resolved run {}", held[1])), "{text}");
         assert!(text.contains("Nothing waits for review"), "{text}");
+
+        // Find a run by its idempotency key.
+        browser.visit(&ui("/ui/runs")).await;
+        c.find(Locator::Css("input[name=q]")).await.unwrap().send_keys(&key).await.unwrap();
+        browser
+            .submit(
+                c.find(Locator::Css("input[name=q] ~ button, form:has(input[name=q]) button"))
+                    .await
+                    .unwrap(),
+            )
+            .await;
+        assert!(
+            c.current_url().await.unwrap().path().ends_with(&dead[0]),
+            "the key leads to its run"
+        );
 
         // Bulk-replay the dead letters of `reader`: confirm the count, see it fall.
         browser.visit(&ui("/ui/dlq")).await;

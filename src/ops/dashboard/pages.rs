@@ -142,18 +142,35 @@ pub(super) async fn runs(
     Query(filter): Query<Filter>,
 ) -> Response {
     let q = filter.q.trim();
-    if !q.is_empty() {
-        return match q.parse::<RunId>() {
-            Ok(id) => Redirect::to(&format!("/ui/runs/{id}")).into_response(),
-            Err(_) => error_page(
-                &ops,
-                &session,
-                StatusCode::BAD_REQUEST,
-                &format!("`{q}` is not a run id"),
-            ),
-        };
-    }
     let store = ops.runtime.store();
+    if !q.is_empty() {
+        if let Ok(id) = q.parse::<RunId>() {
+            return Redirect::to(&format!("/ui/runs/{id}")).into_response();
+        }
+        // An idempotency key: of the agent filtered on, else of any agent with runs.
+        let agents: Vec<String> = match filter.agent.as_str() {
+            "" => store.counts_by_agent().await.unwrap_or_default().into_keys().collect(),
+            agent => vec![agent.to_owned()],
+        };
+        for agent in &agents {
+            match store.find_by_key(agent, q).await {
+                Ok(Some(run)) => {
+                    return Redirect::to(&format!("/ui/runs/{}", run.id)).into_response();
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    return error_page(
+                        &ops,
+                        &session,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &error.to_string(),
+                    );
+                }
+            }
+        }
+        let message = format!("no run has the id or idempotency key `{q}`");
+        return error_page(&ops, &session, StatusCode::NOT_FOUND, &message);
+    }
     let now = store.now();
     let query = match filter.query(now, 50) {
         Ok(query) => query,
@@ -214,8 +231,15 @@ pub(super) async fn run(
     let history: Vec<Value> = view
         .history
         .iter()
-        .map(|h| {
+        .enumerate()
+        .map(|(i, h)| {
+            // A move out of `processing` ends an attempt: how long it took since its claim.
+            let took = (h.from == Some(RunState::Processing))
+                .then(|| view.history[..i].iter().rev().find(|p| p.to == RunState::Processing))
+                .flatten()
+                .map(|claim| format!("{} ms", h.at.since(claim.at).as_millis()));
             serde_json::json!({
+                "took": took,
                 "seq": h.seq, "from": h.from.map(|s| s.name()), "to": h.to.name(),
                 "at": h.at.to_string(), "ago": ago(now, h.at), "attempt": h.attempt,
                 "actor": h.actor.to_string(), "reason": h.reason,
@@ -384,6 +408,8 @@ pub(super) async fn agents(
                 "rate": control.as_ref().and_then(|c| c.rate),
                 "control_by": control.as_ref().map(|c| c.by.to_string()),
                 "control_reason": control.as_ref().map(|c| c.reason.clone()),
+                "concurrency": rt.agent_options(name).and_then(|o| o.concurrency),
+                "rate_limit": rt.agent_options(name).and_then(|o| o.rate).map(|r| format!("{} runs/s (burst {})", r.per_second, r.burst)),
                 "queued": counts.map_or(0, |c| c.get(RunState::Queued)),
                 "processing": counts.map_or(0, |c| c.get(RunState::Processing)),
             })
