@@ -34,6 +34,15 @@ impl Remote {
             .build()
             .map_err(|e| CliError::usage(format!("cannot make an HTTP client: {e}")))?;
         let token = std::env::var("STEADFAST_TOKEN").ok().filter(|t| !t.trim().is_empty());
+        // The server records who acts from a header: 1 to 64 printable ASCII characters.
+        if let Actor::Operator(name) = operator() {
+            let name = name.trim();
+            if name.len() > 64 || !name.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+                return Err(CliError::usage(format!(
+                    "the operator name `{name}` (STEADFAST_OPERATOR, else USER) must be 1 to 64 printable ASCII characters to act through a server"
+                )));
+            }
+        }
         Ok(Remote { base: format!("{url}/api/v1"), token, client })
     }
 
@@ -60,7 +69,7 @@ impl Remote {
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let name = match operator() {
-            Actor::Operator(name) => name,
+            Actor::Operator(name) => name.trim().to_owned(),
             other => other.to_string(),
         };
         let mut request = self

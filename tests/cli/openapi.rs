@@ -115,3 +115,50 @@ fn the_openapi_document_lists_every_call_and_the_answers_fit_it() {
         conforms(&document, "POST /api/v1/review/{id}/resolve", status, &body);
     });
 }
+
+/// Who acts is recorded from `X-Steadfast-Operator`: a name the document does not allow is
+/// refused (nothing is done as someone else), and the CLI says so before it calls.
+#[test]
+fn an_operator_name_outside_the_document_is_refused_not_replaced() {
+    let dir = prepared();
+    let held = ids(dir.path(), "held");
+    let server = Server::start(dir.path(), &[]);
+    block_on(async {
+        let c = reqwest::Client::new();
+        let approve = format!("{}/api/v1/review/{}/approve", server.url, held[0]);
+        let long = "x".repeat(65);
+        for name in [long.as_str(), " "] {
+            let response = c.post(&approve).header("x-steadfast-operator", name).send().await;
+            let response = response.unwrap();
+            assert_eq!(response.status().as_u16(), 400, "{name:?}");
+        }
+        let (status, run) = call(
+            &c,
+            reqwest::Method::GET,
+            format!("{}/api/v1/runs/{}", server.url, held[0]),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!((status, &run["run"]["state"]), (200, &json!("needs_review")), "unchanged");
+    });
+    let refused = std::process::Command::new(super::BIN)
+        .args(["review", "approve", &held[0], "--data"])
+        .arg(dir.path())
+        .env("STEADFAST_OPERATOR", "José")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{}", super::text(&refused));
+    assert!(super::text(&refused).contains("printable ASCII"), "{}", super::text(&refused));
+    let approved = std::process::Command::new(super::BIN)
+        .args(["review", "approve", &held[0], "--data"])
+        .arg(dir.path())
+        .env("STEADFAST_OPERATOR", "Ada Lovelace")
+        .output()
+        .unwrap();
+    assert!(approved.status.success(), "{}", super::text(&approved));
+    let shown =
+        super::ops::json_of(&super::steadfast(dir.path(), &["runs", "show", &held[0], "--json"]));
+    let history = shown["history"].as_array().unwrap();
+    assert_eq!(history.last().unwrap()["actor"], "operator:Ada Lovelace");
+}
