@@ -45,15 +45,7 @@ impl Out {
     }
 }
 
-pub(super) fn age(now: steadfast::clock::Timestamp, then: steadfast::clock::Timestamp) -> String {
-    let secs = now.since(then).as_secs();
-    match secs {
-        0..=59 => format!("{secs}s ago"),
-        60..=3599 => format!("{}m ago", secs / 60),
-        3600..=86_399 => format!("{}h ago", secs / 3600),
-        _ => format!("{}d ago", secs / 86_400),
-    }
-}
+pub(super) use crate::view::ago as age;
 
 pub(super) fn clip(text: &str, max: usize) -> String {
     let one: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();

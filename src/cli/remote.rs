@@ -34,14 +34,15 @@ impl Remote {
             .build()
             .map_err(|e| CliError::usage(format!("cannot make an HTTP client: {e}")))?;
         let token = std::env::var("STEADFAST_TOKEN").ok().filter(|t| !t.trim().is_empty());
-        // The server records who acts from a header: 1 to 64 printable ASCII characters.
-        if let Actor::Operator(name) = operator() {
-            let name = name.trim();
-            if name.len() > 64 || !name.bytes().all(|b| (b' '..=b'~').contains(&b)) {
-                return Err(CliError::usage(format!(
-                    "the operator name `{name}` (STEADFAST_OPERATOR, else USER) must be 1 to 64 printable ASCII characters to act through a server"
-                )));
-            }
+        // The server records who acts from a header, and refuses a name it cannot record.
+        if let Actor::Operator(name) = operator()
+            && !crate::ops::is_operator_name(name.trim())
+        {
+            return Err(CliError::usage(format!(
+                "the operator name `{}` (STEADFAST_OPERATOR, else USER) must be 1 to {} printable ASCII characters to act through a server",
+                name.trim(),
+                crate::ops::OPERATOR_MAX
+            )));
         }
         Ok(Remote { base: format!("{url}/api/v1"), token, client })
     }

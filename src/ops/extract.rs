@@ -160,7 +160,18 @@ pub(super) fn whole_number<'de, D: serde::Deserializer<'de>>(
 }
 
 /// The longest operator name, in bytes.
-const OPERATOR_MAX: usize = 64;
+pub(crate) const OPERATOR_MAX: usize = 64;
+
+/// Whether `name` can be recorded as who acts (`operator:<name>`) through the server: 1 to
+/// [`OPERATOR_MAX`] printable ASCII characters, not starting or ending with a space (what an
+/// HTTP header carries unchanged). The API, the dashboard's sign-in and the CLI over a server
+/// all hold names to this.
+pub(crate) fn is_operator_name(name: &str) -> bool {
+    (1..=OPERATOR_MAX).contains(&name.len())
+        && name.bytes().all(|b| (b' '..=b'~').contains(&b))
+        && !name.starts_with(' ')
+        && !name.ends_with(' ')
+}
 
 /// The operator a call acts for, recorded as the actor of what it does: the
 /// `X-Steadfast-Operator` header (1 to 64 printable ASCII characters), else `api`.
@@ -184,12 +195,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Operator {
         let Some(value) = parts.headers.get("x-steadfast-operator") else {
             return Ok(Operator(Actor::Operator("api".into())));
         };
-        let name = value.to_str().ok().filter(|n| {
-            (1..=OPERATOR_MAX).contains(&n.len())
-                && n.bytes().all(|b| (b' '..=b'~').contains(&b))
-                && !n.starts_with(' ')
-                && !n.ends_with(' ')
-        });
+        let name = value.to_str().ok().filter(|n| is_operator_name(n));
         match name {
             Some(name) => Ok(Operator(Actor::Operator(name.to_owned()))),
             None => Err(ApiError::usage(format!(
@@ -204,5 +210,18 @@ impl OperationInput for Operator {
         let schema = ctx.schema.subschema_for::<OperatorHeader>();
         let params = parameters_from_schema(ctx, schema, ParamLocation::Header);
         add_parameters(ctx, operation, params);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn operator_names_are_what_a_header_carries_unchanged() {
+        for good in ["ada", "Ada Lovelace", "a", &"x".repeat(64), "<img src=x>"] {
+            assert!(super::is_operator_name(good), "{good:?}");
+        }
+        for bad in ["", " ada", "ada ", "José", "tab\there", &"x".repeat(65)] {
+            assert!(!super::is_operator_name(bad), "{bad:?}");
+        }
     }
 }

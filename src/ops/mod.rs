@@ -48,6 +48,7 @@ use axum::routing::get;
 
 use crate::runtime::Runtime;
 
+pub(crate) use self::extract::{OPERATOR_MAX, is_operator_name};
 pub use self::metrics::{Alarm, Metrics, Raised};
 
 /// The least length of a server token, in bytes.

@@ -4,11 +4,11 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use aide::axum::ApiRouter;
 use aide::openapi::{Info, OpenApi, ReferenceOr, SecurityScheme};
 use axum::Router;
+use axum::body::Bytes;
 use axum::response::IntoResponse;
 
 /// The name of the token's security scheme in the document.
@@ -22,7 +22,7 @@ const TOKEN_SCHEME: &str = "token";
 /// tests.
 pub(super) fn document<S: Clone + Send + Sync + 'static>(
     build: impl FnOnce() -> ApiRouter<S>,
-) -> (Router<S>, Arc<str>) {
+) -> (Router<S>, Bytes) {
     let errors = Rc::new(RefCell::new(Vec::new()));
     let seen = errors.clone();
     aide::generate::on_error(move |error| seen.borrow_mut().push(error.to_string()));
@@ -68,13 +68,13 @@ pub(super) fn document<S: Clone + Send + Sync + 'static>(
     for error in errors {
         tracing::warn!(%error, "the OpenAPI document may be incomplete");
     }
-    let json = serde_json::to_string(&api).expect("an OpenAPI document is plain data");
-    (router, json.into())
+    let json = serde_json::to_vec(&api).expect("an OpenAPI document is plain data");
+    (router, Bytes::from(json))
 }
 
 /// `GET /api/v1/openapi.json`.
-pub(super) async fn serve(document: Arc<str>) -> axum::response::Response {
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], document.to_string()).into_response()
+pub(super) async fn serve(document: Bytes) -> axum::response::Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], document).into_response()
 }
 
 const DESCRIPTION: &str = "\

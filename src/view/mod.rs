@@ -27,9 +27,12 @@ mod review;
 mod run;
 mod series;
 mod stats;
+mod time;
 
 pub use self::graph::{LifecycleGraph, LifecycleNode, lifecycle_graph};
 pub use self::review::{Held, REVIEW_LIMIT, ReviewItem, held_for_review};
 pub use self::run::{RunView, StageView, is_internal_effect, last_reason};
 pub use self::series::{Bucket, Series};
+use self::stats::each_run_since;
 pub use self::stats::{ALL_AGENTS, AgentStats, Stats};
+pub use self::time::{ago, percentile};

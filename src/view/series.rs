@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::lifecycle::RunState;
-use crate::store::{ListQuery, Store, StoreError};
+use crate::store::{RunRecord, Store, StoreError};
 
 /// One bucket of a [`Series`]: the runs created within it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -49,54 +49,62 @@ impl Series {
         every: Duration,
         buckets: usize,
     ) -> Result<Series, StoreError> {
+        let mut series = Buckets::new(store.now(), every, buckets);
+        super::each_run_since(store, series.first, agent, |run| series.add(run)).await?;
+        Ok(series.finish())
+    }
+}
+
+/// A [`Series`] while the runs are read.
+pub(super) struct Buckets {
+    /// When the first bucket starts.
+    pub(super) first: Timestamp,
+    every: Duration,
+    out: Vec<Bucket>,
+    latencies: Vec<Vec<u64>>,
+}
+
+impl Buckets {
+    /// `buckets` of `every` each, the last one ending at `now`.
+    pub(super) fn new(now: Timestamp, every: Duration, buckets: usize) -> Self {
         let every_ms = (every.as_millis() as u64).max(1);
-        let now = store.now().as_millis();
-        let first = now.saturating_sub(every_ms * buckets as u64);
-        let mut out: Vec<Bucket> = (0..buckets)
+        let first = now.as_millis().saturating_sub(every_ms * buckets as u64);
+        let out = (0..buckets)
             .map(|i| Bucket {
                 start: Timestamp::from_millis(first + every_ms * i as u64),
                 ..Bucket::default()
             })
             .collect();
-        let mut latencies: Vec<Vec<u64>> = vec![Vec::new(); buckets];
-        let mut query = ListQuery::new().since(Timestamp::from_millis(first)).limit(1000);
-        if let Some(agent) = agent {
-            query = query.agent(agent);
-        }
-        loop {
-            let page = store.list(query.clone()).await?;
-            for run in &page.runs {
-                let at = run.created_at.as_millis();
-                let Some(i) = at.checked_sub(first).map(|d| (d / every_ms) as usize) else {
-                    continue;
-                };
-                let Some(bucket) = out.get_mut(i) else { continue };
-                bucket.created += 1;
-                bucket.retried += u64::from(run.attempt > 1);
-                match run.state {
-                    RunState::Succeeded => {
-                        bucket.succeeded += 1;
-                        latencies[i].push(run.updated_at.since(run.created_at).as_millis() as u64);
-                    }
-                    RunState::FailedPermanent => bucket.dead += 1,
-                    RunState::NeedsReview => bucket.review += 1,
-                    _ => {}
-                }
+        let latencies = vec![Vec::new(); buckets];
+        Buckets { first: Timestamp::from_millis(first), every, out, latencies }
+    }
+
+    /// Counts `run` in the bucket of its creation (if one holds it).
+    pub(super) fn add(&mut self, run: &RunRecord) {
+        let every_ms = (self.every.as_millis() as u64).max(1);
+        let since = run.created_at.as_millis().checked_sub(self.first.as_millis());
+        let Some(i) = since.map(|d| (d / every_ms) as usize) else { return };
+        let Some(bucket) = self.out.get_mut(i) else { return };
+        bucket.created += 1;
+        bucket.retried += u64::from(run.attempt > 1);
+        match run.state {
+            RunState::Succeeded => {
+                bucket.succeeded += 1;
+                self.latencies[i].push(run.updated_at.since(run.created_at).as_millis() as u64);
             }
-            match page.next {
-                Some(next) => query = query.cursor(next),
-                None => break,
-            }
+            RunState::FailedPermanent => bucket.dead += 1,
+            RunState::NeedsReview => bucket.review += 1,
+            _ => {}
         }
-        for (bucket, mut ms) in out.iter_mut().zip(latencies) {
+    }
+
+    pub(super) fn finish(mut self) -> Series {
+        for (bucket, mut ms) in self.out.iter_mut().zip(self.latencies) {
             ms.sort_unstable();
-            let at = |p: f64| {
-                (!ms.is_empty()).then(|| ms[((ms.len() as f64 - 1.0) * p).round() as usize])
-            };
-            bucket.p50_ms = at(0.5);
-            bucket.p95_ms = at(0.95);
+            bucket.p50_ms = super::percentile(&ms, 0.5);
+            bucket.p95_ms = super::percentile(&ms, 0.95);
         }
-        Ok(Series { bucket_secs: every.as_secs(), buckets: out })
+        Series { bucket_secs: self.every.as_secs(), buckets: self.out }
     }
 }
 
@@ -135,6 +143,16 @@ mod tests {
         assert_eq!((last.succeeded, last.p50_ms, last.p95_ms), (1, Some(1500), Some(1500)));
         let all = Series::compute(&store, None, hour, 3).await.unwrap();
         assert_eq!(all.buckets[2].created, 2);
+        // One reading for both gives what two readings give.
+        let day = Duration::from_secs(86_400);
+        let (stats, both) =
+            crate::view::Stats::compute_with_series(&store, day, hour, 3).await.unwrap();
+        let alone = crate::view::Stats::compute(&store, day).await.unwrap();
+        assert_eq!(serde_json::to_value(&stats).unwrap(), serde_json::to_value(&alone).unwrap());
+        assert_eq!(both, all);
+        let (narrow, _) =
+            crate::view::Stats::compute_with_series(&store, hour, hour, 3).await.unwrap();
+        assert_eq!(narrow.agents[0].runs, 2, "the stats keep to their own window");
         let short = Series::compute(&store, None, hour, 1).await.unwrap();
         assert_eq!(short.buckets.len(), 1);
         assert_eq!(short.buckets[0].created, 2, "the run of 2 h ago is outside the window");

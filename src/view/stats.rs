@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::series::{Buckets, Series};
 use crate::clock::Timestamp;
 use crate::lifecycle::RunState;
 use crate::machine::StateMachine;
-use crate::store::{ListQuery, Store, StoreError};
+use crate::store::{ListQuery, RunRecord, Store, StoreError};
 
 /// The row that sums up every agent.
 pub const ALL_AGENTS: &str = "(all)";
@@ -69,33 +70,78 @@ struct Tally {
 impl Stats {
     /// The numbers over the runs created in the last `window` (by the store's clock).
     pub async fn compute(store: &dyn Store, window: Duration) -> Result<Stats, StoreError> {
-        let since = Timestamp::from_millis(
-            store.now().as_millis().saturating_sub(window.as_millis() as u64),
-        );
-        let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
-        let mut query = ListQuery::new().since(since).limit(1000);
-        loop {
-            let page = store.list(query.clone()).await?;
-            for r in &page.runs {
-                for key in [r.agent.as_str(), ALL_AGENTS] {
-                    let tally = tallies.entry(key.to_owned()).or_default();
-                    tally.runs += 1;
-                    *tally.by_state.entry(r.state.to_string()).or_default() += 1;
-                    if r.attempt > 1 {
-                        tally.retried += 1;
-                    }
-                    if r.state == RunState::Succeeded {
-                        tally.latencies.push(r.updated_at.since(r.created_at).as_millis() as u64);
-                    }
-                }
+        let since = store.now().before(window);
+        let mut tallies = Tallies::default();
+        each_run_since(store, since, None, |run| tallies.add(run)).await?;
+        Ok(tallies.finish(window))
+    }
+
+    /// [`Stats::compute`] over `window` and the [`Series`] of the same runs in `buckets` of
+    /// `every` (the dashboard's overview), from one reading of the runs.
+    pub async fn compute_with_series(
+        store: &dyn Store,
+        window: Duration,
+        every: Duration,
+        buckets: usize,
+    ) -> Result<(Stats, Series), StoreError> {
+        let now = store.now();
+        let since = now.before(window);
+        let mut tallies = Tallies::default();
+        let mut series = Buckets::new(now, every, buckets);
+        each_run_since(store, since.min(series.first), None, |run| {
+            if run.created_at >= since {
+                tallies.add(run);
             }
-            match page.next {
-                Some(next) => query = query.cursor(next),
-                None => break,
+            series.add(run);
+        })
+        .await?;
+        Ok((tallies.finish(window), series.finish()))
+    }
+}
+
+/// Calls `each` with every run created since `since` (of `agent`, if given), a page at a time.
+pub(super) async fn each_run_since(
+    store: &dyn Store,
+    since: Timestamp,
+    agent: Option<&str>,
+    mut each: impl FnMut(&RunRecord),
+) -> Result<(), StoreError> {
+    let mut query = ListQuery::new().since(since).limit(1000);
+    if let Some(agent) = agent {
+        query = query.agent(agent);
+    }
+    loop {
+        let page = store.list(query.clone()).await?;
+        page.runs.iter().for_each(&mut each);
+        match page.next {
+            Some(next) => query = query.cursor(next),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Every agent's [`Tally`] (and all agents'), while the runs are read.
+#[derive(Default)]
+struct Tallies(BTreeMap<String, Tally>);
+
+impl Tallies {
+    fn add(&mut self, r: &RunRecord) {
+        for key in [r.agent.as_str(), ALL_AGENTS] {
+            let tally = self.0.entry(key.to_owned()).or_default();
+            tally.runs += 1;
+            *tally.by_state.entry(r.state.to_string()).or_default() += 1;
+            if r.attempt > 1 {
+                tally.retried += 1;
+            }
+            if r.state == RunState::Succeeded {
+                tally.latencies.push(r.updated_at.since(r.created_at).as_millis() as u64);
             }
         }
-        let agents = tallies.into_iter().map(|(agent, tally)| tally.into_stats(agent)).collect();
-        Ok(Stats { window_secs: window.as_secs(), agents })
+    }
+
+    fn finish(self, window: Duration) -> Stats {
+        let agents = self.0.into_iter().map(|(agent, tally)| tally.into_stats(agent)).collect();
+        Stats { window_secs: window.as_secs(), agents }
     }
 }
 
@@ -104,10 +150,7 @@ impl Tally {
         self.latencies.sort_unstable();
         let count = |s: RunState| self.by_state.get(s.name()).copied().unwrap_or(0);
         let rate = |n: u64, of: u64| (of > 0).then(|| n as f64 / of as f64);
-        let pct = |p: f64| {
-            (!self.latencies.is_empty())
-                .then(|| self.latencies[((self.latencies.len() as f64 - 1.0) * p).round() as usize])
-        };
+        let pct = |p: f64| super::percentile(&self.latencies, p);
         AgentStats {
             success_rate: rate(count(RunState::Succeeded), self.runs),
             retry_rate: rate(self.retried, self.runs),

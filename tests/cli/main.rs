@@ -41,6 +41,7 @@ fn files(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 mod browser;
+mod dashboard;
 mod demo;
 mod metrics;
 mod newcomer;

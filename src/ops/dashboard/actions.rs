@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::pages::{Filter, resolve_page};
 use super::session::{self, Session};
-use super::{error_page, render};
+use super::{error_page, render, unavailable};
 use crate::lifecycle::{RunId, RunState};
 use crate::ops::Ops;
 use crate::runtime::RuntimeError;
@@ -77,10 +77,19 @@ pub(super) async fn login(
         *page.status_mut() = StatusCode::UNAUTHORIZED;
         return page;
     }
-    let name = form.name.trim();
-    let valid = (1..=64).contains(&name.len()) && name.bytes().all(|b| (b' '..=b'~').contains(&b));
-    let name = if valid { name.to_owned() } else { "dashboard".to_owned() };
-    let signed = ops.dashboard.sessions.sign_in(&session, name);
+    let name = match form.name.trim() {
+        "" => "dashboard",
+        name if crate::ops::is_operator_name(name) => name,
+        _ => {
+            // Not replaced by a default: what this session does is recorded under its name.
+            let values =
+                minijinja::context! { needs_token => ops.config.token.is_some(), bad_name => true };
+            let mut page = render(&ops, &session, "login.html", "Sign in", values);
+            *page.status_mut() = StatusCode::BAD_REQUEST;
+            return page;
+        }
+    };
+    let signed = ops.dashboard.sessions.sign_in(&session, name.to_owned());
     let mut response = Redirect::to("/ui").into_response();
     response.headers_mut().insert(header::SET_COOKIE, session::set_cookie(&signed));
     response
@@ -248,17 +257,27 @@ pub(super) async fn bulk(
             );
         }
     };
-    let query = match filter.query(store.now(), BULK_LIMIT) {
+    let mut query = match filter.query(store.now(), 1000) {
         Ok(query) => query,
         Err(message) => return error_page(&ops, &session, StatusCode::BAD_REQUEST, &message),
     };
-    let runs = match store.list(query).await {
-        Ok(page) => page.runs,
-        Err(error) => {
-            return error_page(&ops, &session, StatusCode::SERVICE_UNAVAILABLE, &error.to_string());
+    // Everything the filter matches in the states the action takes, page by page (a filter
+    // without a state matches runs in other states too, which must not hide older ones).
+    let mut runs = Vec::new();
+    while runs.len() < BULK_LIMIT {
+        let page = match store.list(query.clone()).await {
+            Ok(page) => page,
+            Err(error) => {
+                return unavailable(&ops, &session, &error);
+            }
+        };
+        runs.extend(page.runs.into_iter().filter(|r| allowed.contains(&r.state)));
+        match page.next {
+            Some(next) => query = query.cursor(next),
+            None => break,
         }
-    };
-    let runs: Vec<_> = runs.into_iter().filter(|r| allowed.contains(&r.state)).collect();
+    }
+    runs.truncate(BULK_LIMIT);
     if form.confirm != "yes" {
         let values = minijinja::context! {
             action => form.action, count => runs.len(), filter,
@@ -311,12 +330,7 @@ pub(super) async fn dlq_replay(
                 .map(|(_, c)| c.get(RunState::FailedPermanent))
                 .sum::<u64>(),
             Err(error) => {
-                return error_page(
-                    &ops,
-                    &session,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &error.to_string(),
-                );
+                return unavailable(&ops, &session, &error);
             }
         };
         let filter = Filter { agent: form.agent.clone(), ..Filter::default() };

@@ -31,6 +31,7 @@ use super::Ops;
 pub(crate) struct Dashboard {
     templates: minijinja::Environment<'static>,
     sessions: Sessions,
+    live: live::Live,
 }
 
 impl std::fmt::Debug for Dashboard {
@@ -59,7 +60,7 @@ impl Dashboard {
         ] {
             templates.add_template(name, source).expect("the dashboard's templates parse");
         }
-        Dashboard { templates, sessions: Sessions::default() }
+        Dashboard { templates, sessions: Sessions::default(), live: live::Live::default() }
     }
 }
 
@@ -189,6 +190,11 @@ fn error_page(ops: &Ops, session: &Session, status: StatusCode, message: &str) -
     let mut response = render(ops, session, "error.html", "Refused", values);
     *response.status_mut() = status;
     response
+}
+
+/// The page for a store that does not answer (503).
+fn unavailable(ops: &Ops, session: &Session, error: &impl std::fmt::Display) -> Response {
+    error_page(ops, session, StatusCode::SERVICE_UNAVAILABLE, &error.to_string())
 }
 
 async fn script() -> Response {

@@ -12,24 +12,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::session::Session;
-use super::{chart, diagram, error_page, render};
+use super::{chart, diagram, error_page, render, unavailable};
 use crate::clock::{Timestamp, parse_duration};
 use crate::lifecycle::{RunId, RunState};
 use crate::machine::StateMachine;
 use crate::ops::Ops;
 use crate::store::{ListQuery, RunRecord};
-use crate::view::{ReviewItem, RunView, Series, Stats, held_for_review, is_internal_effect};
-
-/// How long ago `at` was, in words (`12s`, `5m`, `3h`, `2d`).
-fn ago(now: Timestamp, at: Timestamp) -> String {
-    let secs = now.since(at).as_secs();
-    match secs {
-        0..60 => format!("{secs}s ago"),
-        60..3600 => format!("{}m ago", secs / 60),
-        3600..86_400 => format!("{}h ago", secs / 3600),
-        _ => format!("{}d ago", secs / 86_400),
-    }
-}
+use crate::view::{ReviewItem, RunView, Stats, ago, held_for_review, is_internal_effect};
 
 fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default()
@@ -75,7 +64,7 @@ pub(super) async fn overview(
     let counts = match store.counts_by_agent().await {
         Ok(counts) => counts,
         Err(error) => {
-            return error_page(&ops, &session, StatusCode::SERVICE_UNAVAILABLE, &error.to_string());
+            return unavailable(&ops, &session, &error);
         }
     };
     let states: Vec<&str> = RunState::STATES.iter().map(|s| s.name()).collect();
@@ -85,9 +74,11 @@ pub(super) async fn overview(
             serde_json::json!({"agent": agent, "counts": c.iter().map(|(_, n)| n).collect::<Vec<_>>(), "total": c.total()})
         })
         .collect();
-    let stats = Stats::compute(store.as_ref(), Duration::from_secs(86_400)).await.ok();
+    let day = Duration::from_secs(86_400);
+    let hour = Duration::from_secs(3600);
+    let read = Stats::compute_with_series(store.as_ref(), day, hour, 24).await.ok();
+    let (stats, series) = read.unzip();
     let alarms = ops.metrics.alarms(&ops.runtime).await.unwrap_or_default();
-    let series = Series::compute(store.as_ref(), None, Duration::from_secs(3600), 24).await.ok();
     let charts = series.map(|s| {
         let safe = minijinja::Value::from_safe_string;
         minijinja::context! { runs => safe(chart::runs(&s)), latency => safe(chart::latency(&s)) }
@@ -159,12 +150,7 @@ pub(super) async fn runs(
                 }
                 Ok(None) => {}
                 Err(error) => {
-                    return error_page(
-                        &ops,
-                        &session,
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &error.to_string(),
-                    );
+                    return unavailable(&ops, &session, &error);
                 }
             }
         }
@@ -179,7 +165,7 @@ pub(super) async fn runs(
     let page = match store.list(query).await {
         Ok(page) => page,
         Err(error) => {
-            return error_page(&ops, &session, StatusCode::SERVICE_UNAVAILABLE, &error.to_string());
+            return unavailable(&ops, &session, &error);
         }
     };
     let rows: Vec<Row> = page.runs.iter().map(|r| row(now, r)).collect();
@@ -223,7 +209,7 @@ pub(super) async fn run(
             return error_page(&ops, &session, StatusCode::NOT_FOUND, &format!("no run {id}"));
         }
         Err(error) => {
-            return error_page(&ops, &session, StatusCode::SERVICE_UNAVAILABLE, &error.to_string());
+            return unavailable(&ops, &session, &error);
         }
     };
     let now = store.now();
@@ -301,7 +287,7 @@ pub(super) async fn review(
     let held = match held_for_review(store.as_ref()).await {
         Ok(held) => held,
         Err(error) => {
-            return error_page(&ops, &session, StatusCode::SERVICE_UNAVAILABLE, &error.to_string());
+            return unavailable(&ops, &session, &error);
         }
     };
     let now = store.now();
@@ -340,7 +326,7 @@ pub(super) async fn resolve_page(
             return error_page(ops, session, StatusCode::NOT_FOUND, &format!("no run {id}"));
         }
         Err(error) => {
-            return error_page(ops, session, StatusCode::SERVICE_UNAVAILABLE, &error.to_string());
+            return unavailable(ops, session, &error);
         }
     };
     let template =
@@ -367,7 +353,7 @@ pub(super) async fn dlq(
     let dead = match store.dead_letters(None, 500).await {
         Ok(dead) => dead,
         Err(error) => {
-            return error_page(&ops, &session, StatusCode::SERVICE_UNAVAILABLE, &error.to_string());
+            return unavailable(&ops, &session, &error);
         }
     };
     let now = store.now();

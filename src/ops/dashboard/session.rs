@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 const COOKIE: &str = "steadfast_session";
 /// How long a session lasts without being used.
 const IDLE: Duration = Duration::from_secs(8 * 3600);
-/// The most sessions kept; the least recently used goes first.
+/// The most sessions kept; beyond it the least recently used goes, one never signed in first.
 const MAX_SESSIONS: usize = 10_000;
 
 /// One visitor's session.
@@ -74,8 +74,11 @@ impl Sessions {
         let now = Instant::now();
         if map.len() >= MAX_SESSIONS {
             map.retain(|_, s| now.duration_since(s.used) < IDLE);
+            // Visitors who never signed in go first: a flood of them (every request without a
+            // cookie starts a session) must not sign the operators out.
+            let oldest = map.values().min_by_key(|s| (s.signed_in, s.used)).map(|s| s.id.clone());
             if map.len() >= MAX_SESSIONS
-                && let Some(oldest) = map.values().min_by_key(|s| s.used).map(|s| s.id.clone())
+                && let Some(oldest) = oldest
             {
                 map.remove(&oldest);
             }
@@ -179,6 +182,20 @@ mod tests {
         assert!(!same_origin(&headers(&[host, ("referer", "http://evil.com/127.0.0.1:7420")])));
         assert!(same_origin(&headers(&[host])), "a program's call: the CSRF token decides");
         assert!(!same_origin(&headers(&[("origin", "http://127.0.0.1:7420")])), "no Host");
+    }
+
+    #[test]
+    fn a_flood_of_visitors_does_not_sign_an_operator_out() {
+        let sessions = Sessions::default();
+        let (visitor, _) = sessions.get_or_start(&HeaderMap::new(), false);
+        let operator = sessions.sign_in(&visitor, "ada".into());
+        for _ in 0..MAX_SESSIONS + 10 {
+            sessions.get_or_start(&HeaderMap::new(), false);
+        }
+        let cookie = format!("{COOKIE}={}", operator.id);
+        let (again, new) = sessions.get_or_start(&headers(&[("cookie", &cookie)]), false);
+        assert!(!new && again.signed_in, "the operator's session outlived the flood");
+        assert_eq!(sessions.0.lock().unwrap().len(), MAX_SESSIONS);
     }
 
     #[test]
