@@ -149,6 +149,14 @@ pub struct Transition {
     pub refund_attempt: bool,
     /// Start counting attempts afresh (an operator's replay).
     pub reset_attempts: bool,
+    /// Runs to create with the move, in the same atomic write: an outbox, for what must
+    /// follow the move even if the process dies right after it (a notification of a run held
+    /// for review, say). Each is created `queued` unless its agent already has a run with
+    /// its key. The store suffixes each key with `:` and the move's sequence number in the
+    /// run's history ([`HistoryEntry::seq`](super::HistoryEntry::seq)), so every move's
+    /// follow-ups are its own: a move made again later (held for review a second time) is
+    /// followed again, and nothing is followed twice. A refused move creates nothing.
+    pub follow_ups: Vec<NewRun>,
 }
 
 impl Transition {
@@ -170,6 +178,7 @@ impl Transition {
             signal: None,
             refund_attempt: false,
             reset_attempts: false,
+            follow_ups: Vec::new(),
         }
     }
 
@@ -254,6 +263,14 @@ impl Transition {
     #[must_use]
     pub fn reset_attempts(mut self) -> Self {
         self.reset_attempts = true;
+        self
+    }
+
+    /// Also creates `run` in the same write as the move (see [`Transition::follow_ups`]; its
+    /// key gets the move's sequence number).
+    #[must_use]
+    pub fn follow_up(mut self, run: NewRun) -> Self {
+        self.follow_ups.push(run);
         self
     }
 }

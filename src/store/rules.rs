@@ -10,7 +10,7 @@ use crate::lifecycle::{RunId, RunState};
 use crate::machine::StateMachine;
 
 use super::records::Lease;
-use super::requests::{Conflict, Transition};
+use super::requests::{Conflict, NewRun, Transition};
 
 /// The fields of a run a move changes, borrowed from a store's own representation of it.
 pub(crate) struct MoveFields<'a> {
@@ -160,6 +160,32 @@ impl Transition {
             return Err(StoreError::InvalidRequest(format!(
                 "run {run}: a move out of `processing` must carry the lease's fencing token"
             )));
+        }
+        self.follow_ups.iter().try_for_each(NewRun::check)
+    }
+
+    /// The runs to create with this move, which the history records as move `seq`: each
+    /// follow-up with its key suffixed by the move's number, created by the system as a
+    /// plain `queued` run (never claimed by the store).
+    pub(crate) fn follow_ups_of(&self, seq: u32) -> impl Iterator<Item = NewRun> + '_ {
+        self.follow_ups.iter().map(move |new| {
+            let mut new = new.clone();
+            new.idempotency_key = format!("{}:{seq}", new.idempotency_key);
+            new.claim_for = None;
+            new.durable_claim = false;
+            new
+        })
+    }
+}
+
+impl NewRun {
+    /// The checks every store makes before creating a run: an agent name without NUL (a
+    /// key separator) and an idempotency key, neither empty.
+    pub(crate) fn check(&self) -> Result<(), super::StoreError> {
+        if self.agent.is_empty() || self.idempotency_key.is_empty() || self.agent.contains('\0') {
+            return Err(super::StoreError::InvalidRequest(
+                "a run needs a non-empty agent name (without NUL) and idempotency key".into(),
+            ));
         }
         Ok(())
     }

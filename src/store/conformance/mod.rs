@@ -55,6 +55,7 @@ where
     cases!(
         create_deduplicates_by_key,
         transition_is_compare_and_set,
+        moves_create_their_follow_ups,
         illegal_moves_change_nothing,
         claims_are_exclusive_under_concurrency,
         claims_respect_due_time_and_agents,

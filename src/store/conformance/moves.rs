@@ -213,3 +213,47 @@ pub(super) async fn attempts_refund_and_reset<S: Store>(store: Arc<S>, _: Arc<Ma
         .unwrap();
     assert_eq!(replayed.attempt, 0);
 }
+
+pub(super) async fn moves_create_their_follow_ups<S: Store>(store: Arc<S>, _: Arc<ManualClock>) {
+    let run = queued(&*store, "a", "outbox").await;
+    let (_, token) = claim_one(&*store, "a").await;
+    let notice = |key: &str| NewRun::new("notify", key, json!({ "run": run.to_string() }));
+    let hold = Transition::new(run, RunState::Processing, RunState::NeedsReview)
+        .fenced(token)
+        .reason("held")
+        .follow_up(notice(&format!("review:{run}")))
+        .follow_up(notice("second"));
+    // A refused move creates nothing.
+    let stale = Transition { fence: Some(token + 1), ..hold.clone() };
+    assert!(matches!(store.transition(stale).await.unwrap(), Err(Conflict::Fenced { .. })));
+    assert!(store.find_by_key("notify", &format!("review:{run}:2")).await.unwrap().is_none());
+    assert_eq!(store.counts().await.unwrap().total(), 1, "a refused move created a follow-up");
+    // The move is history entry 2 (created 0, claimed 1): its follow-ups' keys end in `:2`.
+    store.transition(hold.clone()).await.unwrap().unwrap();
+    let follow = store.find_by_key("notify", &format!("review:{run}:2")).await.unwrap();
+    let follow = follow.expect("the move created its follow-up");
+    assert_eq!(follow.state, RunState::Queued);
+    assert_eq!(follow.input, json!({ "run": run.to_string() }));
+    assert!(store.find_by_key("notify", "second:2").await.unwrap().is_some());
+    assert_eq!(store.counts().await.unwrap().total(), 3);
+    // Approved and held again: the second hold is move 5 and is followed again.
+    let approve = Transition::new(run, RunState::NeedsReview, RunState::Queued);
+    store.transition(approve).await.unwrap().unwrap();
+    let (_, token) = claim_one(&*store, "a").await;
+    let again = Transition { fence: Some(token), ..hold };
+    store.transition(again).await.unwrap().unwrap();
+    let second = store.find_by_key("notify", &format!("review:{run}:5")).await.unwrap();
+    assert!(second.is_some_and(|r| r.id != follow.id), "the second hold's own follow-up");
+    assert_eq!(store.counts().await.unwrap().total(), 5);
+    // A follow-up whose key is taken is not created again; one without a name is refused.
+    let taken = store.create(NewRun::new("notify", "taken:6", json!(1))).await.unwrap().run;
+    let cancel = Transition::new(run, RunState::NeedsReview, RunState::FailedPermanent)
+        .follow_up(NewRun::new("notify", "taken", json!(2)));
+    let bad = cancel.clone().follow_up(NewRun::new("", "k", json!(3)));
+    assert!(matches!(store.transition(bad).await, Err(StoreError::InvalidRequest(_))));
+    assert_eq!(store.get(run).await.unwrap().unwrap().state, RunState::NeedsReview);
+    store.transition(cancel).await.unwrap().unwrap();
+    let kept = store.find_by_key("notify", "taken:6").await.unwrap().unwrap();
+    assert_eq!((kept.id, kept.input), (taken.id, json!(1)));
+    assert_eq!(store.counts().await.unwrap().total(), 6);
+}

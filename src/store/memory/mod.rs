@@ -125,6 +125,40 @@ impl State {
     }
 }
 
+impl State {
+    /// Creates the `queued` run `new` (whose key is free: the caller checked).
+    fn insert_run(&mut self, new: NewRun, now: Timestamp) -> RunRecord {
+        let mut run = RunRecord {
+            id: RunId::new(),
+            agent: new.agent,
+            state: RunState::INITIAL,
+            input: new.input,
+            output: None,
+            idempotency_key: new.idempotency_key,
+            attempt: 0,
+            due_at: Some(new.due_at.unwrap_or(now)),
+            lease: None,
+            fence: 0,
+            parent: new.parent,
+            stage: new.stage,
+            input_schema: new.input_schema,
+            output_schema: new.output_schema,
+            concurrency_key: new.concurrency_key,
+            waiting_for: None,
+            signal: None,
+            review_note: None,
+            last_error: None,
+            moves: 0,
+            format: FORMAT_VERSION,
+            created_at: now,
+            updated_at: now,
+        };
+        self.keys.insert((run.agent.clone(), run.idempotency_key.clone()), run.id);
+        self.record_move(None, &mut run, &new.actor, "created", None, now);
+        run
+    }
+}
+
 /// `run` moved to `to`: its due time and lease as the move decides them.
 fn moved(run: &mut RunRecord, to: RunState, due_at: Option<Timestamp>, now: Timestamp) {
     super::enter(&mut run.state, &mut run.due_at, &mut run.lease, to, due_at, now);
@@ -151,45 +185,14 @@ impl Store for MemoryStore {
     }
 
     async fn create(&self, new: NewRun) -> Result<Created, StoreError> {
-        if new.agent.is_empty() || new.idempotency_key.is_empty() {
-            return Err(StoreError::InvalidRequest(
-                "a run needs a non-empty agent name and idempotency key".into(),
-            ));
-        }
+        new.check()?;
         let now = self.now();
         let mut state = self.lock();
         let key = (new.agent.clone(), new.idempotency_key.clone());
         if let Some(id) = state.keys.get(&key) {
             return Ok(Created { run: state.runs[id].clone(), created: false });
         }
-        let mut run = RunRecord {
-            id: RunId::new(),
-            agent: new.agent,
-            state: RunState::INITIAL,
-            input: new.input,
-            output: None,
-            idempotency_key: new.idempotency_key,
-            attempt: 0,
-            due_at: Some(new.due_at.unwrap_or(now)),
-            lease: None,
-            fence: 0,
-            parent: new.parent,
-            stage: new.stage,
-            input_schema: new.input_schema,
-            output_schema: new.output_schema,
-            concurrency_key: new.concurrency_key,
-            waiting_for: None,
-            signal: None,
-            review_note: None,
-            last_error: None,
-            moves: 0,
-            format: FORMAT_VERSION,
-            created_at: now,
-            updated_at: now,
-        };
-        state.keys.insert(key, run.id);
-        state.record_move(None, &mut run, &new.actor, "created", None, now);
-        Ok(Created { run, created: true })
+        Ok(Created { run: state.insert_run(new, now), created: true })
     }
 
     async fn get(&self, run: RunId) -> Result<Option<RunRecord>, StoreError> {
@@ -226,6 +229,7 @@ impl Store for MemoryStore {
         if let Some(signal) = &request.signal {
             run.signal = Some(signal.clone());
         }
+        let seq = run.moves;
         state.record_move(
             Some(request.from),
             &mut run,
@@ -234,6 +238,11 @@ impl Store for MemoryStore {
             request.error.as_ref(),
             now,
         );
+        for new in request.follow_ups_of(seq) {
+            if !state.keys.contains_key(&(new.agent.clone(), new.idempotency_key.clone())) {
+                state.insert_run(new, now);
+            }
+        }
         Ok(Ok(run))
     }
 

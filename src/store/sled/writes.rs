@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::codec::{StoredRun, from_bin, from_json, to_json};
 use super::keys::*;
-use super::tx::{Abort, Move, Tx, abort, moved};
+use super::tx::{Abort, Move, Tx, TxResult, abort, moved};
 use super::{SledStore, backend};
 use crate::clock::Timestamp;
 use crate::lifecycle::{RunId, RunState};
@@ -18,11 +18,7 @@ use crate::store::{
 };
 
 pub(super) async fn create(store: &SledStore, new: NewRun) -> Result<Created, StoreError> {
-    if new.agent.is_empty() || new.idempotency_key.is_empty() || new.agent.contains('\0') {
-        return Err(StoreError::InvalidRequest(
-            "a run needs a non-empty agent name (without NUL) and idempotency key".into(),
-        ));
-    }
+    new.check()?;
     let now = store.now();
     let id = RunId::new();
     let key = idempotency_key(&new.agent, &new.idempotency_key);
@@ -32,34 +28,7 @@ pub(super) async fn create(store: &SledStore, new: NewRun) -> Result<Created, St
         if let Some(existing) = tx.keys.get(&key)? {
             return abort(Abort::Exists(run_from_value(&existing)));
         }
-        let mut run = StoredRun {
-            agent: new.agent.clone(),
-            state: RunState::INITIAL,
-            idempotency_key: new.idempotency_key.clone(),
-            attempt: 0,
-            due_at: Some(new.due_at.unwrap_or(now)),
-            lease: None,
-            fence: 0,
-            parent: new.parent.map(RunId::to_bytes),
-            stage: new.stage,
-            input_schema: new.input_schema.clone(),
-            output_schema: new.output_schema.clone(),
-            concurrency_key: new.concurrency_key.clone(),
-            waiting_for: None,
-            review_note: None,
-            last_error: None,
-            moves: 0,
-            format: FORMAT_VERSION,
-            created_at: now,
-            updated_at: now,
-        };
-        tx.keys.insert(key.as_slice(), &id.to_bytes()[..])?;
-        Tx::put_payload(&tx.inputs, id, &new.input)?;
-        if let Some(parent) = new.parent {
-            tx.children.insert([&parent.to_bytes()[..], &id.to_bytes()].concat(), &[][..])?;
-        }
-        let m = Move { actor: new.actor.clone(), reason: "created".into(), error: None, now };
-        tx.write_move(id, None, &mut run, &m)?;
+        let mut run = insert_run(tx, id, &new, now)?;
         if let Some((owner, lease)) = &new.claim_for
             && let Some((mut claimed, m)) = claim_step(tx, &run, owner, *lease, now)
         {
@@ -90,6 +59,41 @@ pub(super) async fn create(store: &SledStore, new: NewRun) -> Result<Created, St
         }
         Err(other) => Err(other.into_error()),
     }
+}
+
+/// Writes the new `queued` run `id` (its key, input, parent link and first history entry);
+/// whether its key is free is the caller's to check.
+fn insert_run(tx: &Tx<'_>, id: RunId, new: &NewRun, now: Timestamp) -> TxResult<StoredRun> {
+    let mut run = StoredRun {
+        agent: new.agent.clone(),
+        state: RunState::INITIAL,
+        idempotency_key: new.idempotency_key.clone(),
+        attempt: 0,
+        due_at: Some(new.due_at.unwrap_or(now)),
+        lease: None,
+        fence: 0,
+        parent: new.parent.map(RunId::to_bytes),
+        stage: new.stage,
+        input_schema: new.input_schema.clone(),
+        output_schema: new.output_schema.clone(),
+        concurrency_key: new.concurrency_key.clone(),
+        waiting_for: None,
+        review_note: None,
+        last_error: None,
+        moves: 0,
+        format: FORMAT_VERSION,
+        created_at: now,
+        updated_at: now,
+    };
+    tx.keys
+        .insert(idempotency_key(&new.agent, &new.idempotency_key).as_slice(), &id.to_bytes()[..])?;
+    Tx::put_payload(&tx.inputs, id, &new.input)?;
+    if let Some(parent) = new.parent {
+        tx.children.insert([&parent.to_bytes()[..], &id.to_bytes()].concat(), &[][..])?;
+    }
+    let m = Move { actor: new.actor.clone(), reason: "created".into(), error: None, now };
+    tx.write_move(id, None, &mut run, &m)?;
+    Ok(run)
 }
 
 pub(super) async fn wait_durable(store: &SledStore, run: RunId) -> Result<(), StoreError> {
@@ -145,7 +149,13 @@ pub(super) async fn transition(
                 error: request.error.clone(),
                 now,
             };
+            let seq = before.moves;
             tx.write_move(id, Some(&before), &mut run, &m)?;
+            for new in request.follow_ups_of(seq) {
+                if tx.keys.get(idempotency_key(&new.agent, &new.idempotency_key))?.is_none() {
+                    insert_run(tx, RunId::new(), &new, now)?;
+                }
+            }
             Ok(run)
         })
         .await?;
