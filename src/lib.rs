@@ -138,6 +138,7 @@ pub mod lifecycle;
 #[cfg(feature = "cli")]
 pub mod logging;
 pub mod machine;
+pub mod notify;
 #[cfg(feature = "serve")]
 pub mod ops;
 pub mod pipeline;

@@ -125,7 +125,7 @@ impl Transport {
         }
     }
 
-    fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         match self {
             Transport::Outbox(dir) => format!("outbox {}", dir.display()),
             Transport::Smtp { host, port, .. } => format!("smtp {host}:{port}"),
@@ -171,9 +171,9 @@ fn sent_by_default() -> bool {
 /// copy sent twice (a crash between sending and journaling) carries the same `Message-ID`.
 #[derive(Clone, Debug)]
 pub struct Mailer {
-    transport: Transport,
-    from: Mailbox,
-    to: Vec<Mailbox>,
+    pub(super) transport: Transport,
+    pub(super) from: Mailbox,
+    pub(super) to: Vec<Mailbox>,
 }
 
 impl Mailer {
@@ -212,7 +212,11 @@ impl Mailer {
             .map_err(|e| AgentError::from_source(Fault::Permanent, e).context("building the mail"))
     }
 
-    async fn send(&self, message: Message, key: &str) -> Result<Option<String>, AgentError> {
+    pub(super) async fn send(
+        &self,
+        message: Message,
+        key: &str,
+    ) -> Result<Option<String>, AgentError> {
         match &self.transport {
             Transport::Outbox(dir) => {
                 tokio::fs::create_dir_all(dir).await.map_err(|e| {

@@ -39,10 +39,12 @@ mod classifier;
 mod collector;
 mod fetch;
 mod llm;
+mod mail_notifier;
 mod mailer;
 mod reporter;
 mod rules;
 mod secret;
+mod webhook;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -55,10 +57,14 @@ pub use self::collector::{
 };
 pub use self::fetch::{FetchError, Fetcher};
 pub use self::llm::{ChatClient, ChatError, ResponseFormat};
+pub use self::mail_notifier::MailNotifier;
 pub use self::mailer::{AddressError, Mailer, Receipt, SmtpSecurity, Transport};
 pub use self::reporter::{Report, Reporter};
 pub use self::rules::{Rule, Rules, RulesError};
 pub use self::secret::Secret;
+pub use self::webhook::{
+    Delivered, EVENT_HEADER, ID_HEADER, SIGNATURE_HEADER, Webhook, WebhookError, signature, verify,
+};
 
 /// Which digest a pipeline run makes: the same edition submitted twice is the same run, so it
 /// collects, reports and mails once.

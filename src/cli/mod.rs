@@ -54,6 +54,7 @@ mod agents;
 mod args;
 mod dlq;
 mod error;
+mod notify;
 mod numbers;
 mod output;
 mod prune;
@@ -200,7 +201,7 @@ impl App {
         let parsed = Global::from_arg_matches(&matches).and_then(|global| {
             let name = matches.subcommand_name().unwrap_or_default();
             let which = if Builtin::has_subcommand(name) {
-                Which::Builtin(Builtin::from_arg_matches(&matches)?)
+                Which::Builtin(Box::new(Builtin::from_arg_matches(&matches)?))
             } else {
                 Which::Own(E::from_arg_matches(&matches)?)
             };
@@ -215,12 +216,16 @@ impl App {
             name: self.name.clone(),
         };
         let _ = crate::logging::init_or(match &which {
-            Which::Builtin(Builtin::Work(_) | Builtin::Serve(_)) => "info",
+            Which::Builtin(command)
+                if matches!(**command, Builtin::Work(_) | Builtin::Serve(_)) =>
+            {
+                "info"
+            }
             Which::Builtin(_) => "warn",
             Which::Own(_) => self.own_log,
         });
         let result = match which {
-            Which::Builtin(command) => args::execute(&session, command),
+            Which::Builtin(command) => args::execute(&session, *command),
             Which::Own(command) => handler(command, &session),
         };
         session.finish(result)
@@ -229,7 +234,7 @@ impl App {
 
 /// The built-in commands or the program's own.
 enum Which<E> {
-    Builtin(Builtin),
+    Builtin(Box<Builtin>),
     Own(E),
 }
 

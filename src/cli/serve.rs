@@ -38,6 +38,8 @@ pub(super) struct ServeArgs {
     /// How often --prune-older-than prunes.
     #[arg(long, value_name = "PERIOD", default_value = "1h", value_parser = super::args::parse_duration)]
     prune_every: std::time::Duration,
+    #[command(flatten)]
+    notify: super::notify::NotifyArgs,
 }
 
 /// The token from `--token-file`, else `$STEADFAST_TOKEN`.
@@ -60,14 +62,6 @@ pub(super) async fn serve(session: &Session, args: ServeArgs) -> Result<(), CliE
         )));
     }
     let store = session.open_store()?;
-    let metrics = crate::ops::Metrics::new(crate::ops::Alarm::window(args.alarm_window));
-    let mut builder =
-        session.runtime(store).workers(usize::from(args.workers)).observe(metrics.clone());
-    if let Some(older_than) = args.prune_older_than {
-        let policy = super::prune::policy(older_than, args.prune_states.clone())?;
-        builder = builder.retention(policy, args.prune_every);
-    }
-    let runtime = Arc::new(builder.build().map_err(runtime_error)?);
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .map_err(|e| CliError::usage(format!("cannot listen on {}: {e}", args.bind)))?;
@@ -75,6 +69,15 @@ pub(super) async fn serve(session: &Session, args: ServeArgs) -> Result<(), CliE
         .local_addr()
         .map_err(|e| CliError::usage(format!("cannot listen on {}: {e}", args.bind)))?;
     let url = format!("http://{address}");
+    let metrics = crate::ops::Metrics::new(crate::ops::Alarm::window(args.alarm_window));
+    let mut builder =
+        session.runtime(store).workers(usize::from(args.workers)).observe(metrics.clone());
+    if let Some(older_than) = args.prune_older_than {
+        let policy = super::prune::policy(older_than, args.prune_states.clone())?;
+        builder = builder.retention(policy, args.prune_every);
+    }
+    let (builder, notifiers) = args.notify.apply(builder, session.data_dir(), &url)?;
+    let runtime = Arc::new(builder.build().map_err(runtime_error)?);
     let server_file = session.data_dir().join(SERVER_FILE);
     std::fs::write(&server_file, format!("{url}\n"))
         .map_err(|e| CliError::store(format!("writing {}: {e}", server_file.display())))?;
@@ -86,9 +89,16 @@ pub(super) async fn serve(session: &Session, args: ServeArgs) -> Result<(), CliE
         token = if token.is_some() { "set (redacted)" } else { "none (loopback only)" },
         alarm_window_secs = args.alarm_window.as_secs(),
         prune_older_than_secs = args.prune_older_than.map(|d| d.as_secs()),
+        notifications = %if notifiers.is_empty() { "none".to_owned() } else { notifiers.join(", ") },
         agents = %runtime.agents().join(", "),
         "serving the API and running the workers until SIGINT or SIGTERM"
     );
+    if runtime.has_notifiers() {
+        // Looks at twice the rate the window allows, but at least every 30 s.
+        let period = (args.alarm_window / 2)
+            .clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(30));
+        tokio::spawn(crate::ops::notify_alarms(runtime.clone(), metrics.clone(), period));
+    }
     let mut config = OpsConfig::default().metrics(metrics);
     if let Some(token) = token {
         config = config.token(token);

@@ -72,6 +72,9 @@ pub struct Raised {
     pub agent: String,
     /// In words: how old its oldest due run is, and when it last succeeded.
     pub reason: String,
+    /// When the oldest work it is about was created: the same for as long as that work
+    /// waits, so it names this alarm (its notifications are keyed by it).
+    pub since: Timestamp,
 }
 
 /// The runtime's metrics and the alarm (see the module docs).
@@ -154,6 +157,7 @@ impl Metrics {
             };
             raised.push(Raised {
                 agent: agent.to_owned(),
+                since,
                 reason: format!(
                     "`{agent}` has had due work waiting for {} s (window {} s) and {succeeded}",
                     waiting.as_secs(),
@@ -280,6 +284,40 @@ async fn oldest_due_work(
         }
     }
     Ok(oldest)
+}
+
+/// Sends the notifications of the silent-failure alarm (see
+/// [`Runtime::notify_alarm`]): looks every `period` and submits, for each alarm raised, the
+/// runs of the notifiers subscribed to alarms, keyed by the alarm's agent and
+/// [`Raised::since`], so that an alarm is notified once however often it is seen, here or by
+/// another process, before or after a restart. Runs until the runtime stops working after
+/// having started; `steadfast serve` spawns it when a notifier is subscribed.
+pub async fn notify_alarms(runtime: Arc<Runtime>, metrics: Arc<Metrics>, period: Duration) {
+    let mut started = false;
+    loop {
+        tokio::time::sleep(period).await;
+        let working = runtime.is_working();
+        if started && !working {
+            return;
+        }
+        started |= working;
+        let raised = match metrics.alarms(&runtime).await {
+            Ok(raised) => raised,
+            Err(error) => {
+                tracing::warn!(%error, "could not read the alarms to notify them");
+                continue;
+            }
+        };
+        for alarm in raised {
+            match runtime.notify_alarm(&alarm.agent, &alarm.reason, alarm.since).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(agent = %alarm.agent, notifiers = n, "alarm notified"),
+                Err(error) => {
+                    tracing::warn!(agent = %alarm.agent, %error, "could not notify an alarm")
+                }
+            }
+        }
+    }
 }
 
 impl Observer for Metrics {

@@ -49,7 +49,7 @@ use axum::routing::get;
 use crate::runtime::Runtime;
 
 pub(crate) use self::extract::{OPERATOR_MAX, is_operator_name};
-pub use self::metrics::{Alarm, Metrics, Raised};
+pub use self::metrics::{Alarm, Metrics, Raised, notify_alarms};
 
 /// The least length of a server token, in bytes.
 pub const MIN_TOKEN_BYTES: usize = 32;

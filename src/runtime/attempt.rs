@@ -70,7 +70,7 @@ pub(super) async fn attempt(
     drop(slot);
     shared.recording.fetch_add(1, Ordering::SeqCst);
     shared.wake.notify_one();
-    record(&shared, registered, transition, &span, took, false).await;
+    record(&shared, &run.agent, registered, transition, &span, took, false).await;
     shared.recording.fetch_sub(1, Ordering::SeqCst);
     finish(&shared, &run);
 }
@@ -236,8 +236,10 @@ async fn heartbeat(shared: Arc<Shared>, run: RunId, token: u64) {
 
 /// Records the attempt's move, then tells whoever waits on it: the hooks, and the pipeline
 /// the run is a stage of.
+#[allow(clippy::too_many_arguments)]
 async fn record(
     shared: &Shared,
+    agent: &str,
     registered: &Registered,
     transition: Transition,
     span: &tracing::Span,
@@ -249,7 +251,7 @@ async fn record(
     let reason = transition.reason.clone();
     let fault = transition.error.as_ref().map(|e| e.fault);
     let committing = Instant::now();
-    let recorded = shared.store.transition(transition).await;
+    let recorded = shared.transition(transition, agent).await;
     let committed = committing.elapsed();
     match recorded {
         Ok(Ok(moved)) => {
@@ -408,7 +410,7 @@ pub(crate) async fn run_stage(
     }
     let (transition, span, took) = execute(shared, registered, &run, token).await;
     drop((slot, beat));
-    let moved = record(shared, registered, transition, &span, took, true).await;
+    let moved = record(shared, &run.agent, registered, transition, &span, took, true).await;
     shared.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&run.id);
     Ok(moved)
 }

@@ -86,6 +86,7 @@ pub struct RuntimeBuilder {
     grace: Duration,
     retention: Option<(Retention, Duration)>,
     observers: Vec<Arc<dyn super::Observer>>,
+    notify: Vec<(String, crate::notify::Subscription)>,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -115,6 +116,7 @@ impl Default for RuntimeBuilder {
             grace: Duration::from_secs(30),
             retention: None,
             observers: Vec::new(),
+            notify: Vec::new(),
         }
     }
 }
@@ -218,6 +220,31 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Subscribes the registered agent `notifier`, whose input is
+    /// [`Notification`](crate::notify::Notification), to the events `subscription` takes:
+    /// every move that holds a run for review or dead-letters it then creates a run of
+    /// `notifier` in the same write (see [`crate::notify`]), and
+    /// [`Runtime::notify_alarm`] one per alarm. `build` refuses a notifier that is not
+    /// registered or does not take a `Notification`.
+    ///
+    /// ```no_run
+    /// # use steadfast::runtime::Runtime;
+    /// # use steadfast::notify::{Event, Subscription};
+    /// # fn f(notifier: impl steadfast::Agent<Input = steadfast::notify::Notification>) {
+    /// let builder = Runtime::builder()
+    ///     .register(notifier) // named "webhook", say
+    ///     .notify("webhook", Subscription::all().events([Event::DeadLetter, Event::Alarm]));
+    /// # }
+    /// ```
+    pub fn notify(
+        mut self,
+        notifier: impl Into<String>,
+        subscription: crate::notify::Subscription,
+    ) -> Self {
+        self.notify.push((notifier.into(), subscription));
+        self
+    }
+
     /// Calls `hook` whenever a run enters `needs_review`.
     pub fn on_review(mut self, hook: impl Fn(&RunRecord) + Send + Sync + 'static) -> Self {
         self.on_review.push(Arc::new(hook));
@@ -272,6 +299,7 @@ impl RuntimeBuilder {
             self.on_success,
             self.grace,
         );
+        shared.notices = super::notices::Notices::new(self.notify, &shared.agents)?;
         shared.retention = self.retention;
         shared.observers = self.observers;
         Ok(Runtime { shared: Arc::new(shared) })

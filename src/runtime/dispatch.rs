@@ -163,8 +163,9 @@ async fn fire_timers(shared: &Shared) -> Result<bool, RuntimeError> {
             }
             _ => continue,
         };
+        let transition = shared.with_notices(transition.by(Actor::Timer), &run.agent);
         let store = shared.store.clone();
-        moves.spawn(async move { store.transition(transition.by(Actor::Timer)).await });
+        moves.spawn(async move { store.transition(transition).await });
     }
     while let Some(moved) = moves.join_next().await {
         // A conflict means someone else moved it first (a signal, an operator): fine.

@@ -63,6 +63,7 @@ mod dead_letters;
 mod dispatch;
 mod error;
 mod limit;
+mod notices;
 mod observe;
 mod operator;
 mod retention;
@@ -145,6 +146,8 @@ pub(crate) struct Shared {
     pub(crate) dispatching: AtomicUsize,
     /// The retention policy applied on a schedule while working until shut down.
     pub(crate) retention: Option<(crate::store::Retention, Duration)>,
+    /// The subscribed notifiers (see [`crate::notify`]).
+    pub(crate) notices: notices::Notices,
 }
 
 impl Shared {
@@ -183,6 +186,7 @@ impl Shared {
             dispatching: AtomicUsize::new(0),
             controls: control::Controls::default(),
             observers: Vec::new(),
+            notices: notices::Notices::default(),
         }
     }
 

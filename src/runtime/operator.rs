@@ -29,7 +29,12 @@ impl Runtime {
     /// Moves `run` from `state` for an operator, mapping a race to [`RuntimeError::Raced`].
     async fn operate(&self, transition: Transition) -> Result<RunRecord, RuntimeError> {
         let run = transition.run;
-        match self.shared.store.transition(transition).await? {
+        let notifies = crate::notify::Event::of_state(transition.to).is_some();
+        let agent = match notifies {
+            true => self.get(run).await?.agent,
+            false => String::new(),
+        };
+        match self.shared.transition(transition, &agent).await? {
             Ok(record) => {
                 self.shared.notify_hooks(&record);
                 wakeups::after_move(&self.shared, &record, false, false).await;

@@ -93,7 +93,15 @@ impl HttpServer {
     pub(crate) async fn start(
         handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
     ) -> HttpServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(0, handler).await
+    }
+
+    /// Starts a server on `port` of 127.0.0.1 (0: any free port).
+    pub(crate) async fn start_on(
+        port: u16,
+        handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> HttpServer {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let handler: Arc<Handler> = Arc::new(handler);
@@ -112,6 +120,11 @@ impl HttpServer {
             }
         });
         HttpServer { addr, requests, task }
+    }
+
+    /// A port nothing listens on now (bound, then let go): a receiver that is down.
+    pub(crate) fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
     }
 
     /// `http://127.0.0.1:<port><path>`.

@@ -1,0 +1,77 @@
+//! `serve`'s notifications: a signed webhook and mail, as durable runs of built-in notifiers
+//! (see [`crate::notify`]).
+
+use crate::agents::{MailNotifier, Mailer, Secret, Transport, Webhook};
+use crate::notify::{Event, Subscription};
+use crate::runtime::RuntimeBuilder;
+
+use super::CliError;
+
+/// The environment variable that holds the webhook's signing secret.
+pub(crate) const WEBHOOK_SECRET_ENV: &str = "STEADFAST_WEBHOOK_SECRET";
+
+/// Where `serve` sends notifications.
+#[derive(Debug, Default, clap::Args)]
+pub(super) struct NotifyArgs {
+    /// POST a signed JSON notification to URL for every run held for review, every dead
+    /// letter and every alarm (the HMAC-SHA256 secret, at least 16 bytes, from
+    /// $STEADFAST_WEBHOOK_SECRET). Delivered as runs of the agent `webhook`, retried with
+    /// backoff while the receiver is down.
+    #[arg(long, value_name = "URL")]
+    webhook: Option<String>,
+    /// Also mail every notification to ADDRESS (repeat for several), as runs of the agent
+    /// `mail-notifier`: through SMTP when $STEADFAST_SMTP_HOST is set (see the mailer), else
+    /// into the folder `notifications` of the data directory.
+    #[arg(long = "notify-mail", value_name = "ADDRESS")]
+    notify_mail: Vec<String>,
+    /// The sender of the notification mails.
+    #[arg(long, value_name = "ADDRESS", default_value = "steadfast@localhost")]
+    notify_from: String,
+    /// Only these events (repeat; `review`, `dead_letter`, `alarm`; default all).
+    #[arg(long = "notify-event", value_name = "EVENT")]
+    notify_events: Vec<Event>,
+    /// Only about these agents (repeat; default all).
+    #[arg(long = "notify-agent", value_name = "AGENT")]
+    notify_agents: Vec<String>,
+}
+
+impl NotifyArgs {
+    /// Registers and subscribes the notifiers asked for; `link` is the dashboard's address.
+    pub(super) fn apply(
+        &self,
+        mut builder: RuntimeBuilder,
+        data_dir: &std::path::Path,
+        link: &str,
+    ) -> Result<(RuntimeBuilder, Vec<String>), CliError> {
+        let subscription = Subscription::all()
+            .events(self.notify_events.iter().copied())
+            .agents(self.notify_agents.iter().cloned());
+        let mut shown = Vec::new();
+        if let Some(url) = &self.webhook {
+            let secret = Secret::from_env(WEBHOOK_SECRET_ENV).ok_or_else(|| {
+                CliError::usage(format!(
+                    "--webhook needs its signing secret in ${WEBHOOK_SECRET_ENV} (at least 16 bytes)"
+                ))
+            })?;
+            let webhook = Webhook::new(url, secret)
+                .map_err(|e| CliError::usage(format!("--webhook: {e}")))?;
+            shown.push(format!("webhook to {}", webhook.destination()));
+            builder = builder.register(webhook).notify("webhook", subscription.clone());
+        } else if std::env::var_os(WEBHOOK_SECRET_ENV).is_some() && self.notify_mail.is_empty() {
+            tracing::warn!("{WEBHOOK_SECRET_ENV} is set but no --webhook is given: no webhook");
+        }
+        if !self.notify_mail.is_empty() {
+            let transport = match std::env::var_os("STEADFAST_SMTP_HOST") {
+                Some(_) => Transport::smtp_from_env().map_err(CliError::usage)?,
+                None => Transport::outbox(data_dir.join("notifications")),
+            };
+            let to = self.notify_mail.iter().map(String::as_str);
+            let mailer = Mailer::new(transport, &self.notify_from, to)
+                .map_err(|e| CliError::usage(format!("--notify-mail: {e}")))?;
+            shown.push(format!("mail to {}", self.notify_mail.join(", ")));
+            let notifier = MailNotifier::new(mailer).link(link);
+            builder = builder.register(notifier).notify("mail-notifier", subscription);
+        }
+        Ok((builder, shown))
+    }
+}
