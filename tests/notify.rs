@@ -272,6 +272,82 @@ async fn a_subscription_takes_only_its_events_and_agents() {
     assert!(wrong.unwrap_err().to_string().contains("its input is not"));
 }
 
+/// Takes a while: with one at a time, the next run waits behind it.
+struct Slow;
+
+#[async_trait]
+impl Agent for Slow {
+    type Input = u32;
+    type Output = u32;
+    fn name(&self) -> &str {
+        "slow"
+    }
+    async fn run(&self, _: &mut Context, n: u32) -> Result<Outcome<u32>, AgentError> {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Ok(Outcome::Done(n))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_seen_again_and_again_is_notified_once() {
+    use steadfast::ops::{Alarm, Metrics, notify_alarms};
+    let receiver = HttpServer::start(|_| Reply::new(200, "ok")).await;
+    let metrics = Metrics::new(Alarm::window(ms(300)));
+    let rt = std::sync::Arc::new(
+        Runtime::builder()
+            .store(MemoryStore::new())
+            .observe(metrics.clone())
+            .register_with(Slow, AgentOptions::new().concurrency(1))
+            .register(webhook(&receiver.url("/")))
+            .notify("webhook", Subscription::all().events([Event::Alarm]))
+            .build()
+            .unwrap(),
+    );
+    rt.submit("slow", 1).await.unwrap();
+    rt.submit("slow", 2).await.unwrap();
+    let watcher = tokio::spawn(notify_alarms(rt.clone(), metrics.clone(), ms(50)));
+    let worker = tokio::spawn({
+        let rt = rt.clone();
+        async move { rt.run_until_shutdown().await }
+    });
+    // The second run waits behind the first for 3 s, with no success in a 300 ms window: the
+    // alarm is raised, seen every 50 ms, and notified once.
+    let start = Instant::now();
+    while receiver.requests().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no alarm was notified");
+        tokio::time::sleep(ms(20)).await;
+    }
+    tokio::time::sleep(ms(500)).await;
+    rt.shutdown().await.unwrap();
+    worker.await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), watcher)
+        .await
+        .expect("the watcher stops")
+        .unwrap();
+    let delivered = checked(&receiver.requests());
+    assert_eq!(delivered.len(), 1, "one alarm, one notification: {:?}", delivered.keys());
+    let (id, bodies) = delivered.into_iter().next().unwrap();
+    assert!(id.starts_with("alarm:slow:"), "{id}");
+    assert_eq!(bodies.len(), 1, "delivered once");
+    assert_eq!(bodies[0]["event"], "alarm");
+    assert_eq!(bodies[0]["run"], Value::Null);
+    assert!(bodies[0]["reason"].as_str().unwrap().contains("window"), "{}", bodies[0]);
+    let again = rt
+        .notify_alarm(
+            "slow",
+            "seen again",
+            id.rsplit(':')
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .map(steadfast::clock::Timestamp::from_millis)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, 0, "the same alarm is not notified twice");
+}
+
 // ---- Crashes ------------------------------------------------------------------------------
 
 const CHILD_ENV: &str = "STEADFAST_NOTIFY_CHILD";

@@ -45,6 +45,7 @@ mod dashboard;
 mod demo;
 mod metrics;
 mod newcomer;
+mod notify;
 mod openapi;
 mod ops;
 mod serve;
