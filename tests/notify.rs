@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use peers::{HttpServer, Reply, Request};
 use serde_json::Value;
-use steadfast::agents::{self, Secret, Webhook};
+use steadfast::agents::{self, MailNotifier, Mailer, Secret, SmtpSecurity, Transport, Webhook};
 use steadfast::notify::{Event, Subscription};
 use steadfast::prelude::*;
 use steadfast::runtime::AgentOptions;
@@ -270,6 +270,35 @@ async fn a_subscription_takes_only_its_events_and_agents() {
         .notify("held", Subscription::all())
         .build();
     assert!(wrong.unwrap_err().to_string().contains("its input is not"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_notifier_mails_through_a_real_smtp_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(smtp) = peers::Smtp::start(dir.path()) else { return };
+    let transport = Transport::smtp("127.0.0.1", smtp.port, SmtpSecurity::None);
+    let mailer = Mailer::new(transport, "steadfast@example.com", ["ops@example.com"]).unwrap();
+    let rt = Runtime::builder()
+        .store(MemoryStore::new())
+        .register(Doomed)
+        .register(MailNotifier::new(mailer).link("http://127.0.0.1:7420"))
+        .notify("mail-notifier", Subscription::all())
+        .build()
+        .unwrap();
+    let doomed = rt.submit("doomed", 4).await.unwrap().id;
+    rt.run_until_idle().await.unwrap();
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let message = &messages[0];
+    let subject = peers::header(message, "Subject").unwrap();
+    assert_eq!(subject, format!("[steadfast] dead_letter: doomed run {doomed}"));
+    assert_eq!(peers::header(message, "To").as_deref(), Some("ops@example.com"));
+    let id = format!("dead_letter:{doomed}:2");
+    assert!(message.contains(&format!("Notification {id}")), "{message}");
+    assert!(message.contains(&format!("http://127.0.0.1:7420/ui/runs/{doomed}")), "{message}");
+    assert!(message.contains("item 4 cannot be done"), "{message}");
+    let notice = rt.store().find_by_key("mail-notifier", &id).await.unwrap().unwrap();
+    assert_eq!(notice.state, RunState::Succeeded);
 }
 
 /// Takes a while: with one at a time, the next run waits behind it.
