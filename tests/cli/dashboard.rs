@@ -90,3 +90,23 @@ fn a_sign_in_name_that_cannot_be_recorded_is_refused() {
         assert!(overview.unwrap().text().await.unwrap().contains("Ada Lovelace"));
     });
 }
+
+/// A signal's payload is shown on the run page as text: a hostile one renders escaped.
+#[test]
+fn a_signal_payload_is_shown_escaped_on_the_run_page() {
+    let dir = prepared();
+    let gate = ids(dir.path(), "gate")[0].clone();
+    let server = Server::start(dir.path(), &[]);
+    block_on(async {
+        let c = reqwest::Client::new();
+        let hostile = json!({"name": "go", "payload": {"note": "<script>alert(1)</script><img src=x onerror=alert(2)>"}});
+        let signal = format!("{}/api/v1/runs/{gate}/signal", server.url);
+        let sent = c.post(signal).json(&hostile).send().await.unwrap();
+        assert_eq!(sent.status().as_u16(), 200, "{}", sent.text().await.unwrap());
+        let page = c.get(format!("{}/ui/runs/{gate}", server.url)).send().await.unwrap();
+        let page = page.text().await.unwrap();
+        assert!(page.contains("Signal received"), "{page}");
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"), "{page}");
+        assert!(!page.contains("<script>alert") && !page.contains("<img src=x"), "{page}");
+    });
+}

@@ -1,5 +1,6 @@
 //! Charts drawn by the server as SVG (no script, nothing from elsewhere): the runs created per
-//! bucket of time, stacked by how they ended, and the p50/p95 time to success. Only numbers
+//! bucket of time, stacked by how they ended; their success, retry and dead-letter rates; and
+//! the p50/p95 time to success. Only numbers
 //! and fixed words go into the markup, so it is marked safe as a whole.
 
 use std::fmt::Write as _;
@@ -91,38 +92,64 @@ pub(super) fn runs(series: &Series) -> String {
     svg
 }
 
+/// Of the runs created per bucket, the share that succeeded, took more than one attempt, and
+/// was dead-lettered, as lines (%); a bucket with no runs has no point.
+pub(super) fn rates(series: &Series) -> String {
+    let mut svg = String::new();
+    frame(&mut svg, "Success, retry and dead-letter rates per hour", 100.0, "%", series);
+    let share = |b: &Bucket, n: u64| (b.created > 0).then(|| 100.0 * n as f64 / b.created as f64);
+    let lines: [(&str, fn(&Bucket) -> u64); 3] =
+        [("#1e7a3c", |b| b.succeeded), ("#c08a1a", |b| b.retried), ("#a4262c", |b| b.dead)];
+    for (color, count) in lines {
+        polyline(&mut svg, series, color, 100.0, |b| share(b, count(b)));
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// A line through `value` of each bucket that has one, on an axis up to `top`, with a dot on
+/// each point.
+fn polyline(
+    svg: &mut String,
+    series: &Series,
+    color: &str,
+    top: f64,
+    value: impl Fn(&Bucket) -> Option<f64>,
+) {
+    let plot = HEIGHT - BOTTOM - 6.0;
+    let step = (WIDTH - LEFT) / series.buckets.len().max(1) as f64;
+    let points: Vec<(f64, f64)> = series
+        .buckets
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| {
+            let v = value(b)?;
+            Some((LEFT + step * (i as f64 + 0.5), HEIGHT - BOTTOM - plot * v / top))
+        })
+        .collect();
+    if points.is_empty() {
+        return;
+    }
+    let line: Vec<String> = points.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+    let _ = write!(
+        svg,
+        r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
+        line.join(" ")
+    );
+    for (x, y) in &points {
+        let _ = write!(svg, r#"<circle cx="{x:.1}" cy="{y:.1}" r="2.5" fill="{color}"/>"#);
+    }
+}
+
 /// p50 and p95 time from creation to success per bucket, as lines (ms).
 pub(super) fn latency(series: &Series) -> String {
     let max = series.buckets.iter().filter_map(|b| b.p95_ms).max().unwrap_or(0) as f64;
     let top = ceiling(max);
     let mut svg = String::new();
     frame(&mut svg, "Time to success per hour, p50 and p95", top, " ms", series);
-    let plot = HEIGHT - BOTTOM - 6.0;
-    let step = (WIDTH - LEFT) / series.buckets.len().max(1) as f64;
     for (pick, color) in [(0, "#1f5fa8"), (1, "#c08a1a")] {
-        let points: Vec<String> = series
-            .buckets
-            .iter()
-            .enumerate()
-            .filter_map(|(i, b)| {
-                let ms = if pick == 0 { b.p50_ms } else { b.p95_ms }?;
-                let x = LEFT + step * (i as f64 + 0.5);
-                let y = HEIGHT - BOTTOM - plot * ms as f64 / top;
-                Some(format!("{x:.1},{y:.1}"))
-            })
-            .collect();
-        if points.is_empty() {
-            continue;
-        }
-        let _ = write!(
-            svg,
-            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
-            points.join(" ")
-        );
-        for point in &points {
-            let (x, y) = point.split_once(',').expect("x,y");
-            let _ = write!(svg, r#"<circle cx="{x}" cy="{y}" r="2.5" fill="{color}"/>"#);
-        }
+        let ms = |b: &Bucket| if pick == 0 { b.p50_ms } else { b.p95_ms };
+        polyline(&mut svg, series, color, top, |b| ms(b).map(|v| v as f64));
     }
     svg.push_str("</svg>");
     svg
@@ -139,5 +166,30 @@ mod tests {
         assert_eq!(ceiling(13.0), 20.0);
         assert_eq!(ceiling(480.0), 500.0);
         assert_eq!(ceiling(1000.0), 1000.0);
+    }
+
+    #[test]
+    fn rates_are_shares_of_the_runs_created_and_skip_empty_hours() {
+        let bucket = |created, succeeded, retried, dead| Bucket {
+            start: crate::clock::Timestamp::from_millis(0),
+            created,
+            succeeded,
+            dead,
+            review: 0,
+            retried,
+            p50_ms: None,
+            p95_ms: None,
+        };
+        let series = Series {
+            bucket_secs: 3600,
+            buckets: vec![bucket(4, 2, 1, 1), bucket(0, 0, 0, 0), bucket(2, 2, 0, 0)],
+        };
+        let svg = rates(&series);
+        // The plot is 132 units high from y=138: 50% is at y=72, 25% at 105, 100% at 6.
+        let x0 = LEFT + (WIDTH - LEFT) / 3.0 * 0.5;
+        let x2 = LEFT + (WIDTH - LEFT) / 3.0 * 2.5;
+        assert!(svg.contains(&format!(r#"points="{x0:.1},72.0 {x2:.1},6.0""#)), "{svg}");
+        assert!(svg.contains(&format!(r#"points="{x0:.1},105.0 {x2:.1},138.0""#)), "{svg}");
+        assert_eq!(svg.matches("<polyline").count(), 3);
     }
 }

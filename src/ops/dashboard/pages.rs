@@ -81,7 +81,11 @@ pub(super) async fn overview(
     let alarms = ops.metrics.alarms(&ops.runtime).await.unwrap_or_default();
     let charts = series.map(|s| {
         let safe = minijinja::Value::from_safe_string;
-        minijinja::context! { runs => safe(chart::runs(&s)), latency => safe(chart::latency(&s)) }
+        minijinja::context! {
+            runs => safe(chart::runs(&s)),
+            rates => safe(chart::rates(&s)),
+            latency => safe(chart::latency(&s)),
+        }
     });
     let values = minijinja::context! { states, table, stats, alarms, charts };
     render(&ops, &session, "overview.html", "Overview", values)
@@ -270,6 +274,7 @@ pub(super) async fn run(
             "due": run.due_at.map(|d| d.to_string()), "waiting_for": run.waiting_for,
             "parent": run.parent.map(|p| p.to_string()),
             "input": pretty(&run.input), "output": run.output.as_ref().map(pretty),
+            "signal": run.signal.as_ref().map(pretty),
         }),
         history, effects, notes, stages, error, diagram,
         can_replay => matches!(run.state, RunState::FailedPermanent | RunState::NeedsReview),
