@@ -67,6 +67,14 @@
 //! policy. Each stage runs as a child run of the pipeline run; a logic fault compensates the
 //! completed stages in reverse (saga). See [`pipeline`].
 //!
+//! # Notifications
+//!
+//! A run held for review, a dead letter and the silent-failure alarm can be notified by
+//! notifier agents (a signed webhook, mail) subscribed with
+//! [`RuntimeBuilder::notify`](runtime::RuntimeBuilder::notify). A notification is a durable
+//! run created in the same write as the move it is about, so a crash loses none and a
+//! receiver that is down gets it later. See [`notify`].
+//!
 //! # The store
 //!
 //! Every move of a run, every journaled effect, dead letter and note lives in a [`Store`]. The

@@ -63,6 +63,8 @@ fn serve_notifies_a_webhook_and_a_mailbox_of_a_new_dead_letter() {
         now.as_secs(),
         Duration::from_secs(300)
     ));
+    assert!(readme_verify_accepts(signature, &request.body, SECRET), "the README's snippet");
+    assert!(!readme_verify_accepts(signature, &request.body.replace("dead", "live"), SECRET));
     let notification: Value = request.json();
     assert_eq!(notification["event"], "dead_letter");
     assert_eq!(notification["run"], held[0].as_str());
@@ -78,6 +80,27 @@ fn serve_notifies_a_webhook_and_a_mailbox_of_a_new_dead_letter() {
     assert!(mail.contains(&format!("{}/ui/runs/{}", server.url, held[0])), "{mail}");
     assert!(mail.contains("To: ops@example.com"), "{mail}");
     assert!(server.stop().success());
+}
+
+/// Whether the README's Python verification snippet accepts `body` signed by `header`.
+fn readme_verify_accepts(header: &str, body: &str, secret: &str) -> bool {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("```python\n").expect("the README's verification snippet") + 10;
+    let snippet = &readme[start..start + readme[start..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("body"), body).unwrap();
+    let program = format!(
+        "{snippet}\nimport sys\nbody = open(sys.argv[1], 'rb').read()\n\
+         sys.exit(0 if verify(sys.argv[2].encode(), sys.argv[3], body) else 1)\n"
+    );
+    let status = Command::new("python3")
+        .args(["-c", &program])
+        .arg(dir.path().join("body"))
+        .args([secret, header])
+        .status()
+        .expect("python3 runs");
+    status.success()
 }
 
 #[test]
