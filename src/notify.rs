@@ -17,6 +17,9 @@
 //! time, in ms, of the oldest work the alarm is about). A delivery cut off by a crash is
 //! made again under the same id: receivers deduplicate by it.
 //!
+//! A pipeline run and its stages are agents of their own: a stage that dies and the pipeline
+//! run it ends are two notifications (narrow with [`Subscription::agents`]).
+//!
 //! Notifiers are never notified about their own runs (a dead webhook would otherwise notify
 //! itself without end); their dead letters are on the dashboard and in `steadfast dlq list`.
 

@@ -37,6 +37,11 @@ impl Notices {
         Ok(Notices { subscribed })
     }
 
+    /// Whether no notifier is subscribed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.subscribed.is_empty()
+    }
+
     /// Whether `agent` is a subscribed notifier (never notified about itself).
     pub(crate) fn is_notifier(&self, agent: &str) -> bool {
         self.subscribed.iter().any(|(name, _)| name == agent)
@@ -108,7 +113,7 @@ impl Shared {
 impl super::Runtime {
     /// Whether any notifier is subscribed (see [`RuntimeBuilder::notify`](super::RuntimeBuilder::notify)).
     pub fn has_notifiers(&self) -> bool {
-        !self.shared.notices.subscribed.is_empty()
+        !self.shared.notices.is_empty()
     }
 
     /// Submits the runs of the notifiers subscribed to the silent-failure alarm for the

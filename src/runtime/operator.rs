@@ -29,7 +29,8 @@ impl Runtime {
     /// Moves `run` from `state` for an operator, mapping a race to [`RuntimeError::Raced`].
     async fn operate(&self, transition: Transition) -> Result<RunRecord, RuntimeError> {
         let run = transition.run;
-        let notifies = crate::notify::Event::of_state(transition.to).is_some();
+        let notifies = crate::notify::Event::of_state(transition.to).is_some()
+            && !self.shared.notices.is_empty();
         let agent = match notifies {
             true => self.get(run).await?.agent,
             false => String::new(),
