@@ -1,7 +1,9 @@
 //! Model-based property test: random sequences of store operations (including reopening the
 //! database) against an in-memory model of the store's contract; after every operation the
 //! store and the model agree on every run's state, attempt, lease and due time, and on every
-//! answer (conflicts, refusals, effects).
+//! answer (conflicts, refusals, effects). Every move the test asks for also carries a
+//! follow-up run (an outbox entry, due far in the future so nothing claims it): it exists,
+//! under the move's number, exactly when the move was made, across reopenings.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -88,17 +90,29 @@ struct ModelRun {
     due: Option<Timestamp>,
     effects: HashMap<String, Value>,
     moved_at: Timestamp,
+    /// Moves recorded in its history (the next move's number).
+    moves: u32,
 }
 
 #[derive(Default)]
 struct Model {
     runs: Vec<ModelRun>,
+    /// The keys of the follow-up runs the moves made so far created.
+    follow_ups: Vec<String>,
+}
+
+/// The follow-up every requested move carries: a run of agent `follow` keyed by the run's id
+/// (the store adds the move's number), never due within a test.
+fn follow_up(run: RunId) -> NewRun {
+    let never = Timestamp::from_millis(4_000_000_000_000);
+    NewRun::new("follow", format!("f{run}"), json!({ "run": run.to_string() })).due_at(never)
 }
 
 impl Model {
     fn moved(run: &mut ModelRun, to: RunState, due: Option<Timestamp>, now: Timestamp) {
         run.state = to;
         run.moved_at = now;
+        run.moves += 1;
         run.due = match to {
             RunState::Queued | RunState::FailedTransient => Some(due.unwrap_or(now)),
             RunState::WaitingExternal => due,
@@ -129,16 +143,21 @@ async fn check(store: &SledStore, model: &Model) -> Result<(), TestCaseError> {
         );
         prop_assert_eq!(r.due_at, m.due, "due time of {}", m.key);
     }
+    let follow_ups = model.follow_ups.len() as u64;
     let counts = store.counts().await.unwrap();
-    prop_assert_eq!(counts.total(), model.runs.len() as u64);
+    prop_assert_eq!(counts.total(), model.runs.len() as u64 + follow_ups);
     let by_agent = store.counts_by_agent().await.unwrap();
-    if model.runs.is_empty() {
-        prop_assert!(by_agent.is_empty(), "{:?}", by_agent);
-    } else {
-        prop_assert_eq!(&by_agent["agent"], &counts);
-    }
+    prop_assert_eq!(by_agent.get("agent").map_or(0, |c| c.total()), model.runs.len() as u64);
+    prop_assert_eq!(by_agent.get("follow").map_or(0, |c| c.get(RunState::Queued)), follow_ups);
+    prop_assert_eq!(by_agent.get("follow").map_or(0, |c| c.total()), follow_ups);
+    prop_assert!(by_agent.keys().all(|a| a == "agent" || a == "follow"), "{:?}", by_agent);
     for &s in RunState::STATES {
-        prop_assert_eq!(counts.get(s), model.runs.iter().filter(|r| r.state == s).count() as u64);
+        let want = model.runs.iter().filter(|r| r.state == s).count() as u64;
+        prop_assert_eq!(by_agent.get("agent").map_or(0, |c| c.get(s)), want, "{}", s);
+    }
+    for key in &model.follow_ups {
+        let run = store.find_by_key("follow", key).await.unwrap();
+        prop_assert!(run.is_some_and(|r| r.state == RunState::Queued), "follow-up {}", key);
     }
     Ok(())
 }
@@ -173,6 +192,7 @@ async fn apply(
                         due: Some(now),
                         effects: HashMap::new(),
                         moved_at: now,
+                        moves: 1,
                     });
                 }
             }
@@ -205,7 +225,10 @@ async fn apply(
             let due = now.after(Duration::from_secs(5));
             let answer = store
                 .transition(
-                    Transition::new(m.id, RunState::Processing, to).fenced(token).due_at(due),
+                    Transition::new(m.id, RunState::Processing, to)
+                        .fenced(token)
+                        .due_at(due)
+                        .follow_up(follow_up(m.id)),
                 )
                 .await
                 .unwrap();
@@ -225,6 +248,7 @@ async fn apply(
                 );
             } else {
                 prop_assert!(answer.is_ok());
+                model.follow_ups.push(format!("f{}:{}", m.id, m.moves));
                 Model::moved(m, to, Some(due), now);
             }
         }
@@ -232,7 +256,8 @@ async fn apply(
             let Some(i) = pick(run) else { return Ok(()) };
             let m = &mut model.runs[i];
             let from = wrong_from.unwrap_or(m.state);
-            let answer = store.transition(Transition::new(m.id, from, to)).await;
+            let request = Transition::new(m.id, from, to).follow_up(follow_up(m.id));
+            let answer = store.transition(request).await;
             if !from.can_transition(to) {
                 prop_assert!(
                     matches!(answer, Err(StoreError::IllegalTransition { .. })),
@@ -248,6 +273,7 @@ async fn apply(
                 );
             } else {
                 prop_assert!(matches!(answer, Ok(Ok(_))), "{:?}", answer);
+                model.follow_ups.push(format!("f{}:{}", m.id, m.moves));
                 Model::moved(m, to, None, now);
             }
         }

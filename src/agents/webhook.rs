@@ -87,7 +87,8 @@ pub struct Delivered {
 /// ```
 ///
 /// A 2xx answer delivers it. Refused connections, timeouts, 408, 429 (with `Retry-After`) and
-/// 5xx are retried with backoff (by default 12 attempts over about an hour); other 4xx answers
+/// 5xx are retried with backoff (by default 20 attempts, at most 15 minutes apart with full
+/// jitter: on average over an hour, at most about two and a half); other 4xx answers
 /// dead-letter it. The delivery is journaled: a retry after a recorded delivery does not send
 /// again; one cut off by a crash is sent again under the same id. Neither the secret nor the
 /// URL's path or query is ever logged, stored or shown.
@@ -141,7 +142,7 @@ impl Webhook {
             secret,
             client,
             retry: RetryPolicy::default()
-                .max_attempts(12)
+                .max_attempts(20)
                 .backoff(Duration::from_secs(1), Duration::from_secs(15 * 60)),
         })
     }
