@@ -6,145 +6,13 @@
 //! (`scripts/peers.sh browser`); without them the tests are skipped, or fail under
 //! `STEADFAST_REQUIRE_PEERS=1`.
 
-use std::net::TcpListener;
-use std::process::Child;
-
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 use serde_json::{Value, json};
 
+use super::driver::{Browser, runtime};
 use super::ops::{ids, prepared};
 use super::serve::Server;
 use super::*;
-
-/// chromedriver on a free port and a headless chromium session through it; both end when
-/// dropped.
-struct Browser {
-    driver: Child,
-    client: Option<Client>,
-    _profile: tempfile::TempDir,
-}
-
-impl Browser {
-    async fn start() -> Option<Browser> {
-        let (chromium, driver) = ("/usr/bin/chromium", "/usr/bin/chromedriver");
-        if !Path::new(chromium).exists() || !Path::new(driver).exists() {
-            return peers::missing_peer(
-                "Debian's chromium and chromium-driver (scripts/peers.sh browser)",
-            );
-        }
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let driver = Command::new(driver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
-        let url = format!("http://127.0.0.1:{port}");
-        let status = format!("{url}/status");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while reqwest_ok(&status).await.is_none() {
-            assert!(Instant::now() < deadline, "chromedriver did not answer on {url}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let profile = tempfile::tempdir().unwrap();
-        // The flags this machine needs (no network beyond loopback, no sandbox as root).
-        let args = [
-            "--headless".to_owned(),
-            "--no-sandbox".to_owned(),
-            "--disable-gpu".to_owned(),
-            "--disable-quic".to_owned(),
-            "--no-first-run".to_owned(),
-            "--disable-background-networking".to_owned(),
-            "--disable-component-update".to_owned(),
-            "--disable-sync".to_owned(),
-            "--disable-dev-shm-usage".to_owned(),
-            "--window-size=1280,900".to_owned(),
-            format!("--user-data-dir={}", profile.path().display()),
-        ];
-        let capabilities = json!({
-            "goog:chromeOptions": {"binary": chromium, "args": args},
-            "unhandledPromptBehavior": "ignore",
-        });
-        let Value::Object(capabilities) = capabilities else { unreachable!() };
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let client = ClientBuilder::new(connector)
-            .capabilities(capabilities)
-            .connect(&url)
-            .await
-            .expect("a chromium session through chromedriver");
-        Some(Browser { driver, client: Some(client), _profile: profile })
-    }
-
-    fn client(&self) -> &Client {
-        self.client.as_ref().expect("open")
-    }
-
-    async fn close(mut self) {
-        if let Some(client) = self.client.take() {
-            let _ = client.close().await;
-        }
-    }
-
-    /// The page's visible text.
-    async fn text(&self) -> String {
-        self.client().find(Locator::Css("body")).await.unwrap().text().await.unwrap()
-    }
-
-    /// Clicks `button` and waits until the page it leads to has replaced this one.
-    async fn submit(&self, button: fantoccini::elements::Element) {
-        let old = self.client().find(Locator::Css("html")).await.unwrap();
-        button.click().await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while old.tag_name().await.is_ok() {
-            assert!(Instant::now() < deadline, "the click did not lead to a new page");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let ready = "return document.readyState";
-        while self.client().execute(ready, vec![]).await.ok() != Some(json!("complete")) {
-            assert!(Instant::now() < deadline, "the new page did not finish loading");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.no_dialog().await;
-    }
-
-    /// Goes to `url` and checks that no dialog opened (a script of the page's data ran).
-    async fn visit(&self, url: &str) {
-        self.client().goto(url).await.unwrap();
-        self.no_dialog().await;
-    }
-
-    async fn no_dialog(&self) {
-        if let Ok(text) = self.client().get_alert_text().await {
-            panic!("a dialog opened on {:?}: {text:?}", self.client().current_url().await);
-        }
-    }
-
-    /// Keeps a screenshot as `target/screenshots/<name>.png`.
-    async fn screenshot(&self, name: &str) -> std::path::PathBuf {
-        let png = self.client().screenshot().await.unwrap();
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("{name}.png"));
-        std::fs::write(&path, png).unwrap();
-        path
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
-async fn reqwest_ok(url: &str) -> Option<()> {
-    let response = steadfast::reqwest::get(url).await.ok()?;
-    response.status().is_success().then_some(())
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
 
 #[test]
 fn an_operator_approves_resolves_replays_and_pauses_by_clicking() {
@@ -499,6 +367,68 @@ fn the_overview_follows_the_counts_live_until_paused() {
         c.find(Locator::Css("button.live")).await.unwrap().click().await.unwrap();
         until(cell, "·").await;
         until("[data-count='held|queued']", "2").await;
+        browser.close().await;
+    });
+}
+
+/// Waits for the signal its input names, and answers with the signal's payload.
+struct Waiter;
+
+#[async_trait::async_trait]
+impl steadfast::Agent for Waiter {
+    type Input = String;
+    type Output = Value;
+    fn name(&self) -> &str {
+        "waiter"
+    }
+    async fn run(
+        &self,
+        ctx: &mut steadfast::Context,
+        signal: String,
+    ) -> Result<steadfast::Outcome<Value>, steadfast::AgentError> {
+        Ok(match ctx.signal() {
+            Some(payload) => steadfast::Outcome::Done(payload.clone()),
+            None => steadfast::Outcome::Wait(steadfast::WaitFor::signal(signal)),
+        })
+    }
+}
+
+/// A signal's name (what a run waits for) and its payload, chosen by whoever writes the agent
+/// or sends the signal, render as text.
+#[test]
+fn a_hostile_signal_name_and_payload_render_as_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let (waits, woken) = ("<svg onload=alert(5)>", "<img src=z onerror=alert(6)>");
+    let payload = "<script>alert(7)</script>";
+    let runs = runtime().block_on(async {
+        let store = steadfast::SledStore::open(dir.path().join("db")).unwrap();
+        let rt = steadfast::Runtime::builder().store(store).register(Waiter).build().unwrap();
+        let first = rt.submit("waiter", waits.to_owned()).await.unwrap().id;
+        let second = rt.submit("waiter", woken.to_owned()).await.unwrap().id;
+        rt.run_until_idle().await.unwrap();
+        (first, second)
+    });
+    let server = Server::start(dir.path(), &[]);
+    runtime().block_on(async {
+        let Some(browser) = Browser::start().await else { return };
+        let signal = json!({"name": woken, "payload": {"text": payload}});
+        let sent = steadfast::reqwest::Client::new()
+            .post(format!("{}/api/v1/runs/{}/signal", server.url, runs.1))
+            .json(&signal)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sent.status().as_u16(), 200);
+        for (run, shows) in [(runs.0, vec![waits]), (runs.1, vec![woken, payload])] {
+            browser.visit(&format!("{}/ui/runs/{run}", server.url)).await;
+            let text = browser.text().await;
+            for hostile in shows {
+                assert!(text.contains(hostile), "run {run} shows {hostile:?} as text: {text}");
+            }
+            assert_eq!(active_content(&browser).await, json!([0, 0, 0, 0]), "run {run}");
+        }
+        browser.visit(&format!("{}/ui/runs?agent=waiter", server.url)).await;
+        assert_eq!(active_content(&browser).await, json!([0, 0, 0, 0]));
         browser.close().await;
     });
 }

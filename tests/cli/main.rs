@@ -43,6 +43,7 @@ fn files(dir: &Path) -> Vec<std::path::PathBuf> {
 mod browser;
 mod dashboard;
 mod demo;
+mod driver;
 mod metrics;
 mod newcomer;
 mod notify;
