@@ -1,5 +1,5 @@
-//! `serve`'s notifications: a signed webhook and mail, as durable runs of built-in notifiers
-//! (see [`crate::notify`]).
+//! The notifications of `serve` and `work`: a signed webhook and mail, as durable runs of
+//! built-in notifiers (see [`crate::notify`]).
 
 use crate::agents::{MailNotifier, Mailer, Secret, Transport, Webhook};
 use crate::notify::{Event, Subscription};
@@ -14,7 +14,7 @@ pub(crate) const WEBHOOK_SECRET_ENV: &str = "STEADFAST_WEBHOOK_SECRET";
 #[derive(Debug, Default, clap::Args)]
 pub(super) struct NotifyArgs {
     /// POST a signed JSON notification to URL for every run held for review, every dead
-    /// letter and every alarm (the HMAC-SHA256 secret, at least 16 bytes, from
+    /// letter and (with serve) every alarm (the HMAC-SHA256 secret, at least 16 bytes, from
     /// $STEADFAST_WEBHOOK_SECRET). Delivered as runs of the agent `webhook`, retried with
     /// backoff while the receiver is down.
     #[arg(long, value_name = "URL")]
@@ -36,12 +36,13 @@ pub(super) struct NotifyArgs {
 }
 
 impl NotifyArgs {
-    /// Registers and subscribes the notifiers asked for; `link` is the dashboard's address.
+    /// Registers and subscribes the notifiers asked for; `link` is the dashboard's address,
+    /// if one serves.
     pub(super) fn apply(
         &self,
         mut builder: RuntimeBuilder,
         data_dir: &std::path::Path,
-        link: &str,
+        link: Option<&str>,
     ) -> Result<(RuntimeBuilder, Vec<String>), CliError> {
         let subscription = Subscription::all()
             .events(self.notify_events.iter().copied())
@@ -69,7 +70,10 @@ impl NotifyArgs {
             let mailer = Mailer::new(transport, &self.notify_from, to)
                 .map_err(|e| CliError::usage(format!("--notify-mail: {e}")))?;
             shown.push(format!("mail to {}", self.notify_mail.join(", ")));
-            let notifier = MailNotifier::new(mailer).link(link);
+            let mut notifier = MailNotifier::new(mailer);
+            if let Some(link) = link {
+                notifier = notifier.link(link);
+            }
             builder = builder.register(notifier).notify("mail-notifier", subscription);
         }
         Ok((builder, shown))

@@ -76,7 +76,7 @@ pub(super) async fn serve(session: &Session, args: ServeArgs) -> Result<(), CliE
         let policy = super::prune::policy(older_than, args.prune_states.clone())?;
         builder = builder.retention(policy, args.prune_every);
     }
-    let (builder, notifiers) = args.notify.apply(builder, session.data_dir(), &url)?;
+    let (builder, notifiers) = args.notify.apply(builder, session.data_dir(), Some(&url))?;
     let runtime = Arc::new(builder.build().map_err(runtime_error)?);
     let server_file = session.data_dir().join(SERVER_FILE);
     std::fs::write(&server_file, format!("{url}\n"))

@@ -30,6 +30,8 @@ pub(super) struct WorkArgs {
     /// How often --prune-older-than prunes.
     #[arg(long, value_name = "PERIOD", default_value = "1h", value_parser = super::args::parse_duration)]
     prune_every: Duration,
+    #[command(flatten)]
+    notify: super::notify::NotifyArgs,
 }
 
 pub(super) async fn work(session: &Session, args: WorkArgs) -> Result<(), CliError> {
@@ -45,6 +47,7 @@ pub(super) async fn work(session: &Session, args: WorkArgs) -> Result<(), CliErr
         let policy = super::prune::policy(older_than, args.prune_states)?;
         builder = builder.retention(policy, args.prune_every);
     }
+    let (builder, notifiers) = args.notify.apply(builder, session.data_dir(), None)?;
     let rt = builder.build().map_err(runtime_error)?;
     let before = store.counts().await.map_err(CliError::from_store)?;
     let started = Instant::now();
@@ -52,6 +55,7 @@ pub(super) async fn work(session: &Session, args: WorkArgs) -> Result<(), CliErr
         data = %session.data_dir().display(),
         workers = args.workers,
         agents = %rt.agents().join(", "),
+        notifications = %if notifiers.is_empty() { "none".to_owned() } else { notifiers.join(", ") },
         "working until {}",
         if args.until_signal { "SIGINT or SIGTERM" } else { "no work is left" }
     );

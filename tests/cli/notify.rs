@@ -127,4 +127,16 @@ fn a_webhook_without_a_usable_secret_is_a_usage_error() {
     let ftp = serve(Some(SECRET), "ftp://127.0.0.1/x");
     assert_eq!(ftp.status.code(), Some(2), "{}", text(&ftp));
     assert!(text(&ftp).contains("not an http or https URL"), "{}", text(&ftp));
+    // `work` takes the same flags, with the same checks.
+    let work = Command::new(BIN)
+        .args(["work", "--webhook", "http://127.0.0.1:9/x", "--data"])
+        .arg(dir.path())
+        .env_remove("STEADFAST_WEBHOOK_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(work.status.code(), Some(2), "{}", text(&work));
+    assert!(text(&work).contains("STEADFAST_WEBHOOK_SECRET"), "{}", text(&work));
+    let work = steadfast(dir.path(), &["work", "--notify-mail", "ops@example.com"]);
+    assert!(work.status.success(), "{}", text(&work));
+    assert!(text(&work).contains("notifications=mail to ops@example.com"), "{}", text(&work));
 }
