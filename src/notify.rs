@@ -13,8 +13,8 @@
 //!
 //! Each notification has an id, its run's idempotency key, unique per event:
 //! `review:<run>:<move>` and `dead_letter:<run>:<move>` (the move's sequence number in the
-//! run's history, so a run held twice is notified twice), `alarm:<agent>:<since>` (the due
-//! time, in ms, of the oldest work the alarm is about). A delivery cut off by a crash is
+//! run's history, so a run held twice is notified twice), `alarm:<agent>:<since>` (when the
+//! oldest work the alarm is about was created, in ms). A delivery cut off by a crash is
 //! made again under the same id: receivers deduplicate by it.
 //!
 //! A pipeline run and its stages are agents of their own: a stage that dies and the pipeline

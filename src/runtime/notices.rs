@@ -117,8 +117,8 @@ impl super::Runtime {
     }
 
     /// Submits the runs of the notifiers subscribed to the silent-failure alarm for the
-    /// alarm raised for `agent` over work due since `since` (the due time of its oldest
-    /// waiting run), keyed `alarm:<agent>:<since in ms>`: one alarm is notified once however
+    /// alarm raised for `agent` about work waiting since `since` (when the oldest of it was
+    /// created: `steadfast::ops::Raised::since`), keyed `alarm:<agent>:<since in ms>`: one alarm is notified once however
     /// often it is seen, by however many processes, across restarts. Returns how many runs
     /// this call created. `steadfast serve` calls it for every alarm it raises.
     pub async fn notify_alarm(

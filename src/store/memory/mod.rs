@@ -123,9 +123,7 @@ impl State {
         run.updated_at = now;
         self.runs.insert(run.id, run.clone());
     }
-}
 
-impl State {
     /// Creates the `queued` run `new` (whose key is free: the caller checked).
     fn insert_run(&mut self, new: NewRun, now: Timestamp) -> RunRecord {
         let mut run = RunRecord {
