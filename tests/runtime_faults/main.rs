@@ -108,6 +108,9 @@ struct Verdict {
     score: u8,
 }
 
+#[path = "../common/mod.rs"]
+mod common;
+
 mod classes;
 mod commits;
 mod gate;

@@ -63,6 +63,8 @@ pub(super) struct Committer {
     synced: Arc<AtomicU64>,
     /// Set when a commit failed: the database is reopened before the next write (`engine`).
     failed: Arc<AtomicBool>,
+    /// Set by a test build's fault point: the next sync fails.
+    fail_sync: Arc<AtomicBool>,
 }
 
 /// What the committer thread owns.
@@ -80,6 +82,7 @@ pub(super) struct Writer {
 /// Makes applied writes durable.
 struct Syncer {
     failed: Arc<AtomicBool>,
+    fail_sync: Arc<AtomicBool>,
     db: ::sled::Db,
     log: File,
     path: PathBuf,
@@ -94,8 +97,10 @@ impl Committer {
         let syncs = Arc::new(AtomicU64::new(0));
         let synced = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicBool::new(false));
+        let fail_sync = Arc::new(AtomicBool::new(false));
         let syncer = Syncer {
             failed: failed.clone(),
+            fail_sync: fail_sync.clone(),
             db: writer.db.clone(),
             log: writer.log.try_clone()?,
             path: writer.path.clone(),
@@ -106,7 +111,19 @@ impl Committer {
         let thread = std::thread::Builder::new()
             .name("steadfast-committer".into())
             .spawn(move || writer.run(&receiver, &syncer))?;
-        Ok(Committer { sender: Some(sender), thread: Some(thread), syncs, synced, failed })
+        Ok(Committer {
+            sender: Some(sender),
+            thread: Some(thread),
+            syncs,
+            synced,
+            failed,
+            fail_sync,
+        })
+    }
+
+    /// Makes the next sync fail as an I/O error would (a test build's fault point).
+    pub(super) fn fail_next_sync(&self) {
+        self.fail_sync.store(true, Ordering::SeqCst);
     }
 
     /// Whether a commit failed (the disk full, an I/O error): this committer takes no more
@@ -349,6 +366,11 @@ impl Syncer {
 
     /// Makes everything applied so far durable per the durability mode.
     fn sync(&self) -> Result<(), StoreError> {
+        if self.fail_sync.swap(false, Ordering::SeqCst) {
+            eprintln!("steadfast: failing this sync, as a fault point asked");
+            let injected = std::io::Error::other("a sync failure injected by a fault point");
+            return Err(io_error("fsync of the database log", injected));
+        }
         match self.durability {
             Durability::Fsync => make_durable(&self.db, &self.log, &self.path),
             _ => self.db.flush().map(drop).map_err(|e| backend("flushing the database", e)),

@@ -154,8 +154,28 @@ pub(super) fn replay(
 /// 1), so crash tests hit a window of microseconds on purpose. Points: `replay` (the journal
 /// replayed and durable, not yet emptied), `commit-half` (a commit's entry and half of its
 /// writes flushed to sled's log, the rest not).
-#[cfg(feature = "testing")]
 pub(super) fn crash_point(name: &str) {
+    if reached(name) {
+        eprintln!("steadfast: crashing at `{name}` as STEADFAST_CRASH_AT asks");
+        std::process::abort();
+    }
+}
+
+/// Test builds (feature `testing`): whether the fault point `name` is reached the `n`-th time
+/// as `STEADFAST_CRASH_AT=<name>:<n>` asks, for a fault the caller then injects instead of a
+/// crash. Point: `claim-unsynced` (a claim applied and answered before its sync: the sync
+/// that covers it fails, as a full disk or an I/O error would fail it).
+pub(super) fn fault_point(name: &str) -> bool {
+    let hit = reached(name);
+    if hit {
+        eprintln!("steadfast: a fault at `{name}` as STEADFAST_CRASH_AT asks");
+    }
+    hit
+}
+
+/// Whether the point `name` named by `STEADFAST_CRASH_AT` is reached the asked time.
+#[cfg(feature = "testing")]
+fn reached(name: &str) -> bool {
     use std::sync::atomic::{AtomicU64, Ordering};
     static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
     static REACHED: AtomicU64 = AtomicU64::new(0);
@@ -164,19 +184,16 @@ pub(super) fn crash_point(name: &str) {
         let (point, n) = value.rsplit_once(':')?;
         Some((point.to_owned(), n.parse().ok()?))
     });
-    if let Some((point, n)) = target
-        && point == name
-        && REACHED.fetch_add(1, Ordering::SeqCst) + 1 == *n
-    {
-        eprintln!("steadfast: crashing at `{name}` as STEADFAST_CRASH_AT asks");
-        std::process::abort();
-    }
+    matches!(target, Some((point, n)) if point == name
+        && REACHED.fetch_add(1, Ordering::SeqCst) + 1 == *n)
 }
 
-/// Without the feature `testing`, crash points cost nothing.
+/// Without the feature `testing`, no point is ever reached.
 #[cfg(not(feature = "testing"))]
 #[inline(always)]
-pub(super) fn crash_point(_name: &str) {}
+fn reached(_name: &str) -> bool {
+    false
+}
 
 /// Whether the crash point `name` is armed (a test build asked for it), so the committer
 /// flushes half a commit before it: the torn state a crash leaves.
