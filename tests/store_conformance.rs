@@ -2,8 +2,12 @@
 
 use std::time::Duration;
 
+#[path = "common/mod.rs"]
+mod common;
 #[path = "storage/full_disk.rs"]
 mod full_disk;
+#[path = "storage/lost_claim.rs"]
+mod lost_claim;
 #[path = "common/peers.rs"]
 mod peers;
 

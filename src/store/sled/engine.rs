@@ -16,6 +16,9 @@ use crate::store::StoreError;
 
 /// One opening of the database.
 pub(super) struct Engine {
+    /// Which opening this is, in this process (see [`next_id`]): a lazy write's batch number
+    /// means something only to the committer of the opening that applied it.
+    pub(super) id: u64,
     pub(super) db: ::sled::Db,
     pub(super) trees: Trees,
     /// Every write goes through it (see `committer`).
@@ -28,7 +31,27 @@ const REOPEN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// The batch number that marks a claim lost with the engine a failed write left behind.
 pub(super) const LOST: u64 = u64::MAX;
 
+/// A fresh id for an opening of a database (unique in this process).
+pub(super) fn next_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Where a write applied without waiting for its sync: the opening and its batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Applied {
+    /// The opening ([`Engine::id`]).
+    pub(super) engine: u64,
+    /// The batch of that opening's committer ([`LOST`] once the opening failed unsynced).
+    pub(super) batch: u64,
+}
+
 impl SledStore {
+    /// The open database as it is now, without opening it again if its committer failed.
+    pub(super) fn current_engine(&self) -> Option<Arc<Engine>> {
+        self.inner.engine.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// The open database: the current engine, or a new one if the current one's committer
     /// failed a write.
     pub(super) fn engine(&self) -> Result<Arc<Engine>, StoreError> {
@@ -61,8 +84,8 @@ impl SledStore {
             // Claims acknowledged before their sync may be gone with the old engine's memory:
             // their claimers must not act on them (`Store::wait_durable` says so).
             let mut unsynced = inner.unsynced_claims.lock().unwrap_or_else(|p| p.into_inner());
-            unsynced.retain(|_, batch| !old.committer.is_synced(*batch));
-            unsynced.values_mut().for_each(|batch| *batch = LOST);
+            unsynced.retain(|_, at| !(at.engine == old.id && old.committer.is_synced(at.batch)));
+            unsynced.values_mut().for_each(|at| at.batch = LOST);
             drop(unsynced);
             tracing::warn!(
                 path = %inner.path.display(),

@@ -141,7 +141,7 @@ struct Inner {
     reopened: std::sync::Mutex<Option<std::time::Instant>>,
     /// Runs whose latest claim (or creation already claimed) was acknowledged before its
     /// sync, with the number of the batch that applied it; see `Store::wait_durable`.
-    unsynced_claims: std::sync::Mutex<std::collections::HashMap<RunId, u64>>,
+    unsynced_claims: std::sync::Mutex<std::collections::HashMap<RunId, engine::Applied>>,
     /// Counts the database as open in this process until the store is dropped.
     _registration: open::Registration,
 }
@@ -297,16 +297,18 @@ impl SledStore {
     }
 
     /// Applies `apply` through the committer; returns once it is applied, durable with the
-    /// next sync, with the number of the batch that applied it.
+    /// next sync of the same opening, with where it was applied.
     async fn write_lazy<T: Send + 'static>(
         &self,
         apply: impl Fn(&Tx<'_>) -> tx::TxResult<T> + Send + 'static,
-    ) -> Result<(Result<T, Abort>, u64), StoreError> {
-        self.engine()?.committer.write_lazy(Box::new(apply)).await
+    ) -> Result<(Result<T, Abort>, engine::Applied), StoreError> {
+        let engine = self.engine()?;
+        let (outcome, batch) = engine.committer.write_lazy(Box::new(apply)).await?;
+        Ok((outcome, engine::Applied { engine: engine.id, batch }))
     }
 
-    /// Remembers that the claims of `runs` were applied in batch `batch`, not yet synced.
-    fn claimed_unsynced(&self, runs: impl IntoIterator<Item = RunId>, batch: u64) {
+    /// Remembers that the claims of `runs` were applied where `batch` says, not yet synced.
+    fn claimed_unsynced(&self, runs: impl IntoIterator<Item = RunId>, batch: engine::Applied) {
         if matches!(self.inner.durability, Durability::Periodic(_)) {
             return; // an explicit opt-out: nothing waits for a sync
         }
@@ -320,7 +322,11 @@ impl SledStore {
         if unsynced.len() > 4096 {
             // Claims whose claimer never asked (a user's own claim loop): forget synced ones.
             if let Ok(engine) = self.engine() {
-                unsynced.retain(|_, batch| !engine.committer.is_synced(*batch));
+                // Claims another opening applied are kept: their claimers must hear they
+                // are lost.
+                unsynced.retain(|_, at| {
+                    at.engine != engine.id || !engine.committer.is_synced(at.batch)
+                });
             }
         }
     }

@@ -141,6 +141,7 @@ pub(super) fn open_engine(
         sync_dir(path).map_err(|e| io_error("fsync of the database directory", e))?;
     }
     Ok(Engine {
+        id: super::engine::next_id(),
         committer: Committer::start(Writer {
             db: db.clone(),
             trees: trees.clone(),

@@ -97,19 +97,34 @@ fn insert_run(tx: &Tx<'_>, id: RunId, new: &NewRun, now: Timestamp) -> TxResult<
 }
 
 pub(super) async fn wait_durable(store: &SledStore, run: RunId) -> Result<(), StoreError> {
-    let batch = store.inner.unsynced_claims.lock().unwrap_or_else(|p| p.into_inner()).remove(&run);
-    match batch {
-        Some(super::engine::LOST) => Err(StoreError::Backend {
-            context: "making a claim durable",
-            source: Box::new(std::io::Error::other(format!(
-                "the claim of run {run} was lost with a failed write; the run is claimed again"
-            ))),
-        }),
-        // Joins the next group commit, which covers every batch applied before it.
-        Some(batch) if !store.engine()?.committer.is_synced(batch) => {
-            store.engine()?.committer.sync().await
+    let applied =
+        store.inner.unsynced_claims.lock().unwrap_or_else(|p| p.into_inner()).remove(&run);
+    let Some(applied) = applied else { return Ok(()) };
+    // Only the opening that applied the claim can tell whether it synced it: once it failed
+    // (a write of anyone's met a full disk), a batch it did not sync may be gone from disk,
+    // whoever opens the database again, and whenever.
+    match store.current_engine() {
+        Some(engine) if engine.id == applied.engine && applied.batch != super::engine::LOST => {
+            if engine.committer.is_synced(applied.batch) {
+                Ok(())
+            } else if engine.committer.failed() {
+                Err(lost_claim(run))
+            } else {
+                // Joins the next group commit, which covers every batch applied before it.
+                engine.committer.sync().await
+            }
         }
-        _ => Ok(()),
+        _ => Err(lost_claim(run)),
+    }
+}
+
+/// The refusal of a claim that a failed write may have lost.
+fn lost_claim(run: RunId) -> StoreError {
+    StoreError::Backend {
+        context: "making a claim durable",
+        source: Box::new(std::io::Error::other(format!(
+            "the claim of run {run} was lost with a failed write; the run is claimed again"
+        ))),
     }
 }
 
