@@ -191,6 +191,15 @@ impl Subscription {
         self
     }
 
+    /// In words: `review, dead_letter about reader, writer`, `every event about every agent`.
+    pub fn describe(&self) -> String {
+        let events: Vec<&str> = self.events.iter().map(|e| e.as_str()).collect();
+        let events = if events.is_empty() { "every event".to_owned() } else { events.join(", ") };
+        let agents =
+            if self.agents.is_empty() { "every agent".to_owned() } else { self.agents.join(", ") };
+        format!("{events} about {agents}")
+    }
+
     /// Whether it takes `event` of `agent`.
     pub fn wants(&self, event: Event, agent: &str) -> bool {
         (self.events.is_empty() || self.events.contains(&event))
@@ -219,6 +228,8 @@ mod tests {
         assert!(some.wants(Event::DeadLetter, "reader"));
         assert!(!some.wants(Event::Review, "reader"));
         assert!(!some.wants(Event::DeadLetter, "writer"));
+        assert_eq!(all.describe(), "every event about every agent");
+        assert_eq!(some.describe(), "dead_letter about reader");
     }
 
     #[test]

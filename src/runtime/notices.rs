@@ -37,6 +37,11 @@ impl Notices {
         Ok(Notices { subscribed })
     }
 
+    /// The subscription of notifier `agent`, if it is one.
+    pub(crate) fn of(&self, agent: &str) -> Option<&Subscription> {
+        self.subscribed.iter().find(|(name, _)| name == agent).map(|(_, sub)| sub)
+    }
+
     /// Whether no notifier is subscribed.
     pub(crate) fn is_empty(&self) -> bool {
         self.subscribed.is_empty()
@@ -114,6 +119,12 @@ impl super::Runtime {
     /// Whether any notifier is subscribed (see [`RuntimeBuilder::notify`](super::RuntimeBuilder::notify)).
     pub fn has_notifiers(&self) -> bool {
         !self.shared.notices.is_empty()
+    }
+
+    /// What the notifier `agent` is subscribed to, if it is one (see
+    /// [`RuntimeBuilder::notify`](super::RuntimeBuilder::notify)).
+    pub fn subscription(&self, agent: &str) -> Option<&Subscription> {
+        self.shared.notices.of(agent)
     }
 
     /// Submits the runs of the notifiers subscribed to the silent-failure alarm for the

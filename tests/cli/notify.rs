@@ -30,6 +30,9 @@ fn serve_notifies_a_webhook_and_a_mailbox_of_a_new_dead_letter() {
     block_on(async {
         let c = steadfast::reqwest::Client::new();
         let api = |path: &str| format!("{}/api/v1{path}", server.url);
+        let agents = c.get(format!("{}/ui/agents", server.url)).send().await.unwrap();
+        let agents = agents.text().await.unwrap();
+        assert!(agents.contains("notifier: every event about every agent"), "{agents}");
         let note = json!({"note": "not ours"});
         let reject = api(&format!("/review/{}/reject", held[0]));
         let (status, body) = call(&c, reqwest::Method::POST, reject, Some(note), None).await;

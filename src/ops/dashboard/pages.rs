@@ -394,6 +394,7 @@ pub(super) async fn agents(
             serde_json::json!({
                 "name": name,
                 "pipeline": pipelines.contains(&name),
+                "notifies": rt.subscription(name).map(crate::notify::Subscription::describe),
                 "breaker": rt.breaker(name).map(|b| format!("{b:?}")),
                 "paused": control.as_ref().is_some_and(|c| c.paused),
                 "rate": control.as_ref().and_then(|c| c.rate),
