@@ -266,6 +266,31 @@ mod tests {
         assert!(!verify(secret, "v1=00", body, 1000, five_min));
     }
 
+    proptest::proptest! {
+        /// Whatever a sender puts in the header (a receiver parses it from the network), the
+        /// check answers without panicking, and accepts only a signature of this very body.
+        #[test]
+        fn verify_never_panics_and_accepts_only_its_own_body(
+            junk in "(t=[0-9]{0,12}|v1=[0-9a-fé]{0,66}|[=,a-z ]{0,8}){0,3}",
+            v1 in "[0-9a-fé]{0,66}",
+            timed in proptest::bool::ANY,
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            other in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            t in 0u64..4_000_000_000,
+        ) {
+            let secret = b"0123456789abcdef";
+            // With a current timestamp, so that the signature itself gets parsed.
+            let header = if timed { format!("{junk},t={t},v1={v1}") } else { format!("{junk},v1={v1}") };
+            let _ = verify(secret, &header, &body, t, Duration::from_secs(300));
+            let signed = format!("t={t},v1={}", signature(secret, t, &body));
+            proptest::prop_assert!(verify(secret, &signed, &body, t, Duration::from_secs(300)));
+            proptest::prop_assert_eq!(
+                verify(secret, &signed, &other, t, Duration::from_secs(300)),
+                other == body
+            );
+        }
+    }
+
     #[test]
     fn a_webhook_never_shows_its_secret_or_path() {
         let hook = Webhook::new(
