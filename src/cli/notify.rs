@@ -10,8 +10,9 @@ use super::CliError;
 /// The environment variable that holds the webhook's signing secret.
 pub(crate) const WEBHOOK_SECRET_ENV: &str = "STEADFAST_WEBHOOK_SECRET";
 
-/// Where `serve` sends notifications.
-#[derive(Debug, Default, clap::Args)]
+/// Where `serve` and `work` send notifications. Its `Debug` shows the webhook's origin only:
+/// a webhook URL's path or query is often a token.
+#[derive(Default, clap::Args)]
 pub(super) struct NotifyArgs {
     /// POST a signed JSON notification to URL for every run held for review, every dead
     /// letter and (with serve) every alarm (the HMAC-SHA256 secret, at least 16 bytes, from
@@ -33,6 +34,22 @@ pub(super) struct NotifyArgs {
     /// Only about these agents (repeat; default all).
     #[arg(long = "notify-agent", value_name = "AGENT")]
     notify_agents: Vec<String>,
+}
+
+impl std::fmt::Debug for NotifyArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let webhook = self.webhook.as_deref().map(|url| match url::Url::parse(url) {
+            Ok(url) => url.origin().ascii_serialization(),
+            Err(_) => "(not a URL)".to_owned(),
+        });
+        f.debug_struct("NotifyArgs")
+            .field("webhook", &webhook)
+            .field("notify_mail", &self.notify_mail)
+            .field("notify_from", &self.notify_from)
+            .field("notify_events", &self.notify_events)
+            .field("notify_agents", &self.notify_agents)
+            .finish()
+    }
 }
 
 impl NotifyArgs {
@@ -77,5 +94,21 @@ impl NotifyArgs {
             builder = builder.register(notifier).notify("mail-notifier", subscription);
         }
         Ok((builder, shown))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_the_webhooks_origin_only() {
+        let args = NotifyArgs {
+            webhook: Some("https://hooks.example.com/services/T0/B0/SECRET?token=x".into()),
+            ..NotifyArgs::default()
+        };
+        let shown = format!("{args:?}");
+        assert!(shown.contains("https://hooks.example.com"), "{shown}");
+        assert!(!shown.contains("SECRET") && !shown.contains("token"), "{shown}");
     }
 }
