@@ -428,10 +428,11 @@ fn a_worker_killed_right_after_the_move_or_during_the_delivery_loses_no_notifica
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     // The receiver holds its answer to a notification's first delivery for a minute (the
     // worker is killed meanwhile), and answers the next at once.
-    let receiver = receiving.block_on(HttpServer::start(|request| {
-        let seen =
-            SEEN.lock().unwrap().insert(request.header(agents::ID_HEADER).unwrap_or("").to_owned());
-        if seen {
+    let seen = std::sync::Mutex::new(BTreeSet::new());
+    let receiver = receiving.block_on(HttpServer::start(move |request| {
+        let id = request.header(agents::ID_HEADER).unwrap_or("").to_owned();
+        let first = seen.lock().unwrap().insert(id);
+        if first {
             Reply::new(200, "ok").delay(Duration::from_secs(60))
         } else {
             Reply::new(200, "ok")
@@ -481,5 +482,3 @@ fn a_worker_killed_right_after_the_move_or_during_the_delivery_loses_no_notifica
         "{history:?}"
     );
 }
-
-static SEEN: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());

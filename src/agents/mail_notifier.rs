@@ -70,16 +70,14 @@ impl MailNotifier {
                 body.push_str(&format!("  caused by: {cause}\n"));
             }
         }
-        let mut builder = Message::builder()
-            .from(self.mailer.from.clone())
-            .subject(subject)
-            .message_id(Some(message_id.to_owned()));
-        for to in &self.mailer.to {
-            builder = builder.to(to.clone());
-        }
-        builder.header(ContentType::TEXT_PLAIN).body(body).map_err(|e| {
-            AgentError::from_source(Fault::Permanent, e).context("building the notification mail")
-        })
+        self.mailer
+            .envelope(subject, message_id)
+            .header(ContentType::TEXT_PLAIN)
+            .body(body)
+            .map_err(|e| {
+                AgentError::from_source(Fault::Permanent, e)
+                    .context("building the notification mail")
+            })
     }
 }
 
@@ -103,22 +101,9 @@ impl Agent for MailNotifier {
         ctx: &mut Context,
         notification: Notification,
     ) -> Result<Outcome<Receipt>, AgentError> {
-        let id = ctx.idempotency_key().to_owned();
-        let key = ctx.effect_key("send");
-        let message_id = format!("<{}@steadfast>", key.replace(['/', ':'], "."));
-        let message = self.message(&id, &message_id, &notification)?;
-        let subject = message.headers().get_raw("Subject").map(str::to_owned).unwrap_or_default();
-        let mailer = &self.mailer;
-        let path =
-            ctx.effect("send", |key| async move { mailer.send(message, &key).await }).await?;
-        Ok(Outcome::Done(Receipt {
-            message_id,
-            subject,
-            recipients: mailer.to.iter().map(|m| m.to_string()).collect(),
-            transport: mailer.transport.describe(),
-            path,
-            sent: true,
-        }))
+        let message_id = Mailer::message_id(ctx);
+        let message = self.message(ctx.idempotency_key(), &message_id, &notification)?;
+        Ok(Outcome::Done(self.mailer.send_once(ctx, message, message_id).await?))
     }
 }
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::{Mailbox, MessageBuilder, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -125,7 +125,7 @@ impl Transport {
         }
     }
 
-    pub(super) fn describe(&self) -> String {
+    fn describe(&self) -> String {
         match self {
             Transport::Outbox(dir) => format!("outbox {}", dir.display()),
             Transport::Smtp { host, port, .. } => format!("smtp {host}:{port}"),
@@ -171,9 +171,9 @@ fn sent_by_default() -> bool {
 /// copy sent twice (a crash between sending and journaling) carries the same `Message-ID`.
 #[derive(Clone, Debug)]
 pub struct Mailer {
-    pub(super) transport: Transport,
-    pub(super) from: Mailbox,
-    pub(super) to: Vec<Mailbox>,
+    transport: Transport,
+    from: Mailbox,
+    to: Vec<Mailbox>,
 }
 
 impl Mailer {
@@ -197,6 +197,17 @@ impl Mailer {
         if let Some(headline) = &report.headline {
             subject = format!("{subject}: {}", one_line(headline, 150));
         }
+        self.envelope(subject, message_id)
+            .multipart(MultiPart::alternative_plain_html(
+                report.markdown.clone(),
+                report.html.clone(),
+            ))
+            .map_err(|e| AgentError::from_source(Fault::Permanent, e).context("building the mail"))
+    }
+
+    /// A message from and to this mailer's addresses, with `subject` (one line: the caller
+    /// strips it) and `message_id`.
+    pub(super) fn envelope(&self, subject: String, message_id: &str) -> MessageBuilder {
         let mut builder = Message::builder()
             .from(self.from.clone())
             .subject(subject)
@@ -205,18 +216,45 @@ impl Mailer {
             builder = builder.to(to.clone());
         }
         builder
-            .multipart(MultiPart::alternative_plain_html(
-                report.markdown.clone(),
-                report.html.clone(),
-            ))
-            .map_err(|e| AgentError::from_source(Fault::Permanent, e).context("building the mail"))
     }
 
-    pub(super) async fn send(
+    /// The `Message-ID` of the mail of the run `ctx` runs: made from its effect key, the same
+    /// for every attempt.
+    pub(super) fn message_id(ctx: &Context) -> String {
+        format!("<{}@steadfast>", ctx.effect_key("send").replace('/', "."))
+    }
+
+    /// Sends `message` once for the run (the effect `send`, journaled: a retry after a
+    /// recorded send does not send again), and says what went where.
+    pub(super) async fn send_once(
         &self,
+        ctx: &mut Context,
         message: Message,
-        key: &str,
-    ) -> Result<Option<String>, AgentError> {
+        message_id: String,
+    ) -> Result<Receipt, AgentError> {
+        let subject = message.headers().get_raw("Subject").map(str::to_owned).unwrap_or_default();
+        let path = ctx.effect("send", |key| async move { self.send(message, &key).await }).await?;
+        Ok(self.receipt(message_id, subject, path, true))
+    }
+
+    fn receipt(
+        &self,
+        message_id: String,
+        subject: String,
+        path: Option<String>,
+        sent: bool,
+    ) -> Receipt {
+        Receipt {
+            message_id,
+            subject,
+            recipients: self.to.iter().map(|m| m.to_string()).collect(),
+            transport: self.transport.describe(),
+            path,
+            sent,
+        }
+    }
+
+    async fn send(&self, message: Message, key: &str) -> Result<Option<String>, AgentError> {
         match &self.transport {
             Transport::Outbox(dir) => {
                 tokio::fs::create_dir_all(dir).await.map_err(|e| {
@@ -301,25 +339,14 @@ impl Agent for Mailer {
     }
 
     async fn run(&self, ctx: &mut Context, report: Report) -> Result<Outcome<Receipt>, AgentError> {
-        let key = ctx.effect_key("send");
-        let message_id = format!("<{}@steadfast>", key.replace('/', "."));
+        let message_id = Self::message_id(ctx);
         let message = self.message(&report, &message_id)?;
+        if report.total > 0 {
+            return Ok(Outcome::Done(self.send_once(ctx, message, message_id).await?));
+        }
+        tracing::info!(parent: ctx.span(), "the digest is empty: nothing to mail");
         let subject = message.headers().get_raw("Subject").map(str::to_owned).unwrap_or_default();
-        let sent = report.total > 0;
-        let path = if sent {
-            ctx.effect("send", |key| async move { self.send(message, &key).await }).await?
-        } else {
-            tracing::info!(parent: ctx.span(), "the digest is empty: nothing to mail");
-            None
-        };
-        Ok(Outcome::Done(Receipt {
-            message_id,
-            subject,
-            recipients: self.to.iter().map(|m| m.to_string()).collect(),
-            transport: self.transport.describe(),
-            path,
-            sent,
-        }))
+        Ok(Outcome::Done(self.receipt(message_id, subject, None, false)))
     }
 }
 

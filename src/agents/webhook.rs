@@ -25,11 +25,22 @@ pub const EVENT_HEADER: &str = "X-Steadfast-Event";
 /// the same over the raw body it got and the `t` of the [`SIGNATURE_HEADER`], compares it in
 /// constant time with `v1`, and refuses a timestamp too far from its own clock (a replay).
 pub fn signature(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
+    signed(secret, timestamp, body)
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The HMAC-SHA256 of `"<timestamp>.<body>"` keyed with `secret`, for [`signature`] to show
+/// and [`verify`] to compare.
+fn signed(secret: &[u8], timestamp: u64, body: &[u8]) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    mac
 }
 
 /// Whether `header` (a [`SIGNATURE_HEADER`] value) signs `body` with `secret`, at a timestamp
@@ -50,12 +61,7 @@ pub fn verify(secret: &[u8], header: &str, body: &[u8], now: u64, tolerance: Dur
         return false;
     }
     let Some(mac) = signatures.iter().find_map(|hex| decode_hex(hex)) else { return false };
-    let mut expected =
-        Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
-    expected.update(timestamp.to_string().as_bytes());
-    expected.update(b".");
-    expected.update(body);
-    expected.verify_slice(&mac).is_ok()
+    signed(secret, timestamp, body).verify_slice(&mac).is_ok()
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {

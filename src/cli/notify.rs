@@ -75,7 +75,7 @@ impl NotifyArgs {
                 .map_err(|e| CliError::usage(format!("--webhook: {e}")))?;
             shown.push(format!("webhook to {}", webhook.destination()));
             builder = builder.register(webhook).notify("webhook", subscription.clone());
-        } else if std::env::var_os(WEBHOOK_SECRET_ENV).is_some() && self.notify_mail.is_empty() {
+        } else if std::env::var_os(WEBHOOK_SECRET_ENV).is_some() {
             tracing::warn!("{WEBHOOK_SECRET_ENV} is set but no --webhook is given: no webhook");
         }
         if !self.notify_mail.is_empty() {

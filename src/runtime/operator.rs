@@ -26,16 +26,15 @@ impl Runtime {
         Ok(record)
     }
 
-    /// Moves `run` from `state` for an operator, mapping a race to [`RuntimeError::Raced`].
-    async fn operate(&self, transition: Transition) -> Result<RunRecord, RuntimeError> {
+    /// Moves a run of `agent` for an operator (with the notifications the move raises),
+    /// mapping a race to [`RuntimeError::Raced`].
+    async fn operate(
+        &self,
+        agent: &str,
+        transition: Transition,
+    ) -> Result<RunRecord, RuntimeError> {
         let run = transition.run;
-        let notifies = crate::notify::Event::of_state(transition.to).is_some()
-            && !self.shared.notices.is_empty();
-        let agent = match notifies {
-            true => self.get(run).await?.agent,
-            false => String::new(),
-        };
-        match self.shared.transition(transition, &agent).await? {
+        match self.shared.transition(transition, agent).await? {
             Ok(record) => {
                 self.shared.notify_hooks(&record);
                 wakeups::after_move(&self.shared, &record, false, false).await;
@@ -78,6 +77,7 @@ impl Runtime {
             });
         }
         self.operate(
+            &record.agent,
             checked_move!(run, WaitingExternal => Queued)
                 .by(by)
                 .signal(payload)
@@ -94,7 +94,7 @@ impl Runtime {
         by: Actor,
         note: Option<&str>,
     ) -> Result<RunRecord, RuntimeError> {
-        self.get_in(run, "approve", &[RunState::NeedsReview]).await?;
+        let record = self.get_in(run, "approve", &[RunState::NeedsReview]).await?;
         let mut t = checked_move!(run, NeedsReview => Queued)
             .by(by.clone())
             .reset_attempts()
@@ -103,7 +103,7 @@ impl Runtime {
             t = t.review_note(note);
             self.shared.store.add_note(run, by, note).await?;
         }
-        self.operate(t).await
+        self.operate(&record.agent, t).await
     }
 
     /// Rejects a run held for review: it goes to the dead letter queue.
@@ -113,11 +113,12 @@ impl Runtime {
         by: Actor,
         note: Option<&str>,
     ) -> Result<RunRecord, RuntimeError> {
-        self.get_in(run, "reject", &[RunState::NeedsReview]).await?;
+        let record = self.get_in(run, "reject", &[RunState::NeedsReview]).await?;
         if let Some(note) = note {
             self.shared.store.add_note(run, by.clone(), note).await?;
         }
         self.operate(
+            &record.agent,
             checked_move!(run, NeedsReview => FailedPermanent)
                 .by(by)
                 .reason(reason_with("rejected", note)),
@@ -148,6 +149,7 @@ impl Runtime {
         }
         .map_err(|source| RuntimeError::InvalidOutput { run, source })?;
         self.operate(
+            &record.agent,
             checked_move!(run, NeedsReview => Succeeded)
                 .by(by)
                 .output(output)
@@ -229,6 +231,7 @@ impl Runtime {
             None => reason.push_str(" (input schema not checked: agent not registered here)"),
         }
         self.operate(
+            &record.agent,
             Transition::new(run, record.state, RunState::Queued)
                 .by(by)
                 .reset_attempts()
@@ -247,6 +250,7 @@ impl Runtime {
         ];
         let record = self.get_in(run, "cancel", &allowed).await?;
         self.operate(
+            &record.agent,
             Transition::new(run, record.state, RunState::FailedPermanent)
                 .by(by)
                 .reason("cancelled"),

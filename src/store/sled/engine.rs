@@ -28,9 +28,6 @@ pub(super) struct Engine {
 /// The least time between two openings after failed writes.
 const REOPEN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The batch number that marks a claim lost with the engine a failed write left behind.
-pub(super) const LOST: u64 = u64::MAX;
-
 /// A fresh id for an opening of a database (unique in this process).
 pub(super) fn next_id() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -42,7 +39,7 @@ pub(super) fn next_id() -> u64 {
 pub(super) struct Applied {
     /// The opening ([`Engine::id`]).
     pub(super) engine: u64,
-    /// The batch of that opening's committer ([`LOST`] once the opening failed unsynced).
+    /// The batch of that opening's committer.
     pub(super) batch: u64,
 }
 
@@ -82,10 +79,11 @@ impl SledStore {
         drop(last);
         if let Some(old) = slot.take() {
             // Claims acknowledged before their sync may be gone with the old engine's memory:
-            // their claimers must not act on them (`Store::wait_durable` says so).
+            // their claimers must not act on them. The ones it synced are durable: forget them.
+            // The rest stay, naming an opening that is gone, which `Store::wait_durable`
+            // reports lost.
             let mut unsynced = inner.unsynced_claims.lock().unwrap_or_else(|p| p.into_inner());
             unsynced.retain(|_, at| !(at.engine == old.id && old.committer.is_synced(at.batch)));
-            unsynced.values_mut().for_each(|at| at.batch = LOST);
             drop(unsynced);
             tracing::warn!(
                 path = %inner.path.display(),

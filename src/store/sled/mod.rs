@@ -315,13 +315,14 @@ impl SledStore {
         let mut unsynced = self.inner.unsynced_claims.lock().unwrap_or_else(|p| p.into_inner());
         unsynced.extend(runs.into_iter().map(|run| (run, batch)));
         if journal::fault_point("claim-unsynced")
-            && let Ok(engine) = self.engine()
+            && let Some(engine) = self.current_engine()
         {
             engine.committer.fail_next_sync();
         }
         if unsynced.len() > 4096 {
             // Claims whose claimer never asked (a user's own claim loop): forget synced ones.
-            if let Ok(engine) = self.engine() {
+            // The opening as it is: reopening a failed one here would take this lock again.
+            if let Some(engine) = self.current_engine() {
                 // Claims another opening applied are kept: their claimers must hear they
                 // are lost.
                 unsynced.retain(|_, at| {

@@ -104,7 +104,7 @@ pub(super) async fn wait_durable(store: &SledStore, run: RunId) -> Result<(), St
     // (a write of anyone's met a full disk), a batch it did not sync may be gone from disk,
     // whoever opens the database again, and whenever.
     match store.current_engine() {
-        Some(engine) if engine.id == applied.engine && applied.batch != super::engine::LOST => {
+        Some(engine) if engine.id == applied.engine => {
             if engine.committer.is_synced(applied.batch) {
                 Ok(())
             } else if engine.committer.failed() {
