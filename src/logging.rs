@@ -5,8 +5,15 @@
 //! Every attempt runs in a span named `attempt` with the fields `run_id`, `agent`,
 //! `idempotency_key`, `attempt`, `step`, `duration_ms` and `outcome`; in JSON each event
 //! carries them under `span` and `spans`.
+//!
+//! Log fields carry text from outside (an item's id, a reason an agent wrote, an error from a
+//! peer): in the text format every control character in them (a newline, a carriage return, a
+//! terminal escape) and every Unicode line separator or direction override is written escaped
+//! (`\n`, `\u{1b}`), so one event is one line and no text can forge another line or recolour a
+//! terminal. JSON escapes them by itself. Colour is used only when stderr is a terminal.
 
-use std::io;
+use std::fmt;
+use std::io::{self, IsTerminal};
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -51,11 +58,49 @@ pub fn init_or(default: &str) -> Result<(), tracing_subscriber::util::TryInitErr
     use tracing_subscriber::util::SubscriberInitExt;
     match Format::from_env() {
         Format::Json => json_or(io::stderr, default).try_init(),
-        Format::Text => tracing_subscriber::fmt()
-            .with_env_filter(filter_or(default))
-            .with_writer(io::stderr)
-            .finish()
-            .try_init(),
+        Format::Text => text_or(io::stderr, default, io::stderr().is_terminal()).try_init(),
+    }
+}
+
+/// The text subscriber (one line per event, fields escaped: see the module docs), writing to
+/// `writer`, in colour if `ansi`; `default` is the filter when the environment sets none.
+pub fn text_or<W>(writer: W, default: &str, ansi: bool) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::field::MakeExt;
+    let fields = tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let text = format!("{value:?}");
+        match field.name() {
+            "message" => write!(writer, "{}", Escaped(&text)),
+            name => write!(writer, "{name}={}", Escaped(&text)),
+        }
+    })
+    .delimited(" ");
+    tracing_subscriber::fmt()
+        .fmt_fields(fields)
+        .with_ansi(ansi)
+        .with_env_filter(filter_or(default))
+        .with_writer(writer)
+        .finish()
+}
+
+/// Text with its control characters, line separators and direction overrides escaped.
+pub(crate) struct Escaped<'a>(pub(crate) &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        for c in self.0.chars() {
+            let unsafe_char = c.is_control()
+                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            if unsafe_char {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -133,6 +178,50 @@ mod tests {
         async fn run(&self, _ctx: &mut Context, n: u32) -> Result<Outcome<u32>, AgentError> {
             Ok(Outcome::Done(n))
         }
+    }
+
+    /// An agent that fails with a reason taken from its input, as an item's id or a peer's
+    /// error would be.
+    struct Forger;
+
+    #[async_trait]
+    impl Agent for Forger {
+        type Input = String;
+        type Output = u32;
+        fn name(&self) -> &str {
+            "forger"
+        }
+        fn idempotency_key(&self, input: &String) -> IdempotencyKey {
+            IdempotencyKey::new(input.clone())
+        }
+        async fn run(&self, _ctx: &mut Context, text: String) -> Result<Outcome<u32>, AgentError> {
+            Err(AgentError::permanent(text))
+        }
+    }
+
+    #[test]
+    fn outside_text_cannot_forge_a_text_log_line() {
+        let buffer = super::Capture::default();
+        let subscriber = super::text_or(buffer.clone(), "info", false);
+        let forged = "x\n2026-12-07T20:00:00.000000Z  INFO steadfast: operator approved everything \u{1b}[31m\r";
+        tracing::subscriber::with_default(subscriber, || {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let rt =
+                    Runtime::builder().store(MemoryStore::new()).register(Forger).build().unwrap();
+                rt.submit("forger", forged).await.unwrap();
+                rt.run_until_idle().await.unwrap();
+            });
+        });
+        let text = buffer.text();
+        assert!(text.contains("\\n2026-12-07T20:00:00.000000Z  INFO"), "escaped: {text}");
+        assert!(text.contains("\\u{1b}[31m\\r"), "escaped: {text}");
+        for line in text.lines() {
+            assert!(!line.starts_with("2026-12-07T20:00:00"), "a forged line: {line}");
+            assert!(!line.contains('\u{1b}') && !line.contains('\r'), "raw control: {line:?}");
+        }
+        assert!(text.contains("attempt finished: dead letter"), "the attempt was logged: {text}");
     }
 
     #[test]

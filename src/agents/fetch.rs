@@ -2,7 +2,7 @@
 //! connection made to a checked address), every redirect checked again, bodies capped and
 //! requests timed out.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -145,66 +145,6 @@ impl Net {
     }
 }
 
-/// What kind of non-public address `addr` is, or `None` for a public one.
-fn forbidden_kind(addr: IpAddr) -> Option<&'static str> {
-    match addr {
-        IpAddr::V4(a) => forbidden_v4(a),
-        IpAddr::V6(a) => {
-            if let Some(v4) = a.to_ipv4_mapped() {
-                return forbidden_v4(v4);
-            }
-            let seg = a.segments();
-            if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-                // NAT64: the IPv4 address inside decides.
-                let v4 = Ipv4Addr::from(((u32::from(seg[6])) << 16) | u32::from(seg[7]));
-                return forbidden_v4(v4);
-            }
-            if a.is_loopback() {
-                Some("loopback")
-            } else if a.is_unspecified() {
-                Some("unspecified")
-            } else if a.is_multicast() {
-                Some("multicast")
-            } else if seg[0] & 0xfe00 == 0xfc00 {
-                Some("private (unique local)")
-            } else if seg[0] & 0xffc0 == 0xfe80 {
-                Some("link-local")
-            } else if seg[0] == 0x2001 && seg[1] == 0x0db8 {
-                Some("documentation")
-            } else if a == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) {
-                Some("cloud metadata")
-            } else {
-                None
-            }
-        }
-    }
-}
-
-fn forbidden_v4(a: Ipv4Addr) -> Option<&'static str> {
-    let [b0, b1, b2, _] = a.octets();
-    if a == Ipv4Addr::new(169, 254, 169, 254) || a == Ipv4Addr::new(100, 100, 100, 200) {
-        Some("cloud metadata")
-    } else if a.is_loopback() {
-        Some("loopback")
-    } else if a.is_private() {
-        Some("private")
-    } else if a.is_link_local() {
-        Some("link-local")
-    } else if b0 == 0 {
-        Some("unspecified")
-    } else if b0 == 100 && (64..128).contains(&b1) {
-        Some("shared (carrier-grade NAT)")
-    } else if a.is_broadcast() || a.is_multicast() || b0 >= 240 {
-        Some("reserved")
-    } else if (b0, b1, b2) == (192, 0, 0) || (b0 == 198 && (b1 == 18 || b1 == 19)) {
-        Some("special-purpose")
-    } else if a.is_documentation() {
-        Some("documentation")
-    } else {
-        None
-    }
-}
-
 /// The address policy: which addresses may be connected to.
 #[derive(Debug, Default)]
 struct Policy {
@@ -214,7 +154,7 @@ struct Policy {
 impl Policy {
     /// `Err(kind)` for an address that is not public and not allow-listed.
     fn check(&self, addr: IpAddr) -> Result<(), &'static str> {
-        match forbidden_kind(addr) {
+        match super::address::forbidden_kind(addr) {
             Some(kind) if !self.allow.iter().any(|n| n.contains(addr)) => Err(kind),
             _ => Ok(()),
         }
@@ -442,36 +382,9 @@ impl Fetcher {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
-
-    fn kind(a: &str) -> Option<&'static str> {
-        forbidden_kind(a.parse().unwrap())
-    }
-
-    #[test]
-    fn special_addresses_are_refused() {
-        for (addr, expected) in [
-            ("127.0.0.1", "loopback"),
-            ("10.1.2.3", "private"),
-            ("172.16.0.1", "private"),
-            ("192.168.1.1", "private"),
-            ("169.254.169.254", "cloud metadata"),
-            ("169.254.1.1", "link-local"),
-            ("0.0.0.0", "unspecified"),
-            ("100.64.0.1", "shared (carrier-grade NAT)"),
-            ("::1", "loopback"),
-            ("::", "unspecified"),
-            ("fd00::1", "private (unique local)"),
-            ("fe80::1", "link-local"),
-            ("::ffff:127.0.0.1", "loopback"),
-            ("64:ff9b::a9fe:a9fe", "cloud metadata"),
-        ] {
-            assert_eq!(kind(addr), Some(expected), "{addr}");
-        }
-        for public in ["93.184.216.34", "1.1.1.1", "2606:4700::1111", "172.32.0.1"] {
-            assert_eq!(kind(public), None, "{public}");
-        }
-    }
 
     #[test]
     fn allow_list_takes_networks() {
@@ -484,22 +397,6 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// An IPv4 address is judged the same however it is written: plain, IPv4-mapped IPv6
-        /// or NAT64.
-        #[test]
-        fn ipv4_in_ipv6_forms_is_judged_as_ipv4(bits: u32) {
-            let v4 = Ipv4Addr::from(bits);
-            let mapped = IpAddr::V6(v4.to_ipv6_mapped());
-            let [a, b, c, d] = v4.octets();
-            let nat64 = IpAddr::V6(Ipv6Addr::new(
-                0x64, 0xff9b, 0, 0, 0, 0,
-                u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]),
-            ));
-            let expected = forbidden_kind(IpAddr::V4(v4));
-            proptest::prop_assert_eq!(forbidden_kind(mapped), expected);
-            proptest::prop_assert_eq!(forbidden_kind(nat64), expected);
-        }
-
         /// `Net::contains` agrees with comparing the first `prefix` bits.
         #[test]
         fn networks_contain_exactly_their_prefix(net: u32, addr: u32, prefix in 0u8..=32) {

@@ -35,6 +35,7 @@
 //! # Ok(()) }
 //! ```
 
+mod address;
 mod classifier;
 mod collector;
 mod fetch;

@@ -57,6 +57,7 @@ mod error;
 mod notify;
 mod numbers;
 mod output;
+mod private;
 mod prune;
 mod remote;
 mod runs;
@@ -326,9 +327,12 @@ impl Session {
         Ok(())
     }
 
-    /// Opens the store, creating it if it does not exist.
+    /// Opens the store, creating it if it does not exist. The data directory is created
+    /// private (mode 0700); one another user owns is refused, and one open to others is
+    /// closed (0700, its files 0600).
     pub fn open_store(&self) -> Result<Arc<dyn Store>, CliError> {
         self.check_layout()?;
+        private::secure_data_dir(&self.data, true)?;
         self.open_checked()
     }
 
@@ -347,6 +351,7 @@ impl Session {
     /// Opens the store if it exists (a read or an operator call never creates one).
     pub fn existing_store(&self) -> Result<Arc<dyn Store>, CliError> {
         self.check_layout()?;
+        private::secure_data_dir(&self.data, false)?;
         let db = self.store_dir();
         if !db.is_dir() {
             return Err(CliError::store(format!(

@@ -17,9 +17,15 @@ pub(super) struct NotifyArgs {
     /// POST a signed JSON notification to URL for every run held for review, every dead
     /// letter and (with serve) every alarm (the HMAC-SHA256 secret, at least 16 bytes, from
     /// $STEADFAST_WEBHOOK_SECRET). Delivered as runs of the agent `webhook`, retried with
-    /// backoff while the receiver is down.
-    #[arg(long, value_name = "URL")]
+    /// backoff while the receiver is down. A URL whose path or query is a token is better
+    /// given in $STEADFAST_WEBHOOK_URL or --webhook-file: a command line is visible to every
+    /// user of the machine.
+    #[arg(long, value_name = "URL", env = "STEADFAST_WEBHOOK_URL", hide_env_values = true)]
     webhook: Option<String>,
+    /// Read the webhook's URL from the first line of FILE and its secret from the second (else
+    /// from $STEADFAST_WEBHOOK_SECRET). The file must be yours, readable by you only.
+    #[arg(long, value_name = "FILE", conflicts_with = "webhook")]
+    webhook_file: Option<std::path::PathBuf>,
     /// Also mail every notification to ADDRESS (repeat for several), as runs of the agent
     /// `mail-notifier`: through SMTP when $STEADFAST_SMTP_HOST is set (see the mailer), else
     /// into the folder `notifications` of the data directory.
@@ -44,6 +50,7 @@ impl std::fmt::Debug for NotifyArgs {
         });
         f.debug_struct("NotifyArgs")
             .field("webhook", &webhook)
+            .field("webhook_file", &self.webhook_file)
             .field("notify_mail", &self.notify_mail)
             .field("notify_from", &self.notify_from)
             .field("notify_events", &self.notify_events)
@@ -53,6 +60,21 @@ impl std::fmt::Debug for NotifyArgs {
 }
 
 impl NotifyArgs {
+    /// The webhook's URL, and its secret when a file gives it: `--webhook` (or
+    /// `$STEADFAST_WEBHOOK_URL`), else `--webhook-file`.
+    fn webhook(&self) -> Result<Option<(String, Option<Secret>)>, CliError> {
+        if let Some(url) = &self.webhook {
+            return Ok(Some((url.clone(), None)));
+        }
+        let Some(path) = &self.webhook_file else { return Ok(None) };
+        let text = super::private::read_secret_file(path, "webhook file")?;
+        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        let url = lines.next().ok_or_else(|| {
+            CliError::usage(format!("the webhook file {} is empty", path.display()))
+        })?;
+        Ok(Some((url.to_owned(), lines.next().map(Secret::new))))
+    }
+
     /// Registers and subscribes the notifiers asked for; `link` is the dashboard's address,
     /// if one serves.
     pub(super) fn apply(
@@ -65,13 +87,13 @@ impl NotifyArgs {
             .events(self.notify_events.iter().copied())
             .agents(self.notify_agents.iter().cloned());
         let mut shown = Vec::new();
-        if let Some(url) = &self.webhook {
-            let secret = Secret::from_env(WEBHOOK_SECRET_ENV).ok_or_else(|| {
+        if let Some((url, secret)) = self.webhook()? {
+            let secret = secret.or_else(|| Secret::from_env(WEBHOOK_SECRET_ENV)).ok_or_else(|| {
                 CliError::usage(format!(
-                    "--webhook needs its signing secret in ${WEBHOOK_SECRET_ENV} (at least 16 bytes)"
+                    "--webhook needs its signing secret in ${WEBHOOK_SECRET_ENV} or on the second line of --webhook-file (at least 16 bytes)"
                 ))
             })?;
-            let webhook = Webhook::new(url, secret)
+            let webhook = Webhook::new(&url, secret)
                 .map_err(|e| CliError::usage(format!("--webhook: {e}")))?;
             shown.push(format!("webhook to {}", webhook.destination()));
             builder = builder.register(webhook).notify("webhook", subscription.clone());

@@ -1,7 +1,12 @@
-//! The CLI over HTTP: when a server works on the data directory (it names its address in
-//! `steadfast.server` there), or `--server URL` / `STEADFAST_SERVER` names one, operator
-//! commands are sent to its API instead of opening the store (which the server holds). The
-//! answers are the same values, so output and exit codes are the same either way.
+//! The CLI over HTTP: when a process works on the data directory (`serve`, `work`, or a user's
+//! program with [`LocalSocket`](crate::ops::LocalSocket)), operator commands go to its API
+//! through the socket `steadfast.sock` there, instead of opening the store (which the process
+//! holds); `--server URL` / `STEADFAST_SERVER` names a server elsewhere. The answers are the
+//! same values, so output and exit codes are the same either way.
+//!
+//! The token (`$STEADFAST_TOKEN`) goes only to a server named with `--server`: never through
+//! the socket (the file system decides who may use it), and never to an address found in a
+//! file, which a process that outlived its server, or another user, could have put there.
 
 use std::time::Duration;
 
@@ -17,12 +22,15 @@ use crate::store::Actor;
 #[derive(Debug)]
 pub(crate) struct Remote {
     base: String,
+    /// Where the server is, as messages name it (its URL, or its socket's path).
+    at: String,
     token: Option<String>,
     client: reqwest::Client,
 }
 
 impl Remote {
-    fn new(url: &str) -> Result<Remote, CliError> {
+    /// The server `--server` names, sent the token if one is set.
+    fn named(url: &str) -> Result<Remote, CliError> {
         let url = url.trim().trim_end_matches('/');
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(CliError::usage(format!(
@@ -34,7 +42,27 @@ impl Remote {
             .build()
             .map_err(|e| CliError::usage(format!("cannot make an HTTP client: {e}")))?;
         let token = std::env::var("STEADFAST_TOKEN").ok().filter(|t| !t.trim().is_empty());
-        // The server records who acts from a header, and refuses a name it cannot record.
+        Self::check_operator()?;
+        Ok(Remote { base: format!("{url}/api/v1"), at: url.to_owned(), token, client })
+    }
+
+    /// The process serving the socket at `path`, sent no token.
+    fn local(path: &std::path::Path) -> Result<Remote, CliError> {
+        let client = reqwest::Client::builder()
+            .unix_socket(path)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| CliError::usage(format!("cannot make an HTTP client: {e}")))?;
+        Self::check_operator()?;
+        Ok(Remote {
+            base: "http://localhost/api/v1".to_owned(),
+            at: path.display().to_string(),
+            token: None,
+            client,
+        })
+    }
+
+    fn check_operator() -> Result<(), CliError> {        // The server records who acts from a header, and refuses a name it cannot record.
         if let Actor::Operator(name) = operator()
             && !crate::ops::is_operator_name(name.trim())
         {
@@ -44,23 +72,26 @@ impl Remote {
                 crate::ops::OPERATOR_MAX
             )));
         }
-        Ok(Remote { base: format!("{url}/api/v1"), token, client })
+        Ok(())
     }
 
-    /// The server `session` should talk to: `--server`/`STEADFAST_SERVER`, else the one that
-    /// named itself in the data directory, if it answers (a file left by a killed server is
-    /// ignored, and the store opened as usual).
+    /// The server `session` should talk to: `--server`/`STEADFAST_SERVER`, else the process
+    /// that answers on the data directory's socket (a socket left by a killed process is
+    /// ignored, and the store opened as usual). A data directory another user owns is refused
+    /// before anything is sent.
     pub(crate) async fn find(session: &Session) -> Result<Option<Remote>, CliError> {
         if let Some(url) = &session.server {
-            return Remote::new(url).map(Some);
+            return Remote::named(url).map(Some);
         }
-        let file = session.data_dir().join(super::serve::SERVER_FILE);
-        let Ok(url) = std::fs::read_to_string(&file) else { return Ok(None) };
-        let remote = Remote::new(&url)?;
-        let health = format!("{}/healthz", url.trim().trim_end_matches('/'));
+        let path = session.data_dir().join(crate::ops::SOCKET_FILE);
+        if std::fs::symlink_metadata(&path).is_err() {
+            return Ok(None);
+        }
+        super::private::secure_data_dir(session.data_dir(), false)?;
+        let remote = Remote::local(&path)?;
         let alive = remote
             .client
-            .get(health)
+            .get("http://localhost/healthz")
             .timeout(Duration::from_secs(2))
             .send()
             .await
@@ -102,14 +133,22 @@ impl Remote {
         request: reqwest::RequestBuilder,
     ) -> Result<T, CliError> {
         let unreachable = |e: reqwest::Error| {
-            CliError::store(format!("cannot reach the server at {}: {e}", self.base))
+            use std::error::Error;
+            // reqwest's own words ("error sending request") hide the cause ("connection refused").
+            let mut text = e.to_string();
+            let mut source = e.source();
+            while let Some(cause) = source {
+                text = format!("{text}: {cause}");
+                source = cause.source();
+            }
+            CliError::store(format!("cannot reach the server at {}: {text}", self.at))
         };
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
         let body: Value = response.json().await.map_err(unreachable)?;
         if status.is_success() {
             return serde_json::from_value(body).map_err(|e| {
-                CliError::store(format!("the server at {} answered unexpectedly: {e}", self.base))
+                CliError::store(format!("the server at {} answered unexpectedly: {e}", self.at))
             });
         }
         // The server's words are the runtime's, as the CLI would have printed them.

@@ -5,11 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{CliError, Session, runtime_error};
-use crate::ops::{OpsConfig, Token};
+use crate::ops::{LocalSocket, OpsConfig, ServeLimits, Token};
 use crate::say;
-
-/// The file in the data directory that names the address of the server working on it.
-pub(crate) const SERVER_FILE: &str = "steadfast.server";
 
 /// What `serve` was asked to do.
 #[derive(Debug, clap::Args)]
@@ -21,9 +18,18 @@ pub(super) struct ServeArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: u16,
     /// A file holding the token every API call must carry (else `$STEADFAST_TOKEN`; at least
-    /// 32 bytes).
+    /// 32 bytes). It must be yours and readable by you only (`chmod 600`).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// Also take requests whose Host header names HOST (repeat for several): the name the
+    /// server is reached by through a reverse proxy or on a network. IP addresses and
+    /// `localhost` are always taken; any other name is refused (421), against DNS rebinding.
+    #[arg(long = "allow-host", value_name = "HOST")]
+    allow_hosts: Vec<String>,
+    /// Let /readyz, /metrics and /alarms answer without the token (for probes and scrapers
+    /// that cannot send it). Without a token they are open anyway.
+    #[arg(long)]
+    public_health: bool,
     /// The silent-failure alarm's window: an agent whose due work has waited this long with
     /// no success within it is reported (`/alarms`, the `steadfast_alarm` metric, a WARN line).
     #[arg(long, value_name = "AGE", default_value = "15m", value_parser = super::args::parse_duration)]
@@ -45,9 +51,7 @@ pub(super) struct ServeArgs {
 /// The token from `--token-file`, else `$STEADFAST_TOKEN`.
 fn token(args: &ServeArgs) -> Result<Option<Token>, CliError> {
     let text = match &args.token_file {
-        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-            CliError::usage(format!("reading the token file {}: {e}", path.display()))
-        })?),
+        Some(path) => Some(super::private::read_secret_file(path, "token file")?),
         None => std::env::var("STEADFAST_TOKEN").ok().filter(|t| !t.trim().is_empty()),
     };
     text.map(|t| Token::new(&t).map_err(CliError::usage)).transpose()
@@ -78,15 +82,20 @@ pub(super) async fn serve(session: &Session, args: ServeArgs) -> Result<(), CliE
     }
     let (builder, notifiers) = args.notify.apply(builder, session.data_dir(), Some(&url))?;
     let runtime = Arc::new(builder.build().map_err(runtime_error)?);
-    let server_file = session.data_dir().join(SERVER_FILE);
-    std::fs::write(&server_file, format!("{url}\n"))
-        .map_err(|e| CliError::store(format!("writing {}: {e}", server_file.display())))?;
-    let _remove = RemoveOnDrop(server_file);
+    let mut config = OpsConfig::default().metrics(metrics.clone()).public_health(args.public_health);
+    for host in &args.allow_hosts {
+        config = config.allow_host(host.clone());
+    }
+    // The CLI on this machine operates the server through its socket, never over TCP.
+    let socket = open_socket(session, runtime.clone(), config.clone()).await;
     tracing::info!(
         data = %session.data_dir().display(),
         bind = %address,
         workers = args.workers,
         token = if token.is_some() { "set (redacted)" } else { "none (loopback only)" },
+        socket = %socket.as_ref().map_or("none".into(), |s| s.path().display().to_string()),
+        allowed_hosts = %if args.allow_hosts.is_empty() { "IP addresses and localhost".to_owned() } else { format!("IP addresses, localhost, {}", args.allow_hosts.join(", ")) },
+        public_health = args.public_health,
         alarm_window_secs = args.alarm_window.as_secs(),
         prune_older_than_secs = args.prune_older_than.map(|d| d.as_secs()),
         notifications = %if notifiers.is_empty() { "none".to_owned() } else { notifiers.join(", ") },
@@ -99,19 +108,14 @@ pub(super) async fn serve(session: &Session, args: ServeArgs) -> Result<(), CliE
             .clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(30));
         tokio::spawn(crate::ops::notify_alarms(runtime.clone(), metrics.clone(), period));
     }
-    let mut config = OpsConfig::default().metrics(metrics);
     if let Some(token) = token {
         config = config.token(token);
     }
     let app = crate::ops::router(runtime.clone(), config);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let server = tokio::spawn(crate::ops::serve(listener, app, ServeLimits::default(), async {
+        let _ = stopped.await;
+    }));
     // Workers until a signal: then they stop claiming, finish or release what they hold, and
     // only then does the server close.
     let workers = tokio::spawn({
@@ -126,6 +130,9 @@ pub(super) async fn serve(session: &Session, args: ServeArgs) -> Result<(), CliE
     let worked = workers.await.map_err(|e| CliError::store(format!("the workers failed: {e}")))?;
     let _ = stop.send(());
     let served = server.await;
+    if let Some(socket) = socket {
+        socket.close().await;
+    }
     worked.map_err(|e| CliError::store(e.to_string()))?;
     match served {
         Ok(Ok(())) => Ok(()),
@@ -134,11 +141,22 @@ pub(super) async fn serve(session: &Session, args: ServeArgs) -> Result<(), CliE
     }
 }
 
-/// Removes the server file when `serve` ends, whichever way.
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+/// The operator API on the data directory's socket, for the CLI on this machine (`serve` and
+/// `work`); `None`, with a warning, when it cannot be opened (the CLI then cannot reach this
+/// process but through `--server`).
+pub(super) async fn open_socket(
+    session: &Session,
+    runtime: Arc<crate::runtime::Runtime>,
+    config: OpsConfig,
+) -> Option<LocalSocket> {
+    match LocalSocket::open(runtime, session.data_dir(), config).await {
+        Ok(socket) => Some(socket),
+        Err(error) => {
+            tracing::warn!(
+                %error,
+                "no operator socket: the CLI on this machine cannot reach this process but through --server"
+            );
+            None
+        }
     }
 }

@@ -38,7 +38,7 @@ pub(super) async fn work(session: &Session, args: WorkArgs) -> Result<(), CliErr
     let out: Out = session.out;
     if super::remote::Remote::find(session).await?.is_some() {
         return Err(CliError::refused(
-            "a server works on this data directory (see steadfast.server there): its workers run already",
+            "a process works on this data directory already (it answers on its socket, steadfast.sock): its workers run",
         ));
     }
     let store = session.open_store()?;
@@ -48,7 +48,10 @@ pub(super) async fn work(session: &Session, args: WorkArgs) -> Result<(), CliErr
         builder = builder.retention(policy, args.prune_every);
     }
     let (builder, notifiers) = args.notify.apply(builder, session.data_dir(), None)?;
-    let rt = builder.build().map_err(runtime_error)?;
+    let rt = std::sync::Arc::new(builder.build().map_err(runtime_error)?);
+    // The CLI on this machine operates this process through its socket while it works.
+    let socket =
+        super::serve::open_socket(session, rt.clone(), crate::ops::OpsConfig::default()).await;
     let before = store.counts().await.map_err(CliError::from_store)?;
     let started = Instant::now();
     tracing::info!(
@@ -61,6 +64,9 @@ pub(super) async fn work(session: &Session, args: WorkArgs) -> Result<(), CliErr
     );
     let result =
         if args.until_signal { rt.run_until_signal().await } else { rt.run_until_idle().await };
+    if let Some(socket) = socket {
+        socket.close().await;
+    }
     result.map_err(|e| CliError::store(e.to_string()))?;
     let after = store.counts().await.map_err(CliError::from_store)?;
     let took = started.elapsed();

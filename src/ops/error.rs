@@ -88,6 +88,7 @@ impl From<RuntimeError> for ApiError {
                 ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, 1, message)
             },
             NoSchema { .. } => Self::new(StatusCode::CONFLICT, 1, message),
+            NotSubmittable { .. } => Self::new(StatusCode::FORBIDDEN, 1, message),
             // Refused, as the CLI says it (code 1): the call was well formed, its content not.
             NotJson(_) | InvalidRequest(_) => Self::new(StatusCode::BAD_REQUEST, 1, message),
             _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, 1, message),

@@ -14,13 +14,19 @@ use serde::Serialize;
 use super::error::ApiError;
 use super::{Ops, Raised};
 
-/// The routes at the root: open without the token, for probes and scrapers.
+/// `/healthz`: open without the token, for liveness probes (it says only that the process
+/// answers).
 pub(super) fn routes() -> ApiRouter<Arc<Ops>> {
+    ApiRouter::new().api_route(
+        "/healthz",
+        get_with(healthz, |op| op.tag("health").summary("Alive: the process answers")),
+    )
+}
+
+/// `/readyz`, `/metrics` and `/alarms`: with a token set they need it too, unless the server
+/// makes them public (`OpsConfig::public_health`, `serve --public-health`).
+pub(super) fn probes() -> ApiRouter<Arc<Ops>> {
     ApiRouter::new()
-        .api_route(
-            "/healthz",
-            get_with(healthz, |op| op.tag("health").summary("Alive: the process answers")),
-        )
         .api_route(
             "/readyz",
             get_with(readyz, |op| {

@@ -13,7 +13,8 @@
 //! let runtime = Arc::new(runtime);
 //! let app = ops::router(runtime.clone(), OpsConfig::default());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:7420").await?;
-//! axum::serve(listener, app).await
+//! // Not `axum::serve`: `ops::serve` cuts off a client slow to send its headers.
+//! ops::serve(listener, app, ops::ServeLimits::default(), std::future::pending()).await
 //! # }
 //! ```
 //!
@@ -31,9 +32,13 @@ mod api;
 mod dashboard;
 mod error;
 mod extract;
+pub(crate) mod guard;
 mod health;
 mod metrics;
 mod openapi;
+mod serve;
+#[cfg(unix)]
+mod socket;
 
 use std::fmt;
 use std::sync::Arc;
@@ -50,6 +55,12 @@ use crate::runtime::Runtime;
 
 pub(crate) use self::extract::{OPERATOR_MAX, is_operator_name};
 pub use self::metrics::{Alarm, Metrics, Raised, notify_alarms};
+pub use self::serve::{ServeLimits, serve};
+#[cfg(unix)]
+pub use self::socket::{LocalSocket, SOCKET_FILE, make_private};
+#[cfg(unix)]
+pub(crate) use self::socket::own_uid;
+
 
 /// The least length of a server token, in bytes.
 pub const MIN_TOKEN_BYTES: usize = 32;
@@ -100,6 +111,13 @@ pub struct OpsConfig {
     /// `RuntimeBuilder::observe` so that attempts are counted. Default: metrics of their own,
     /// with the store's and runtime's gauges only, and the default alarm.
     pub metrics: Option<Arc<Metrics>>,
+    /// Host names a request's `Host` header may carry besides IP literals and `localhost`
+    /// (see [`allow_host`](OpsConfig::allow_host)). Default: none.
+    pub allowed_hosts: Vec<String>,
+    /// Whether `/readyz`, `/metrics` and `/alarms` answer without the token when one is set
+    /// (for probes and scrapers that cannot carry it). Default: `false`, they need it too.
+    /// `/healthz` (which says only that the process answers) is always open.
+    pub public_health: bool,
 }
 
 impl Default for OpsConfig {
@@ -109,6 +127,8 @@ impl Default for OpsConfig {
             body_limit: 1 << 20,
             timeout: Duration::from_secs(30),
             metrics: None,
+            allowed_hosts: Vec::new(),
+            public_health: false,
         }
     }
 }
@@ -127,6 +147,25 @@ impl OpsConfig {
         self.token = Some(token);
         self
     }
+
+    /// Takes requests whose `Host` header names `name` (with any port), besides IP literals
+    /// and `localhost`, which are always taken. Any other `Host` is answered 421 before any
+    /// handler runs, so that a page whose DNS name an attacker points at this server (DNS
+    /// rebinding) can neither read nor change anything. Give the name the server is reached
+    /// by behind a reverse proxy or on a network.
+    #[must_use]
+    pub fn allow_host(mut self, name: impl Into<String>) -> Self {
+        self.allowed_hosts.push(name.into());
+        self
+    }
+
+    /// Lets `/readyz`, `/metrics` and `/alarms` answer without the token (see
+    /// [`OpsConfig::public_health`]).
+    #[must_use]
+    pub fn public_health(mut self, public: bool) -> Self {
+        self.public_health = public;
+        self
+    }
 }
 
 /// What the handlers share.
@@ -143,12 +182,21 @@ pub fn router(runtime: Arc<Runtime>, config: OpsConfig) -> Router {
     let limit = config.body_limit;
     let timeout = config.timeout;
     let metrics = config.metrics.clone().unwrap_or_else(|| Metrics::new(Alarm::default()));
+    let mut hosts = guard::AllowedHosts::default();
+    for name in &config.allowed_hosts {
+        hosts.add(name);
+    }
     let ops = Arc::new(Ops { runtime, config, metrics, dashboard: dashboard::Dashboard::new() });
     let (routes, document) = openapi::document(|| {
+        // The token is asked for before anything else, an unknown call's 404 included (a
+        // caller without it learns nothing of what exists).
         let api = api::routes()
             .fallback(|| async { error::ApiError::not_found("no such API call (see /api/v1)") })
-            .route_layer(middleware::from_fn_with_state(ops.clone(), authorize));
-        ApiRouter::new().nest("/api/v1", api).merge(health::routes())
+            .layer(middleware::from_fn(guard::check_api_write))
+            .layer(middleware::from_fn_with_state(ops.clone(), authorize));
+        let probes = health::probes()
+            .route_layer(middleware::from_fn_with_state(ops.clone(), authorize_probe));
+        ApiRouter::new().nest("/api/v1", api).merge(health::routes()).merge(probes)
     });
     routes
         .route("/api/v1/openapi.json", get(move || openapi::serve(document.clone())))
@@ -165,7 +213,21 @@ pub fn router(runtime: Arc<Runtime>, config: OpsConfig) -> Router {
                 .into_response(),
             }
         }))
+        // The outermost check: a request for another host reaches nothing.
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            let hosts = hosts.clone();
+            async move { guard::check_host(&hosts, request, next).await }
+        }))
         .with_state(ops)
+}
+
+/// Refuses a probe (`/readyz`, `/metrics`, `/alarms`) without the token, when one is set and
+/// the probes are not public.
+async fn authorize_probe(State(ops): State<Arc<Ops>>, request: Request, next: Next) -> Response {
+    if ops.config.public_health {
+        return next.run(request).await;
+    }
+    authorize(State(ops), request, next).await
 }
 
 /// Refuses an API call without the token (when one is set), before it does anything.

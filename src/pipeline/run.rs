@@ -65,6 +65,11 @@ fn item_done(fan_in: FanIn, child: &RunRecord) -> bool {
 }
 
 impl PipelineAgent {
+    /// Whether `agent` is the registered name of one of its stages.
+    pub(crate) fn has_stage(&self, agent: &str) -> bool {
+        self.stages.iter().any(|s| s.registered == agent)
+    }
+
     /// The pipeline's stages as a graph.
     pub(crate) fn graph(&self) -> super::PipelineGraph {
         super::PipelineGraph::new(

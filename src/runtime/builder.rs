@@ -23,12 +23,21 @@ pub struct AgentOptions {
     pub breaker: Option<BreakerPolicy>,
     /// At most this many runs started per second (default: no limit).
     pub rate: Option<RateLimit>,
+    /// Whether the agent's runs are made only by the program itself, never submitted from
+    /// outside through the API or the dashboard (default: `false`; a pipeline's stages and
+    /// notifiers are always internal). See [`Runtime::check_submittable`].
+    pub internal: bool,
 }
 
 impl AgentOptions {
     /// The default breaker, no other limits beyond the runtime's.
     pub fn new() -> Self {
-        AgentOptions { concurrency: None, breaker: Some(BreakerPolicy::default()), rate: None }
+        AgentOptions {
+            concurrency: None,
+            breaker: Some(BreakerPolicy::default()),
+            rate: None,
+            internal: false,
+        }
     }
 
     /// A circuit breaker with this policy.
@@ -56,6 +65,15 @@ impl AgentOptions {
     #[must_use]
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = Some(n.max(1));
+        self
+    }
+
+    /// Runs of the agent are made by the program only: the API and the dashboard refuse to
+    /// submit one (403). For agents whose input must come from the program itself: one that
+    /// mails a fixed list of people, one that acts on another agent's checked output.
+    #[must_use]
+    pub fn internal(mut self) -> Self {
+        self.internal = true;
         self
     }
 }
@@ -193,7 +211,8 @@ impl RuntimeBuilder {
             Some(parent),
         ));
         for stage in stages {
-            let mut options = AgentOptions::new();
+            // A stage's input is the previous stage's checked output: never taken from outside.
+            let mut options = AgentOptions::new().internal();
             if let Some((concurrency, _)) = stage.fan_out {
                 options = options.concurrency(concurrency);
             }

@@ -105,6 +105,15 @@ pub enum RuntimeError {
         /// Its state now.
         current: RunState,
     },
+    /// The agent's runs are made by the program only (a pipeline's stage, a notifier, or an
+    /// agent registered with `AgentOptions::internal`): not submitted from outside.
+    #[error("`{agent}` cannot be submitted from outside the program: {why}")]
+    NotSubmittable {
+        /// The agent.
+        agent: String,
+        /// Why: what the agent is.
+        why: &'static str,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -316,6 +316,30 @@ impl Runtime {
         })
     }
 
+    /// Whether `agent` may be submitted from outside the program (the API, the dashboard): a
+    /// registered agent or pipeline, but not a pipeline's stage (its input is the previous
+    /// stage's checked output), not a notifier (a forged notification would go out signed),
+    /// and not an agent registered [`internal`](AgentOptions::internal). [`submit`](Runtime::submit)
+    /// itself takes every registered agent: the program decides what it submits.
+    pub fn check_submittable(&self, agent: &str) -> Result<(), RuntimeError> {
+        let registered = self.agent(agent)?;
+        let why = if self.shared.notices.is_notifier(agent) {
+            "it is a notifier (its runs are notifications the runtime makes)"
+        } else if registered.options.internal && self.is_stage(agent) {
+            "it is a pipeline's stage (its input is the previous stage's output); submit the pipeline"
+        } else if registered.options.internal {
+            "it is registered as internal"
+        } else {
+            return Ok(());
+        };
+        Err(RuntimeError::NotSubmittable { agent: agent.to_owned(), why })
+    }
+
+    /// Whether `agent` is the name of a registered pipeline's stage.
+    fn is_stage(&self, agent: &str) -> bool {
+        self.shared.agents.values().filter_map(|r| r.pipeline.as_ref()).any(|p| p.has_stage(agent))
+    }
+
     /// Submits a run of `agent` with `input`, validated against the agent's input schema
     /// (nothing is stored if it does not fit) and deduplicated by the agent's idempotency key.
     pub async fn submit<I: Serialize>(

@@ -90,6 +90,7 @@ pub(in crate::ops) async fn submit(
     State(ops): State<Arc<Ops>>,
     Body(body): Body<SubmitBody>,
 ) -> Result<(StatusCode, Json<Submitted>), ApiError> {
+    ops.runtime.check_submittable(&body.agent)?;
     let submitted = ops.runtime.submit(&body.agent, body.input).await?;
     let status = if submitted.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(Submitted { id: submitted.id, created: submitted.created })))

@@ -104,7 +104,7 @@ async fn guard(State(ops): State<Arc<Ops>>, mut request: Request, next: Next) ->
     let (session, new) = ops.dashboard.sessions.get_or_start(request.headers(), open);
     let path = request.uri().path().to_owned();
     let mut response = if request.method() == Method::POST
-        && !session::same_origin(request.headers())
+        && !crate::ops::guard::same_origin(request.headers())
     {
         error_page(
             &ops,

@@ -143,22 +143,6 @@ pub(super) fn csrf_matches(session: &Session, offered: &str) -> bool {
     session.csrf.as_bytes().ct_eq(offered.as_bytes()).into()
 }
 
-/// Whether a mutating request comes from the dashboard's own pages: its `Origin` (or, without
-/// one, its `Referer`) names this server (`Host`). A request with neither, from a program
-/// rather than a browser, is judged by its CSRF token alone.
-pub(super) fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
-        return false;
-    };
-    let from = headers
-        .get(header::ORIGIN)
-        .or_else(|| headers.get(header::REFERER))
-        .map(|v| v.to_str().unwrap_or("invalid"));
-    let Some(from) = from else { return true };
-    let rest = from.strip_prefix("http://").or_else(|| from.strip_prefix("https://"));
-    rest.map(|r| r.split('/').next().unwrap_or("")) == Some(host)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,19 +153,6 @@ mod tests {
             map.append(*name, HeaderValue::from_str(value).unwrap());
         }
         map
-    }
-
-    #[test]
-    fn the_origin_must_be_the_server_itself() {
-        let host = ("host", "127.0.0.1:7420");
-        assert!(same_origin(&headers(&[host, ("origin", "http://127.0.0.1:7420")])));
-        assert!(!same_origin(&headers(&[host, ("origin", "http://127.0.0.1:9999")])));
-        assert!(!same_origin(&headers(&[host, ("origin", "null")])));
-        assert!(!same_origin(&headers(&[host, ("origin", "http://127.0.0.1:7420.evil.com")])));
-        assert!(same_origin(&headers(&[host, ("referer", "http://127.0.0.1:7420/ui/review")])));
-        assert!(!same_origin(&headers(&[host, ("referer", "http://evil.com/127.0.0.1:7420")])));
-        assert!(same_origin(&headers(&[host])), "a program's call: the CSRF token decides");
-        assert!(!same_origin(&headers(&[("origin", "http://127.0.0.1:7420")])), "no Host");
     }
 
     #[test]

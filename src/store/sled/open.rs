@@ -303,19 +303,55 @@ fn open_error(path: &Path, error: ::sled::Error) -> StoreError {
     }
 }
 
-/// Records which process holds the database, for the "locked by" message of the next opener.
+/// Records which process holds the database, for the "locked by" message of the next opener:
+/// its pid, program name, host and start time, never its arguments (a command line can carry a
+/// secret, and this file outlives the process). Readable by its owner only.
 fn write_owner(path: &Path) {
-    let cmdline = fs::read("/proc/self/cmdline")
-        .map(|raw| {
-            raw.split(|&b| b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default();
-    let owner = format!("pid {} ({})\n", std::process::id(), cmdline.trim());
-    let _ = fs::write(path.join(OWNER_FILE), owner);
+    let program = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "unknown program".to_owned());
+    let host = fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let host = host.trim();
+    let owner = format!(
+        "pid {} ({}) on {}, since {}\n",
+        std::process::id(),
+        program.escape_debug(),
+        if host.is_empty() { "localhost" } else { host },
+        crate::clock::Timestamp::now()
+    );
+    let file = path.join(OWNER_FILE);
+    let _ = fs::write(&file, owner);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = fs::set_permissions(&file, fs::Permissions::from_mode(0o600));
+    }
+}
+
+#[cfg(test)]
+mod owner_tests {
+    #[test]
+    fn the_owner_file_names_the_process_never_its_arguments() {
+        let dir = tempfile::tempdir().unwrap();
+        super::write_owner(dir.path());
+        let text = std::fs::read_to_string(dir.path().join(super::OWNER_FILE)).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let program = exe.file_name().unwrap().to_string_lossy().into_owned();
+        let head = format!("pid {} ({program}) on ", std::process::id());
+        assert!(text.starts_with(&head), "{text}");
+        // `<host>, since <RFC 3339>`, and nothing else: no argument has a place to be.
+        let (host, since) = text[head.len()..].split_once(", since ").expect("a start time");
+        assert!(!host.is_empty() && !host.contains(' '), "{text}");
+        let since = since.strip_suffix('\n').expect("one line");
+        assert!(since.len() == 24 && since.starts_with("20") && since.ends_with('Z'), "{text}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let mode = std::fs::metadata(dir.path().join(super::OWNER_FILE)).unwrap().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
 }
 
 fn sync_dir(path: &Path) -> io::Result<()> {
