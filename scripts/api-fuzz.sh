@@ -43,7 +43,7 @@ cleanup() {
 trap cleanup EXIT
 
 target/debug/steadfast demo --data "$work/data" >"$work/demo.log" 2>&1
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/token"
+(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/token")
 target/debug/steadfast serve --data "$work/data" --bind 127.0.0.1:0 --token-file "$work/token" \
     >"$work/serve.log" 2>&1 &
 server=$!
@@ -59,6 +59,7 @@ echo "schemathesis $version against $url ($examples examples per operation)"
 "$home/bin/st" --config-file scripts/schemathesis.toml run "$url/api/v1/openapi.json" \
     --url "$url" \
     --header "Authorization: Bearer $(cat "$work/token")" \
+    --header "X-Steadfast-Operator: schemathesis" \
     --checks all \
     --max-examples "$examples" \
     --workers 2 \

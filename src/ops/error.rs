@@ -118,13 +118,21 @@ impl IntoResponse for ApiError {
 }
 
 /// The statuses an API call may answer with an error, as the OpenAPI document lists them.
-const ERROR_STATUSES: [(u16, &str); 8] = [
+const ERROR_STATUSES: [(u16, &str); 10] = [
     (400, "A malformed call: a bad parameter, header or body"),
     (401, "No token, or the wrong one (when the server has one)"),
+    (
+        403,
+        "Refused, nothing done: a call that changes something sent as a page of another site could send it (neither `Content-Type: application/json` nor an `X-Steadfast-Operator` header, or another site's `Origin`), or a submission of an agent that is not submitted from outside (a pipeline's stage, a notifier, an internal agent)",
+    ),
     (404, "No such run, agent or pipeline"),
     (409, "Refused in the run's state; the message names it and what is allowed"),
     (413, "The request body is over the server's limit"),
     (415, "The request body is not JSON"),
+    (
+        421,
+        "The `Host` header does not name this server (an IP address, `localhost`, or a name given with `--allow-host`)",
+    ),
     (422, "The output or input does not fit its schema (see `violations`)"),
     (503, "The store is unavailable, or the call took longer than the server's timeout"),
 ];

@@ -20,7 +20,7 @@ use crate::store::Actor;
 #[derive(Debug)]
 pub(super) struct Body<T>(pub(super) T);
 
-/// A JSON body that may be left out: no body (no `Content-Type`) is `T::default()`.
+/// A JSON body that may be left out: no body, or an empty one, is `T::default()`.
 #[derive(Debug)]
 pub(super) struct OptionalBody<T>(pub(super) T);
 
@@ -78,16 +78,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalBody<T> {
     type Rejection = ApiError;
 
+    /// No body (none at all, or an empty one) is `T::default()`; a body must be JSON.
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        use axum::extract::OptionalFromRequest;
-        let value =
-            <axum::Json<serde_json::Value> as OptionalFromRequest<S>>::from_request(request, state)
-                .await
-                .map_err(body_error)?;
-        match value {
-            Some(axum::Json(value)) => object_as(value).map(OptionalBody),
-            None => Ok(OptionalBody(T::default())),
+        let has_type = request.headers().contains_key(axum::http::header::CONTENT_TYPE);
+        let (parts, body) = request.into_parts();
+        let bytes = axum::body::Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+            .await
+            .map_err(|r| body_error(JsonRejection::from(r)))?;
+        if bytes.is_empty() {
+            return Ok(OptionalBody(T::default()));
         }
+        if !has_type {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                2,
+                "the request body must be JSON, sent with `Content-Type: application/json`",
+            ));
+        }
+        let request = Request::from_parts(parts, axum::body::Body::from(bytes));
+        let axum::Json(value) =
+            axum::Json::from_request(request, state).await.map_err(body_error)?;
+        object_as(value).map(OptionalBody)
     }
 }
 

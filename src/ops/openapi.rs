@@ -51,10 +51,11 @@ pub(super) fn document<S: Clone + Send + Sync + 'static>(
             },
         )
     });
-    // The token guards the API; the health checks, metrics and this document stay open.
+    // The token guards the API and (unless the server makes them public) the probes;
+    // `/healthz` and this document stay open.
     for (path, item) in api.paths.iter_mut().flat_map(|p| p.paths.iter_mut()) {
         let ReferenceOr::Item(item) = item else { continue };
-        if !path.starts_with("/api/v1/") {
+        if !path.starts_with("/api/v1/") && !["/readyz", "/metrics", "/alarms"].contains(&&**path) {
             continue;
         }
         let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.delete];
@@ -84,4 +85,11 @@ reject and resolve what waits for review; replay dead letters; pause and resume 
 Every error is `{\"error\", \"code\"}`, the code being the CLI's exit code for the same (1 \
 refused, 2 a malformed call, 3 the store unavailable). A call refused in a run's state is 409, \
 its message naming the state and what is allowed. The operator a call acts for is the \
-`X-Steadfast-Operator` header (default `api`), recorded in the run's history.";
+`X-Steadfast-Operator` header (default `api`), recorded in the run's history.
+
+A call that changes something (any method but GET) must be sent as `Content-Type: \
+application/json` (an empty body is taken as none) or carry `X-Steadfast-Operator`, and an \
+`Origin` it carries must be this server's: otherwise it is refused with 403 and nothing is done \
+(a page of another site in the operator's browser cannot send such a call). Every request's \
+`Host` must be an IP address, `localhost`, or a name the server was given (`--allow-host`): \
+otherwise 421, against DNS rebinding.";

@@ -216,6 +216,7 @@ fn hostile_text_renders_as_text_and_the_pages_are_kept_as_screenshots() {
             .to_owned();
         let resume = api
             .post(format!("{}/api/v1/agents/digest.2.reporter/resume", server.url))
+            .header("content-type", "application/json")
             .send()
             .await
             .unwrap();
@@ -334,7 +335,12 @@ fn the_overview_follows_the_counts_live_until_paused() {
         let approve = |id: String| {
             let url = format!("{}/api/v1/review/{id}/approve", server.url);
             async move {
-                let response = steadfast::reqwest::Client::new().post(url).send().await.unwrap();
+                let response = steadfast::reqwest::Client::new()
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(response.status().as_u16(), 200);
             }
         };

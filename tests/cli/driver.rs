@@ -52,6 +52,8 @@ impl Browser {
             "--disable-sync".to_owned(),
             "--disable-dev-shm-usage".to_owned(),
             "--window-size=1280,900".to_owned(),
+            // A name that resolves to this machine, as a rebinding DNS server would make it.
+            "--host-resolver-rules=MAP rebind.example 127.0.0.1".to_owned(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
         let capabilities = json!({

@@ -40,6 +40,7 @@ fn files(dir: &Path) -> Vec<std::path::PathBuf> {
     }
 }
 
+mod attack;
 mod browser;
 mod dashboard;
 mod demo;

@@ -75,6 +75,9 @@ pub(super) async fn call(
     let mut request = client.request(method, url);
     if let Some(body) = body {
         request = request.json(&body);
+    } else {
+        // A call that changes something is JSON even with no body (a cross-site page's is not).
+        request = request.header("content-type", "application/json");
     }
     if let Some(token) = token {
         request = request.bearer_auth(token);
@@ -96,7 +99,7 @@ fn the_api_answers_and_refuses_like_the_cli() {
     let gates = ids(dir.path(), "gate");
     let dead = ids(dir.path(), "reader");
     let server = Server::start(dir.path(), &[]);
-    assert!(dir.path().join("steadfast.server").exists(), "the server names its address");
+    assert!(dir.path().join("steadfast.sock").exists(), "the server opens its socket");
     let (get, post) = (reqwest::Method::GET, reqwest::Method::POST);
     block_on(async {
         let c = reqwest::Client::new();
@@ -228,7 +231,7 @@ fn the_api_answers_and_refuses_like_the_cli() {
     let _ = dead;
     let status = server.stop();
     assert!(status.success(), "serve exits 0 on SIGTERM: {status}");
-    assert!(!dir.path().join("steadfast.server").exists(), "the address file is removed");
+    assert!(!dir.path().join("steadfast.sock").exists(), "the socket is removed");
     // What the API did is in the store.
     let shown = json_of(&steadfast(dir.path(), &["runs", "show", &held[0], "--json"]));
     assert_eq!(shown["run"]["state"], "succeeded");
