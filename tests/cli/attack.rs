@@ -366,3 +366,58 @@ fn a_token_file_others_can_read_is_refused_and_the_probes_need_the_token() {
         });
     }
 }
+
+/// A client that sends its headers a byte at a time (slowloris) is cut off after the header
+/// timeout, and while it holds the only connection slot, the next client waits for it.
+#[tokio::test(start_paused = true)]
+async fn a_slow_client_is_cut_off_and_the_connection_cap_holds() {
+    use std::sync::Arc;
+
+    use steadfast::ops::{self, OpsConfig, ServeLimits};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let runtime = steadfast::Runtime::builder()
+        .store(steadfast::store::MemoryStore::new())
+        .build()
+        .unwrap();
+    let app = ops::router(Arc::new(runtime), OpsConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits =
+        ServeLimits::default().header_read_timeout(Duration::from_secs(10)).max_connections(1);
+    tokio::spawn(ops::serve(listener, app, limits, std::future::pending()));
+    let started = tokio::time::Instant::now();
+    let slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut slow_read, mut slow_write) = slow.into_split();
+    let drip = tokio::spawn(async move {
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: ".iter().cycle() {
+            if slow_write.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    });
+    let second = tokio::time::timeout(Duration::from_secs(120), async {
+        let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        second
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        second.read_to_string(&mut answer).await.unwrap();
+        answer
+    })
+    .await
+    .expect("the second client was answered within 120 s (of the paused clock)");
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(10), "it waited for the slot: {waited:?}");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(120), slow_read.read_to_end(&mut rest))
+        .await
+        .expect("the slow client was cut off within 120 s (of the paused clock)")
+        .ok();
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.is_empty() || rest.starts_with("HTTP/1.1 408"), "cut off: {rest}");
+    drip.abort();
+}
