@@ -421,3 +421,57 @@ async fn a_slow_client_is_cut_off_and_the_connection_cap_holds() {
     assert!(rest.is_empty() || rest.starts_with("HTTP/1.1 408"), "cut off: {rest}");
     drip.abort();
 }
+
+/// A user's own program opens the operator socket with one call, and the CLI operates it while
+/// it holds the store: it lists the program's runs and approves one, as `operator:<user>`; once
+/// the socket is closed, the CLI opens the store itself.
+#[test]
+fn the_cli_operates_a_users_own_program_through_its_socket() {
+    let dir = prepared();
+    let held = super::ops::ids(dir.path(), "held");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let store = steadfast::SledStore::open(dir.path().join("db")).unwrap();
+        let rt = std::sync::Arc::new(
+            steadfast::Runtime::builder()
+                .store(store)
+                .register(super::ops::Held)
+                .build()
+                .unwrap(),
+        );
+        let socket = steadfast::ops::LocalSocket::open(
+            rt.clone(),
+            dir.path(),
+            steadfast::ops::OpsConfig::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(socket.path(), dir.path().join("steadfast.sock"));
+        let mode = std::fs::metadata(socket.path()).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the socket is the user's alone");
+        let data = dir.path().to_owned();
+        let held0 = held[0].clone();
+        let (listed, approved) = tokio::task::spawn_blocking(move || {
+            let listed = steadfast(&data, &["runs", "list", "--json"]);
+            let approved = Command::new(BIN)
+                .args(["review", "approve", &held0, "--json", "--data"])
+                .arg(&data)
+                .env("STEADFAST_OPERATOR", "ada")
+                .output()
+                .unwrap();
+            (listed, approved)
+        })
+        .await
+        .unwrap();
+        assert_eq!(json_of(&listed)["runs"].as_array().unwrap().len(), 7, "{}", text(&listed));
+        assert!(approved.status.success(), "{}", text(&approved));
+        let history = rt.store().history(held[0].parse().unwrap()).await.unwrap();
+        let last = history.last().unwrap();
+        assert_eq!(last.actor.to_string(), "operator:ada", "approved through the socket");
+        socket.close().await;
+    });
+    drop(runtime);
+    assert!(!dir.path().join("steadfast.sock").exists(), "closing removes the socket");
+    let listed = steadfast(dir.path(), &["runs", "list", "--json"]);
+    assert!(listed.status.success(), "the store, opened by the CLI itself: {}", text(&listed));
+}

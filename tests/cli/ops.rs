@@ -47,10 +47,10 @@ impl Agent for Gate {
 }
 
 /// Always asks a human.
-struct Held;
+pub(super) struct Held;
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Decision {
+pub(super) struct Decision {
     approved: bool,
 }
 #[async_trait]
@@ -418,7 +418,7 @@ fn prune_deletes_runs_at_rest_and_only_the_states_named() {
 /// `work --until-signal --prune-older-than` prunes as it starts working, then stops cleanly
 /// on SIGTERM.
 #[test]
-fn work_until_signal_prunes_on_its_schedule() {
+fn work_until_signal_prunes_on_its_schedule_and_answers_on_its_socket() {
     use std::io::BufRead;
     let dir = prepared();
     let mut child = Command::new(BIN)
@@ -450,10 +450,15 @@ fn work_until_signal_prunes_on_its_schedule() {
             }
         }
     }
+    // While it works, the CLI operates it through its socket (the store is held).
+    let agents = steadfast(dir.path(), &["agents", "pause", "digest.2.reporter", "--json"]);
+    assert!(agents.status.success(), "through the socket: {}", text(&agents));
+    assert!(dir.path().join("steadfast.sock").exists());
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let exit = child.wait().unwrap();
     assert!(exit.success(), "work exits 0 on SIGTERM: {exit:?}\n{}", log.join("\n"));
+    assert!(!dir.path().join("steadfast.sock").exists(), "the socket is gone with it");
     let listed = json_of(&steadfast(dir.path(), &["runs", "list", "--json"]));
     let states: Vec<&str> =
         listed["runs"].as_array().unwrap().iter().map(|r| r["state"].as_str().unwrap()).collect();
