@@ -48,12 +48,16 @@ impl ApiError {
         &self.message
     }
 
-    /// No token, or the wrong one (401, code 2).
-    pub(crate) fn unauthorized() -> Self {
+    /// No token, or the wrong one (401, code 2): the message says which.
+    pub(crate) fn unauthorized(offered: bool) -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
             2,
-            "this server requires its token: `Authorization: Bearer <token>` (STEADFAST_TOKEN)",
+            if offered {
+                "the token offered is not this server's (check STEADFAST_TOKEN against the server's --token-file)"
+            } else {
+                "this server requires its token: `Authorization: Bearer <token>` (STEADFAST_TOKEN)"
+            },
         )
     }
 }

@@ -236,11 +236,9 @@ async fn authorize(State(ops): State<Arc<Ops>>, request: Request, next: Next) ->
         let offered = request
             .headers()
             .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !token.matches(offered.trim()) {
-            return error::ApiError::unauthorized().into_response();
+            .map(|v| v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).unwrap_or(""));
+        if !offered.is_some_and(|offered| token.matches(offered.trim())) {
+            return error::ApiError::unauthorized(offered.is_some()).into_response();
         }
     }
     next.run(request).await

@@ -358,8 +358,13 @@ fn a_token_file_others_can_read_is_refused_and_the_probes_need_the_token() {
             let (status, _) = send(c.get(format!("{}/healthz", server.url))).await;
             assert_eq!(status, 200, "liveness stays open");
             // An unknown call says nothing of what exists to a caller without the token.
-            let (status, _) = send(c.get(format!("{}/api/v1/nosuch", server.url))).await;
+            let (status, body) = send(c.get(format!("{}/api/v1/nosuch", server.url))).await;
             assert_eq!(status, 401);
+            assert!(body.contains("requires its token"), "{body}");
+            let (status, body) =
+                send(c.get(format!("{}/api/v1/runs", server.url)).bearer_auth("wrong")).await;
+            assert_eq!(status, 401);
+            assert!(body.contains("the token offered is not this server's"), "a wrong token says so: {body}");
             let (status, _) =
                 send(c.get(format!("{}/api/v1/nosuch", server.url)).bearer_auth(&token)).await;
             assert_eq!(status, 404);
