@@ -62,7 +62,8 @@ impl Remote {
         })
     }
 
-    fn check_operator() -> Result<(), CliError> {        // The server records who acts from a header, and refuses a name it cannot record.
+    fn check_operator() -> Result<(), CliError> {
+        // The server records who acts from a header, and refuses a name it cannot record.
         if let Actor::Operator(name) = operator()
             && !crate::ops::is_operator_name(name.trim())
         {

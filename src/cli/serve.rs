@@ -82,7 +82,8 @@ pub(super) async fn serve(session: &Session, args: ServeArgs) -> Result<(), CliE
     }
     let (builder, notifiers) = args.notify.apply(builder, session.data_dir(), Some(&url))?;
     let runtime = Arc::new(builder.build().map_err(runtime_error)?);
-    let mut config = OpsConfig::default().metrics(metrics.clone()).public_health(args.public_health);
+    let mut config =
+        OpsConfig::default().metrics(metrics.clone()).public_health(args.public_health);
     for host in &args.allow_hosts {
         config = config.allow_host(host.clone());
     }

@@ -82,9 +82,10 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalB
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let has_type = request.headers().contains_key(axum::http::header::CONTENT_TYPE);
         let (parts, body) = request.into_parts();
-        let bytes = axum::body::Bytes::from_request(Request::from_parts(parts.clone(), body), state)
-            .await
-            .map_err(|r| body_error(JsonRejection::from(r)))?;
+        let bytes =
+            axum::body::Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+                .await
+                .map_err(|r| body_error(JsonRejection::from(r)))?;
         if bytes.is_empty() {
             return Ok(OptionalBody(T::default()));
         }

@@ -55,7 +55,7 @@ impl AllowedHosts {
             return true;
         }
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        name == "localhost" || self.0.iter().any(|allowed| *allowed == name)
+        name == "localhost" || self.0.contains(&name)
     }
 }
 

@@ -57,10 +57,9 @@ pub(crate) use self::extract::{OPERATOR_MAX, is_operator_name};
 pub use self::metrics::{Alarm, Metrics, Raised, notify_alarms};
 pub use self::serve::{ServeLimits, serve};
 #[cfg(unix)]
-pub use self::socket::{LocalSocket, SOCKET_FILE, make_private};
-#[cfg(unix)]
 pub(crate) use self::socket::own_uid;
-
+#[cfg(unix)]
+pub use self::socket::{LocalSocket, SOCKET_FILE, make_private};
 
 /// The least length of a server token, in bytes.
 pub const MIN_TOKEN_BYTES: usize = 32;

@@ -94,11 +94,9 @@ where
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(
-            app.clone().map_request(|r: axum::http::Request<hyper::body::Incoming>| {
-                r.map(axum::body::Body::new)
-            }),
-        );
+        let service = TowerToHyperService::new(app.clone().map_request(
+            |r: axum::http::Request<hyper::body::Incoming>| r.map(axum::body::Body::new),
+        ));
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();

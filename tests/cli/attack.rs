@@ -209,7 +209,8 @@ fn notifiers_and_stages_cannot_be_submitted_from_outside() {
             ("webhook", notification.clone(), "notifier"),
             ("digest.3.mailer", json!({"subject": "x", "html": "<b>pwned</b>"}), "stage"),
         ] {
-            let (status, body) = send(c.post(&runs).json(&json!({"agent": agent, "input": input}))).await;
+            let (status, body) =
+                send(c.post(&runs).json(&json!({"agent": agent, "input": input}))).await;
             assert_eq!(status, 403, "{agent}: {body}");
             assert!(body.contains(why), "{agent}: {body}");
         }
@@ -220,7 +221,10 @@ fn notifiers_and_stages_cannot_be_submitted_from_outside() {
     drop(server);
     let listed = json_of(&steadfast(dir.path(), &["runs", "list", "--json"]));
     let runs = listed["runs"].as_array().unwrap();
-    assert!(runs.iter().all(|r| r["agent"] == "reader" || r["agent"] == "gate" || r["agent"] == "held"), "{listed}");
+    assert!(
+        runs.iter().all(|r| r["agent"] == "reader" || r["agent"] == "gate" || r["agent"] == "held"),
+        "{listed}"
+    );
     // The owner file names the process, not its command line.
     let owner = std::fs::read_to_string(dir.path().join("db/steadfast.owner")).unwrap();
     assert!(owner.starts_with("pid ") && owner.contains(" since "), "{owner}");
@@ -364,7 +368,10 @@ fn a_token_file_others_can_read_is_refused_and_the_probes_need_the_token() {
             let (status, body) =
                 send(c.get(format!("{}/api/v1/runs", server.url)).bearer_auth("wrong")).await;
             assert_eq!(status, 401);
-            assert!(body.contains("the token offered is not this server's"), "a wrong token says so: {body}");
+            assert!(
+                body.contains("the token offered is not this server's"),
+                "a wrong token says so: {body}"
+            );
             let (status, _) =
                 send(c.get(format!("{}/api/v1/nosuch", server.url)).bearer_auth(&token)).await;
             assert_eq!(status, 404);
@@ -381,10 +388,8 @@ async fn a_slow_client_is_cut_off_and_the_connection_cap_holds() {
     use steadfast::ops::{self, OpsConfig, ServeLimits};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let runtime = steadfast::Runtime::builder()
-        .store(steadfast::store::MemoryStore::new())
-        .build()
-        .unwrap();
+    let runtime =
+        steadfast::Runtime::builder().store(steadfast::store::MemoryStore::new()).build().unwrap();
     let app = ops::router(Arc::new(runtime), OpsConfig::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -438,11 +443,7 @@ fn the_cli_operates_a_users_own_program_through_its_socket() {
     runtime.block_on(async {
         let store = steadfast::SledStore::open(dir.path().join("db")).unwrap();
         let rt = std::sync::Arc::new(
-            steadfast::Runtime::builder()
-                .store(store)
-                .register(super::ops::Held)
-                .build()
-                .unwrap(),
+            steadfast::Runtime::builder().store(store).register(super::ops::Held).build().unwrap(),
         );
         let socket = steadfast::ops::LocalSocket::open(
             rt.clone(),

@@ -329,6 +329,10 @@ fn write_owner(path: &Path) {
     }
 }
 
+fn sync_dir(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
 #[cfg(test)]
 mod owner_tests {
     #[test]
@@ -352,8 +356,4 @@ mod owner_tests {
             assert_eq!(mode & 0o777, 0o600);
         }
     }
-}
-
-fn sync_dir(path: &Path) -> io::Result<()> {
-    File::open(path)?.sync_all()
 }
