@@ -1,7 +1,8 @@
 //! Metrics in Prometheus text (`GET /metrics`), and the silent-failure alarm (`GET /alarms`).
 //!
-//! [`Metrics`] is an [`Observer`] of the runtime (attempts by agent, outcome and fault; dead
-//! letters; attempt, run and commit durations as histograms with explicit buckets) and, at each
+//! [`Metrics`] is an [`Observer`] of the runtime (attempts by agent, outcome and fault; every
+//! move as `steadfast_transitions_total` by agent, from, to and who moved it (`worker`,
+//! `operator`, `timer`, `system`); dead letters however they came; attempt, run and commit durations as histograms with explicit buckets) and, at each
 //! scrape, reads what the store keeps in O(1) (runs by agent and state, the oldest due run of
 //! each agent) and the runtime's state (breakers, pauses). It records into its own recorder,
 //! never the process-wide one, so a program's own `metrics` setup is left alone.
@@ -19,8 +20,8 @@ use serde::Serialize;
 use crate::clock::Timestamp;
 use crate::lifecycle::RunState;
 use crate::machine::StateMachine;
-use crate::runtime::{AttemptEvent, BreakerState, Observer, Runtime};
-use crate::store::{ListQuery, StoreError};
+use crate::runtime::{AttemptEvent, BreakerState, MoveEvent, Observer, Runtime};
+use crate::store::{Actor, ListQuery, StoreError};
 
 /// Histogram buckets for attempt and run durations, in seconds.
 const DURATION_BUCKETS: &[f64] =
@@ -334,9 +335,6 @@ impl Observer for Metrics {
             .increment(1);
             histogram!("steadfast_attempt_duration_seconds", "agent" => agent.clone())
                 .record(event.duration.as_secs_f64());
-            if event.to == RunState::FailedPermanent {
-                counter!("steadfast_dead_letters_total", "agent" => agent.clone()).increment(1);
-            }
             if let Some(took) = event.run_duration {
                 histogram!("steadfast_run_duration_seconds", "agent" => agent.clone())
                     .record(took.as_secs_f64());
@@ -345,6 +343,31 @@ impl Observer for Metrics {
         if event.to == RunState::Succeeded {
             self.last_success.lock().unwrap_or_else(|p| p.into_inner()).insert(agent, event.at);
         }
+    }
+
+    fn moved(&self, event: &MoveEvent<'_>) {
+        let by = match event.actor {
+            Actor::Worker(_) => "worker",
+            Actor::Operator(_) => "operator",
+            Actor::Timer => "timer",
+            Actor::System => "system",
+        };
+        self.record(|| {
+            counter!(
+                "steadfast_transitions_total",
+                "agent" => event.agent.to_owned(),
+                "from" => event.from.name(),
+                "to" => event.to.name(),
+                "by" => by
+            )
+            .increment(1);
+            // Every way into the dead letter queue: an attempt, an operator's reject or
+            // cancel, a timer's poison pill.
+            if event.to == RunState::FailedPermanent {
+                counter!("steadfast_dead_letters_total", "agent" => event.agent.to_owned())
+                    .increment(1);
+            }
+        });
     }
 
     fn committed(&self, took: Duration) {

@@ -11,7 +11,6 @@ use tracing::Instrument;
 
 use super::crashes::watch_start;
 use super::route::route;
-use super::wakeups::after_move;
 use super::{Registered, Shared};
 use crate::agent::Context;
 use crate::fault::AgentError;
@@ -44,7 +43,7 @@ pub(super) async fn attempt(
             .due_in(wait)
             .by(Actor::Worker(shared.worker_id.clone()))
             .reason("deferred: the circuit breaker is open");
-        if let Err(error) = shared.store.transition(defer).await {
+        if let Err(error) = shared.commit(&run.agent, defer, false).await {
             tracing::error!(run_id = %run.id, %error, "could not defer the run");
         }
         finish(&shared, &run);
@@ -70,7 +69,7 @@ pub(super) async fn attempt(
     drop(slot);
     shared.recording.fetch_add(1, Ordering::SeqCst);
     shared.wake.notify_one();
-    record(&shared, &run.agent, registered, transition, &span, took, false).await;
+    record(&shared, &run.agent, transition, &span, took, false).await;
     shared.recording.fetch_sub(1, Ordering::SeqCst);
     finish(&shared, &run);
 }
@@ -158,7 +157,7 @@ async fn release_unstarted(
         .reason(format!(
             "released before its agent started: the claim could not be made durable: {error}"
         ));
-    if let Err(error) = shared.store.transition(release).await {
+    if let Err(error) = shared.commit(&run.agent, release, false).await {
         tracing::error!(run_id = %run.id, %error, "could not release the run");
     }
 }
@@ -240,7 +239,6 @@ async fn heartbeat(shared: Arc<Shared>, run: RunId, token: u64) {
 async fn record(
     shared: &Shared,
     agent: &str,
-    registered: &Registered,
     transition: Transition,
     span: &tracing::Span,
     took: Duration,
@@ -251,7 +249,7 @@ async fn record(
     let reason = transition.reason.clone();
     let fault = transition.error.as_ref().map(|e| e.fault);
     let committing = Instant::now();
-    let recorded = shared.transition(transition, agent).await;
+    let recorded = shared.commit(agent, transition, inline).await;
     let committed = committing.elapsed();
     match recorded {
         Ok(Ok(moved)) => {
@@ -284,9 +282,6 @@ async fn record(
                     tracing::info!(parent: span, state = %moved.state, %reason, "attempt finished")
                 }
             }
-            shared.notify_hooks(&moved);
-            // A stage run inline is seen by its pipeline run at once: nobody to wake.
-            after_move(shared, &moved, registered.is_pipeline(), inline).await;
             Some(moved)
         }
         Ok(Err(conflict)) => {
@@ -410,7 +405,7 @@ pub(crate) async fn run_stage(
     }
     let (transition, span, took) = execute(shared, registered, &run, token).await;
     drop((slot, beat));
-    let moved = record(shared, &run.agent, registered, transition, &span, took, true).await;
+    let moved = record(shared, &run.agent, transition, &span, took, true).await;
     shared.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&run.id);
     Ok(moved)
 }

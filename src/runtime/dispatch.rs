@@ -80,7 +80,7 @@ async fn work(shared: &Arc<Shared>, names: &[String], until: Until) -> Result<()
         }
         shared.refresh_controls().await;
         let mut progressed = fire_timers(&shared).await?;
-        progressed |= !shared.store.recover_expired(256).await?.is_empty();
+        progressed |= recover_expired(&shared).await?;
         // The earliest moment a breaker or a rate limit lets an agent's runs through again.
         let mut unblocked_in: Option<Duration> = None;
         for name in names {
@@ -138,12 +138,23 @@ async fn wake_stalled_pipelines(shared: &Shared, names: &[String]) -> Result<(),
     Ok(())
 }
 
+/// Moves the runs whose lease expired (their worker gone) to `failed_transient`, through the
+/// store, and tells of each move as the one door does.
+async fn recover_expired(shared: &Shared) -> Result<bool, RuntimeError> {
+    let recovered = shared.store.recover_expired(256).await?;
+    for run in &recovered {
+        let reason = run.last_error.as_ref().map_or("lease expired", |e| e.message.as_str());
+        shared.moved(run, RunState::Processing, &Actor::Timer, reason);
+        after_move(shared, run, shared.is_pipeline(&run.agent), false).await;
+    }
+    Ok(!recovered.is_empty())
+}
+
 /// Moves the runs whose timer is due: a backoff elapsed (→ `queued`), a wait timed out
 /// (→ `failed_transient`, retried like any transient fault).
 async fn fire_timers(shared: &Shared) -> Result<bool, RuntimeError> {
     let due = shared.store.due_timers(256).await?;
-    // Concurrently, so that the moves share the store's syncs instead of taking one each.
-    let mut moves = tokio::task::JoinSet::new();
+    let mut moves = Vec::with_capacity(due.len());
     for run in &due {
         let transition = match run.state {
             RunState::FailedTransient => after_backoff(shared, run).await,
@@ -163,18 +174,12 @@ async fn fire_timers(shared: &Shared) -> Result<bool, RuntimeError> {
             }
             _ => continue,
         };
-        let transition = shared.with_notices(transition.by(Actor::Timer), &run.agent);
-        let store = shared.store.clone();
-        moves.spawn(async move { store.transition(transition).await });
+        moves.push(shared.commit(&run.agent, transition.by(Actor::Timer), false));
     }
-    while let Some(moved) = moves.join_next().await {
+    // Concurrently, so that the moves share the store's syncs instead of taking one each.
+    for moved in futures_util::future::join_all(moves).await {
         // A conflict means someone else moved it first (a signal, an operator): fine.
-        if let Ok(moved) = moved.map_err(|e| {
-            RuntimeError::Store(crate::store::StoreError::Io {
-                context: "firing a timer".into(),
-                source: std::io::Error::other(e),
-            })
-        })?? {
+        if let Ok(moved) = moved? {
             tracing::debug!(run_id = %moved.id, state = %moved.state, "timer fired");
         }
     }

@@ -57,6 +57,7 @@ macro_rules! checked_move {
 mod attempt;
 mod breaker;
 mod builder;
+mod commit;
 mod control;
 mod crashes;
 mod dead_letters;
@@ -84,7 +85,7 @@ pub use self::builder::{AgentOptions, RuntimeBuilder};
 pub use self::dead_letters::Replayed;
 pub use self::error::RuntimeError;
 pub use self::limit::RateLimit;
-pub use self::observe::{AttemptEvent, Observer};
+pub use self::observe::{AttemptEvent, MoveEvent, Observer};
 use crate::agent::erased::ErasedAgent;
 use crate::fault::RetryPolicy;
 use crate::lifecycle::{RunId, RunState};
@@ -207,19 +208,6 @@ impl Shared {
                 }
             })
             .await;
-    }
-
-    /// Calls the hooks for a run that just moved.
-    pub(crate) fn notify_hooks(&self, run: &RunRecord) {
-        let hooks = match run.state {
-            RunState::NeedsReview => &self.on_review,
-            RunState::FailedPermanent => &self.on_dead_letter,
-            RunState::Succeeded => &self.on_success,
-            _ => return,
-        };
-        for hook in hooks {
-            hook(run);
-        }
     }
 }
 
@@ -481,7 +469,8 @@ impl Runtime {
                 .refund_attempt()
                 .by(Actor::Worker(shared.worker_id.clone()))
                 .reason("released at shutdown");
-            match shared.store.transition(release).await? {
+            let agent = shared.store.get(run).await?.map(|r| r.agent).unwrap_or_default();
+            match shared.commit(&agent, release, false).await? {
                 Ok(_) => tracing::info!(run_id = %run, "released at shutdown"),
                 Err(conflict) => {
                     tracing::warn!(run_id = %run, %conflict, "could not release at shutdown")

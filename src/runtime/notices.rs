@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::{RuntimeError, Shared};
 use crate::clock::Timestamp;
 use crate::notify::{Event, Notification, Subscription};
-use crate::store::{ConflictResult, NewRun, RunRecord, Transition};
+use crate::store::{NewRun, Transition};
 
 /// The subscribed notifiers, by registered name.
 #[derive(Clone, Debug, Default)]
@@ -96,22 +96,6 @@ impl Shared {
             transition = transition.follow_up(new);
         }
         transition
-    }
-
-    /// Makes `transition` of a run of `agent`, with its notifications, and wakes the
-    /// dispatcher for them.
-    pub(crate) async fn transition(
-        &self,
-        transition: Transition,
-        agent: &str,
-    ) -> ConflictResult<RunRecord> {
-        let transition = self.with_notices(transition, agent);
-        let followed = !transition.follow_ups.is_empty();
-        let moved = self.store.transition(transition).await;
-        if followed && matches!(moved, Ok(Ok(_))) {
-            self.wake.notify_one();
-        }
-        moved
     }
 }
 

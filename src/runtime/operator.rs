@@ -34,15 +34,8 @@ impl Runtime {
         transition: Transition,
     ) -> Result<RunRecord, RuntimeError> {
         let run = transition.run;
-        match self.shared.transition(transition, agent).await? {
-            Ok(record) => {
-                self.shared.notify_hooks(&record);
-                wakeups::after_move(&self.shared, &record, false, false).await;
-                if record.state == RunState::Queued {
-                    self.shared.wake.notify_one();
-                }
-                Ok(record)
-            }
+        match self.shared.commit(agent, transition, false).await? {
+            Ok(record) => Ok(record),
             Err(Conflict::State { current, .. }) => Err(RuntimeError::Raced { run, current }),
             Err(Conflict::Fenced { .. }) => {
                 Err(RuntimeError::Raced { run, current: RunState::Processing })

@@ -68,7 +68,9 @@ async fn wake(shared: &Shared, run: RunId) {
     let transition =
         checked_move!(run, WaitingExternal => Queued).by(Actor::System).reason("a stage finished");
     // A conflict means it is not waiting (processing, or already woken): it will look anyway.
-    if let Ok(Ok(_)) = shared.store.transition(transition).await {
+    if let Ok(Ok(record)) = shared.store.transition(transition).await {
+        // Told as every move is (not through `commit`: this is part of what follows a move).
+        shared.moved(&record, RunState::WaitingExternal, &Actor::System, "a stage finished");
         shared.wake.notify_one();
     }
 }

@@ -113,6 +113,7 @@ mod common;
 
 mod classes;
 mod commits;
+mod doors;
 mod gate;
 mod limits;
 mod model;
