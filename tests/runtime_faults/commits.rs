@@ -48,7 +48,10 @@ async fn a_lone_run_submitted_to_running_workers_costs_two_syncs() {
         let history = rt.store().history(id).await.unwrap();
         let path: Vec<RunState> = history.iter().map(|h| h.to).collect();
         assert_eq!(path, [RunState::Queued, RunState::Processing, RunState::Succeeded]);
-        assert_eq!(submitted, 1, "the submission is one sync, its claim with it");
+        // The submission is durable when `submit` returns (one sync, its claim with it); the
+        // outcome's sync may land before this task reads the count on a busy machine, so the
+        // exact split is not asserted, only the total below.
+        assert!((1..=2).contains(&submitted), "run {n}: {submitted} syncs by the submission");
         // The outcome is visible as soon as it is applied; its sync follows.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while store.syncs() - before < 2 && std::time::Instant::now() < deadline {
