@@ -64,10 +64,12 @@ impl Timestamp {
     }
 
     /// The timestamp as big-endian bytes, which sort in time order (for index keys).
+    #[cfg(feature = "sled")]
     pub(crate) fn to_be_bytes(self) -> [u8; 8] {
         self.0.to_be_bytes()
     }
 
+    #[cfg(feature = "sled")]
     pub(crate) fn from_be_bytes(bytes: [u8; 8]) -> Self {
         Timestamp(u64::from_be_bytes(bytes))
     }

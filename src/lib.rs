@@ -105,17 +105,27 @@
 //!
 //! # Feature flags
 //!
-//! - `cli` (default): `steadfast::cli`, the `steadfast` binary and `logging` (text or JSON
-//!   log lines); implies `agents`.
-//! - `agents`: the flagship agents (`steadfast::agents`); implies `http` and `tls`.
+//! The default is the engine on sled and nothing else: `steadfast = "0.1"` compiles no HTTP
+//! client or server, no command-line parser and no mail or TLS stack.
+//!
+//! - `sled` (default): [`SledStore`], the embedded store.
+//! - `signal` (default): [`Runtime::run_until_signal`] (SIGINT, SIGTERM).
+//! - `serve`: `steadfast::ops`, the operator API, the dashboard, metrics and health checks as
+//!   an axum `Router` (axum, hyper, minijinja, metrics).
+//! - `agents`: the flagship agents (`steadfast::agents`); implies `http` and `tls` (reqwest
+//!   with rustls, lettre, feed-rs).
 //! - `tls`: HTTPS for `reqwest` (rustls with reqwest's default provider).
 //! - `http`: `Classify` for `reqwest` errors and `steadfast::http_fault` (HTTP statuses and
 //!   `Retry-After` to faults).
+//! - `cli`: `steadfast::cli`, the command line as a library for a binary of your own, and
+//!   `logging` (text or JSON log lines); implies `sled`, `signal`, `agents` and `serve`. The
+//!   `steadfast` binary itself is the package `steadfast-cli`.
 //! - `testing`: `steadfast::testing` (a harness to test agents in-process on tokio's paused
 //!   clock, fault injection, assertions on runs) and `store::conformance`, the suite every
 //!   `Store` implementation must pass.
 //!
-//! A library user who wants only the core writes `default-features = false`.
+//! With `default-features = false` the engine runs on [`store::MemoryStore`] or a store of
+//! your own.
 
 // Lets the derive's generated `::steadfast::...` paths resolve inside this crate too.
 extern crate self as steadfast;
@@ -164,7 +174,9 @@ pub use lifecycle::{RunId, RunState};
 pub use machine::{StateMachine, TransitionError};
 pub use runtime::{Runtime, RuntimeError};
 pub use schema::SchemaError;
-pub use store::{SledStore, Store, StoreError};
+#[cfg(feature = "sled")]
+pub use store::SledStore;
+pub use store::{Store, StoreError};
 
 /// The items most programs need, for a glob import: `use steadfast::prelude::*;`.
 pub mod prelude {
@@ -173,7 +185,9 @@ pub mod prelude {
     pub use crate::lifecycle::{RunId, RunState};
     pub use crate::machine::{StateMachine, TransitionError};
     pub use crate::runtime::Runtime;
-    pub use crate::store::{SledStore, Store};
+    #[cfg(feature = "sled")]
+    pub use crate::store::SledStore;
+    pub use crate::store::Store;
 }
 
 #[doc(hidden)]

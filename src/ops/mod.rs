@@ -53,10 +53,12 @@ use axum::routing::get;
 
 use crate::runtime::Runtime;
 
-pub(crate) use self::extract::{OPERATOR_MAX, is_operator_name};
+#[cfg(feature = "cli")]
+pub(crate) use self::extract::OPERATOR_MAX;
+pub(crate) use self::extract::is_operator_name;
 pub use self::metrics::{Alarm, Metrics, Raised, notify_alarms};
 pub use self::serve::{ServeLimits, serve};
-#[cfg(unix)]
+#[cfg(all(unix, feature = "cli"))]
 pub(crate) use self::socket::own_uid;
 #[cfg(unix)]
 pub use self::socket::{LocalSocket, SOCKET_FILE, make_private};

@@ -409,13 +409,15 @@ impl Runtime {
         since = "0.1.0",
         note = "renamed `run_until_signal`: `steadfast serve` is the HTTP server"
     )]
+    #[cfg(feature = "signal")]
     pub async fn serve(&self) -> Result<(), RuntimeError> {
         self.run_until_signal().await
     }
 
     /// Works until SIGINT or SIGTERM, then shuts down gracefully: stops claiming, lets
     /// attempts in flight finish within the grace period, and releases the rest (back to the
-    /// queue without charging an attempt).
+    /// queue without charging an attempt). Feature `signal` (on by default).
+    #[cfg(feature = "signal")]
     pub async fn run_until_signal(&self) -> Result<(), RuntimeError> {
         let shared = self.shared.clone();
         let signal = async {

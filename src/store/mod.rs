@@ -14,6 +14,7 @@ mod records;
 mod requests;
 mod retention;
 mod rules;
+#[cfg(feature = "sled")]
 mod sled;
 
 #[cfg(feature = "testing")]
@@ -35,6 +36,7 @@ pub use self::records::{
 pub use self::requests::{Claim, Conflict, Created, NewRun, Transition};
 pub use self::retention::{Pruned, Retention};
 pub(crate) use self::rules::{LEASE_EXPIRED, MoveFields, enter, lease_expiry};
+#[cfg(feature = "sled")]
 pub use self::sled::{Durability, SLED_FORMAT, SledStore, SledStoreOptions};
 // Defined with the faults it records; also reachable here, where runs carry it.
 pub use crate::fault::ErrorInfo;

@@ -36,6 +36,7 @@ pub(crate) fn claim(run: MoveFields<'_>, owner: &str, lease: Duration, now: Time
 }
 
 /// Whether a run in `state`, due at `due_at`, may be claimed at `now`.
+#[cfg(feature = "sled")]
 pub(crate) fn claimable(state: RunState, due_at: Option<Timestamp>, now: Timestamp) -> bool {
     state == RunState::Queued && due_at.is_none_or(|due| due <= now)
 }

@@ -88,7 +88,7 @@ fn serve_notifies_a_webhook_and_a_mailbox_of_a_new_dead_letter() {
 /// Whether the README's Python verification snippet accepts `body` signed by `header`.
 fn readme_verify_accepts(header: &str, body: &str, secret: &str) -> bool {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
     let start = readme.find("```python\n").expect("the README's verification snippet") + 10;
     let snippet = &readme[start..start + readme[start..].find("```").unwrap()];
     let dir = tempfile::tempdir().unwrap();

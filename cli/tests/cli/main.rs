@@ -1,7 +1,7 @@
 //! The `steadfast` binary, driven as a user drives it: `steadfast demo` (twice, and killed
 //! mid-run), and the operator commands against the database the demo leaves.
 
-#[path = "../common/peers.rs"]
+#[path = "../../../tests/common/peers.rs"]
 mod peers;
 
 use std::path::Path;

@@ -117,7 +117,7 @@ impl Browser {
     /// Keeps a screenshot as `target/screenshots/<name>.png`.
     pub(super) async fn screenshot(&self, name: &str) -> std::path::PathBuf {
         let png = self.client().screenshot().await.unwrap();
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{name}.png"));
         std::fs::write(&path, png).unwrap();

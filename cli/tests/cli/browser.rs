@@ -230,7 +230,7 @@ fn hostile_text_renders_as_text_and_the_pages_are_kept_as_screenshots() {
             let shot = browser.screenshot(name).await;
             assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "{name}: a real page");
             if std::env::var_os("STEADFAST_UPDATE_SCREENSHOTS").is_some() {
-                let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+                let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
                 std::fs::create_dir_all(&docs).unwrap();
                 std::fs::copy(&shot, docs.join(format!("{name}.png"))).unwrap();
             }
