@@ -4,10 +4,7 @@
 /// Each sample item: its file name and bytes.
 pub(crate) const SAMPLES: &[(&str, &[u8])] = &[
     ("01-openssl-advisory.md", include_bytes!("../../demo/items/01-openssl-advisory.md")),
-    (
-        "02-api-outage-postmortem.md",
-        include_bytes!("../../demo/items/02-api-outage-postmortem.md"),
-    ),
+    ("02-api-outage-postmortem.md", include_bytes!("../../demo/items/02-api-outage-postmortem.md")),
     ("03-postgres-18-release.md", include_bytes!("../../demo/items/03-postgres-18-release.md")),
     ("04-rust-1-96.md", include_bytes!("../../demo/items/04-rust-1-96.md")),
     ("05-vector-db-benchmark.md", include_bytes!("../../demo/items/05-vector-db-benchmark.md")),
@@ -17,10 +14,7 @@ pub(crate) const SAMPLES: &[(&str, &[u8])] = &[
     ("09-kubernetes-1-35.md", include_bytes!("../../demo/items/09-kubernetes-1-35.md")),
     ("10-llm-eval-survey.md", include_bytes!("../../demo/items/10-llm-eval-survey.md")),
     ("11-hiring-sre.md", include_bytes!("../../demo/items/11-hiring-sre.md")),
-    (
-        "12-ssh-agent-forwarding.md",
-        include_bytes!("../../demo/items/12-ssh-agent-forwarding.md"),
-    ),
+    ("12-ssh-agent-forwarding.md", include_bytes!("../../demo/items/12-ssh-agent-forwarding.md")),
     (
         "13-queue-backlog-incident.md",
         include_bytes!("../../demo/items/13-queue-backlog-incident.md"),
