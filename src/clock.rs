@@ -250,6 +250,13 @@ impl<'de> Deserialize<'de> for DurationText {
     }
 }
 
+impl serde::Serialize for DurationText {
+    /// As whole seconds (`90s`), which [`parse_duration`] reads back.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{}s", self.0.as_secs()))
+    }
+}
+
 impl schemars::JsonSchema for DurationText {
     fn schema_name() -> std::borrow::Cow<'static, str> {
         "Duration".into()

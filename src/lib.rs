@@ -117,8 +117,11 @@
 //! - `tls`: HTTPS for `reqwest` (rustls with reqwest's default provider).
 //! - `http`: `Classify` for `reqwest` errors and `steadfast::http_fault` (HTTP statuses and
 //!   `Retry-After` to faults).
+//! - `client`: `steadfast::client::Client`, the operator's calls ([`runtime::Operate`]) over
+//!   HTTP to a running server; implies `http`.
 //! - `cli`: `steadfast::cli`, the command line as a library for a binary of your own, and
-//!   `logging` (text or JSON log lines); implies `sled`, `signal`, `agents` and `serve`. The
+//!   `logging` (text or JSON log lines); implies `sled`, `signal`, `agents`, `serve` and
+//!   `client`. The
 //!   `steadfast` binary itself is the package `steadfast-cli`.
 //! - `testing`: `steadfast::testing` (a harness to test agents in-process on tokio's paused
 //!   clock, fault injection, assertions on runs) and `store::conformance`, the suite every
@@ -135,6 +138,8 @@ pub mod agent;
 pub mod agents;
 #[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod clock;
 pub mod fallback;
 pub mod fault;

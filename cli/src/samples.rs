@@ -49,13 +49,13 @@ pub(crate) const SAMPLES: &[(&str, &[u8])] = &[
 mod tests {
     #[test]
     fn every_file_of_the_folder_is_bundled() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/demo/items");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../demo/items");
         let mut files: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         files.sort();
         let bundled: Vec<&str> = super::SAMPLES.iter().map(|(name, _)| *name).collect();
-        assert_eq!(files, bundled, "regenerate src/bin/steadfast/samples.rs");
+        assert_eq!(files, bundled, "regenerate cli/src/samples.rs");
     }
 }

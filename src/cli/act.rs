@@ -5,19 +5,25 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-use super::args::{ReviewCommand, operator, operator_runtime, read_json};
+use super::args::{ReviewCommand, operator, read_json};
 use super::output::{Out, age, clip, done, indent, listing};
-use super::remote::Remote;
-use super::{CliError, Session, runtime_error};
+use super::remote::{operate, operate_error};
+use super::{CliError, Session};
 use crate::lifecycle::{RunId, RunState};
+use crate::runtime::Operate;
 use crate::say;
-use crate::store::{ListQuery, RunRecord};
-use crate::view::{Held, ReviewItem, held_for_review};
+use crate::store::RunRecord;
+use crate::view::{Held, ReviewItem};
 
 /// After an operator queued a run: nothing runs it while this command holds the store, so
-/// say what will.
-fn queued_hint(session: &Session, out: Out, run: &RunRecord) -> Result<(), CliError> {
-    if out.json || run.state != RunState::Queued {
+/// say what will (a server's workers take it up at once).
+fn queued_hint(
+    session: &Session,
+    out: Out,
+    ops: &dyn Operate,
+    run: &RunRecord,
+) -> Result<(), CliError> {
+    if out.json || run.state != RunState::Queued || ops.is_remote() {
         return Ok(());
     }
     say!(
@@ -33,33 +39,21 @@ pub(super) async fn replay(
     id: RunId,
     force: bool,
 ) -> Result<(), CliError> {
-    if let Some(remote) = Remote::find(session).await? {
-        let run: RunRecord =
-            remote.post(&format!("/runs/{id}/replay"), &json!({"force": force})).await?;
-        return done(out, "replayed", &run);
-    }
-    let rt = operator_runtime(session)?;
-    let run = rt.replay(id, operator(), force).await.map_err(runtime_error)?;
-    done(out, "replayed", &run)?;
-    // A failed pipeline run's dead stage was replayed with it: its queued stage runs whose
-    // last move says so (only the queued ones' histories are read).
+    let ops = operate(session).await?;
+    let replay = ops.replay(id, operator(), force).await.map_err(operate_error)?;
+    done(out, "replayed", &replay.run)?;
+    // A failed pipeline run's dead stage is replayed with it.
     if !out.json {
-        let query = ListQuery::new().parent(id).state(RunState::Queued).limit(1000);
-        let queued = rt.store().list(query).await.map_err(CliError::from_store)?.runs;
-        let with = format!("with its pipeline run {id}");
-        for stage in queued {
-            let history = rt.store().history(stage.id).await.map_err(CliError::from_store)?;
-            if history.last().is_some_and(|e| e.reason.contains(&with)) {
-                say!(
-                    "  and its stage run {} ({}): now {}",
-                    stage.id,
-                    stage.agent,
-                    out.state(stage.state)
-                )?;
-            }
+        for stage in &replay.stages {
+            say!(
+                "  and its stage run {} ({}): now {}",
+                stage.id,
+                stage.agent,
+                out.state(stage.state)
+            )?;
         }
     }
-    queued_hint(session, out, &run)
+    queued_hint(session, out, ops.as_ref(), &replay.run)
 }
 
 pub(super) async fn review(
@@ -67,74 +61,28 @@ pub(super) async fn review(
     out: Out,
     command: ReviewCommand,
 ) -> Result<(), CliError> {
-    if let Some(remote) = Remote::find(session).await? {
-        return review_remote(session, out, &remote, command).await;
-    }
-    let rt = operator_runtime(session)?;
-    let store = rt.store().clone();
+    let ops = operate(session).await?;
     match command {
         ReviewCommand::List => {
-            let held = held_for_review(&*store).await.map_err(CliError::from_store)?;
-            review_list(out, &held, store.now())
+            let held = ops.review().await.map_err(operate_error)?;
+            review_list(out, &held, crate::clock::Timestamp::now())
         }
         ReviewCommand::Show { id, template } => {
-            let item = ReviewItem::load(&*store, id)
-                .await
-                .map_err(CliError::from_store)?
-                .ok_or_else(|| CliError::refused(format!("no run {id}")))?;
+            let item = ops.review_item(id).await.map_err(operate_error)?;
             review_show(session, out, item, template)
         }
         ReviewCommand::Approve { id, note } => {
-            let run = rt.approve(id, operator(), note.as_deref()).await.map_err(runtime_error)?;
+            let run = ops.approve(id, operator(), note.as_deref()).await.map_err(operate_error)?;
             done(out, "approved", &run)?;
-            queued_hint(session, out, &run)
+            queued_hint(session, out, ops.as_ref(), &run)
         }
         ReviewCommand::Reject { id, note } => {
-            let run = rt.reject(id, operator(), note.as_deref()).await.map_err(runtime_error)?;
+            let run = ops.reject(id, operator(), note.as_deref()).await.map_err(operate_error)?;
             done(out, "rejected", &run)
         }
         ReviewCommand::Resolve { id, output } => {
             let value = read_json(&output)?;
-            let run = rt.resolve(id, operator(), value).await.map_err(runtime_error)?;
-            done(out, "resolved", &run)
-        }
-    }
-}
-
-/// `review ...` through a server.
-async fn review_remote(
-    session: &Session,
-    out: Out,
-    remote: &Remote,
-    command: ReviewCommand,
-) -> Result<(), CliError> {
-    match command {
-        ReviewCommand::List => {
-            #[derive(serde::Deserialize)]
-            struct Answer {
-                review: Vec<Held>,
-            }
-            let answer: Answer = remote.get("/review").await?;
-            review_list(out, &answer.review, crate::clock::Timestamp::now())
-        }
-        ReviewCommand::Show { id, template } => {
-            let item: ReviewItem = remote.get(&format!("/review/{id}")).await?;
-            review_show(session, out, item, template)
-        }
-        ReviewCommand::Approve { id, note } => {
-            let run: RunRecord =
-                remote.post(&format!("/review/{id}/approve"), &json!({"note": note})).await?;
-            done(out, "approved", &run)
-        }
-        ReviewCommand::Reject { id, note } => {
-            let run: RunRecord =
-                remote.post(&format!("/review/{id}/reject"), &json!({"note": note})).await?;
-            done(out, "rejected", &run)
-        }
-        ReviewCommand::Resolve { id, output } => {
-            let value = read_json(&output)?;
-            let run: RunRecord =
-                remote.post(&format!("/review/{id}/resolve"), &json!({"output": value})).await?;
+            let run = ops.resolve(id, operator(), value).await.map_err(operate_error)?;
             done(out, "resolved", &run)
         }
     }
@@ -204,12 +152,8 @@ fn review_show(
 }
 
 pub(super) async fn cancel(session: &Session, out: Out, id: RunId) -> Result<(), CliError> {
-    if let Some(remote) = Remote::find(session).await? {
-        let run: RunRecord = remote.post(&format!("/runs/{id}/cancel"), &json!({})).await?;
-        return done(out, "cancelled", &run);
-    }
-    let rt = operator_runtime(session)?;
-    let run = rt.cancel(id, operator()).await.map_err(runtime_error)?;
+    let ops = operate(session).await?;
+    let run = ops.cancel(id, operator()).await.map_err(operate_error)?;
     done(out, "cancelled", &run)
 }
 
@@ -224,15 +168,10 @@ pub(super) async fn signal(
         Some(path) => read_json(&path)?,
         None => Value::Null,
     };
-    if let Some(remote) = Remote::find(session).await? {
-        let body = json!({"name": name, "payload": payload});
-        let run: RunRecord = remote.post(&format!("/runs/{id}/signal"), &body).await?;
-        return done(out, &format!("signalled `{name}` to"), &run);
-    }
-    let rt = operator_runtime(session)?;
-    let run = rt.signal(id, name, payload, operator()).await.map_err(runtime_error)?;
+    let ops = operate(session).await?;
+    let run = ops.signal(id, name, payload, operator()).await.map_err(operate_error)?;
     done(out, &format!("signalled `{name}` to"), &run)?;
-    queued_hint(session, out, &run)
+    queued_hint(session, out, ops.as_ref(), &run)
 }
 
 pub(super) async fn note(
@@ -241,12 +180,7 @@ pub(super) async fn note(
     id: RunId,
     text: &str,
 ) -> Result<(), CliError> {
-    let note: crate::store::Note = match Remote::find(session).await? {
-        Some(remote) => remote.post(&format!("/runs/{id}/notes"), &json!({"text": text})).await?,
-        None => {
-            let rt = operator_runtime(session)?;
-            rt.note(id, operator(), text).await.map_err(runtime_error)?
-        }
-    };
+    let ops = operate(session).await?;
+    let note = ops.note(id, operator(), text).await.map_err(operate_error)?;
     if out.json { out.print_json(&note) } else { say!("noted on {id} by {}", note.author) }
 }

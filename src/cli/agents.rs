@@ -2,10 +2,9 @@
 
 use serde_json::json;
 
-use super::args::{AgentsCommand, operator, operator_runtime};
+use super::args::{AgentsCommand, operator};
 use super::output::table;
-use super::remote::Remote;
-use super::{CliError, Session, runtime_error};
+use super::{CliError, Session};
 use crate::say;
 
 /// Lists the registered agents and pipelines with their retry policy, circuit breaker and
@@ -88,7 +87,7 @@ pub(super) async fn agents(session: &Session) -> Result<(), CliError> {
 async fn controls(
     session: &Session,
 ) -> std::collections::BTreeMap<String, crate::store::AgentControl> {
-    if let Ok(Some(remote)) = Remote::find(session).await {
+    if let Ok(Some(remote)) = super::remote::find(session).await {
         if let Ok(answer) = remote.get::<serde_json::Value>("/agents").await {
             return answer["agents"]
                 .as_array()
@@ -114,40 +113,21 @@ pub(super) async fn control(
     out: super::output::Out,
     action: AgentsCommand,
 ) -> Result<(), CliError> {
-    let (name, answer): (String, serde_json::Value) = match Remote::find(session).await? {
-        Some(remote) => {
-            let (name, path, body) = match action {
-                AgentsCommand::Pause { name, reason } => {
-                    let name = resolve(session, &name)?;
-                    (name.clone(), format!("/agents/{name}/pause"), json!({"reason": reason}))
-                }
-                AgentsCommand::Resume { name, rate } => {
-                    let name = resolve(session, &name)?;
-                    (name.clone(), format!("/agents/{name}/resume"), json!({"rate": rate}))
-                }
-                AgentsCommand::List => unreachable!("listed by `agents`"),
-            };
-            (name, remote.post(&path, &body).await?)
+    let ops = super::remote::operate(session).await?;
+    let controlled = match action {
+        AgentsCommand::Pause { name, reason } => {
+            let name = resolve(session, &name)?;
+            ops.pause(&name, operator(), &reason).await
         }
-        None => {
-            let rt = operator_runtime(session)?;
-            match action {
-                AgentsCommand::Pause { name, reason } => {
-                    let name = resolve(session, &name)?;
-                    let control =
-                        rt.pause(&name, operator(), &reason).await.map_err(runtime_error)?;
-                    (name.clone(), json!({"agent": name, "control": control}))
-                }
-                AgentsCommand::Resume { name, rate } => {
-                    let name = resolve(session, &name)?;
-                    let control =
-                        rt.resume(&name, operator(), rate).await.map_err(runtime_error)?;
-                    (name.clone(), json!({"agent": name, "control": control}))
-                }
-                AgentsCommand::List => unreachable!("listed by `agents`"),
-            }
+        AgentsCommand::Resume { name, rate } => {
+            let name = resolve(session, &name)?;
+            ops.resume(&name, operator(), rate).await
         }
+        AgentsCommand::List => unreachable!("listed by `agents`"),
     };
+    let controlled = controlled.map_err(super::remote::operate_error)?;
+    let name = controlled.agent.clone();
+    let answer = serde_json::to_value(&controlled).map_err(|e| CliError::store(e.to_string()))?;
     if out.json {
         return out.print_json(&answer);
     }

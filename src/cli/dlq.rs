@@ -1,33 +1,17 @@
 //! `dlq list` and `dlq replay`.
 
-use serde_json::json;
-
-use super::args::{DlqCommand, operator, operator_runtime};
+use super::args::{DlqCommand, operator};
 use super::output::{Out, age, clip, listing};
-use super::remote::Remote;
-use super::runtime_error;
+use super::remote::{operate, operate_error};
 use super::{CliError, Session};
-use crate::runtime::Replayed;
 use crate::say;
 
 pub(super) async fn dlq(session: &Session, out: Out, command: DlqCommand) -> Result<(), CliError> {
-    let remote = Remote::find(session).await?;
+    let ops = operate(session).await?;
     match command {
         DlqCommand::List { limit } => {
-            let (dead, now): (Vec<crate::store::DeadLetter>, _) = match &remote {
-                Some(remote) => (
-                    remote.get(&format!("/dlq?limit={limit}")).await?,
-                    crate::clock::Timestamp::now(),
-                ),
-                None => {
-                    let store = session.existing_store()?;
-                    let dead = store
-                        .dead_letters(None, usize::from(limit))
-                        .await
-                        .map_err(CliError::from_store)?;
-                    (dead, store.now())
-                }
-            };
+            let dead = ops.dead_letters(usize::from(limit)).await.map_err(operate_error)?;
+            let now = crate::clock::Timestamp::now();
             listing(
                 out,
                 &dead,
@@ -54,30 +38,16 @@ pub(super) async fn dlq(session: &Session, out: Out, command: DlqCommand) -> Res
             )
         }
         DlqCommand::Replay { all: _, agent, force } => {
-            let report: Vec<Replayed> = match &remote {
-                Some(remote) => {
-                    let agent = match agent {
-                        Some(agent) => {
-                            Some(super::runs::resolve_agent_remote(session, remote, &agent).await?)
-                        }
-                        None => None,
-                    };
-                    remote.post("/dlq/replay", &json!({"agent": agent, "force": force})).await?
+            let agent = match agent {
+                Some(agent) => {
+                    Some(super::runs::resolve_agent(session, ops.as_ref(), &agent).await?)
                 }
-                None => {
-                    let rt = operator_runtime(session)?;
-                    let agent = match agent {
-                        Some(agent) => Some(
-                            super::runs::resolve_agent(session, rt.store().as_ref(), &agent)
-                                .await?,
-                        ),
-                        None => None,
-                    };
-                    rt.replay_dead_letters(agent.as_deref(), operator(), force)
-                        .await
-                        .map_err(runtime_error)?
-                }
+                None => None,
             };
+            let report = ops
+                .replay_dead_letters(agent.as_deref(), operator(), force)
+                .await
+                .map_err(operate_error)?;
             let refused = report.iter().filter(|r| !r.replayed).count();
             let replayed = report.len() - refused;
             if out.json {
@@ -95,7 +65,7 @@ pub(super) async fn dlq(session: &Session, out: Out, command: DlqCommand) -> Res
                     }
                 }
                 say!("{replayed} replayed, {refused} refused")?;
-                if replayed > 0 && remote.is_none() {
+                if replayed > 0 && !ops.is_remote() {
                     say!(
                         "  queued: they run when workers do (`{} work --data {}`, or your program's workers)",
                         session.program(),

@@ -11,13 +11,8 @@ use crate::view::Stats;
 
 /// Rates and latencies per agent over the runs created within `window`.
 pub(super) async fn stats(session: &Session, out: Out, window: Duration) -> Result<(), CliError> {
-    let stats: Stats = match super::remote::Remote::find(session).await? {
-        Some(remote) => remote.get(&format!("/stats?window={}s", window.as_secs())).await?,
-        None => {
-            let store = session.existing_store()?;
-            Stats::compute(store.as_ref(), window).await.map_err(CliError::from_store)?
-        }
-    };
+    let ops = super::remote::operate(session).await?;
+    let stats: Stats = ops.stats(window).await.map_err(super::remote::operate_error)?;
     if out.json {
         return out.print_json(&stats);
     }

@@ -38,9 +38,11 @@ pub(super) async fn prune(session: &Session, out: Out, args: PruneArgs) -> Resul
     let policy = policy(args.older_than, args.states)?;
     let states: Vec<String> = policy.states.iter().map(ToString::to_string).collect();
     let body = json!({"older_than_secs": args.older_than.as_secs(), "states": states});
-    let ((runs, kept), sizes) = match super::remote::Remote::find(session).await? {
+    let ((runs, kept), sizes) = match super::remote::find(session).await? {
         Some(remote) => {
-            let answer: serde_json::Value = remote.post("/prune", &body).await?;
+            let by = super::args::operator();
+            let answer: serde_json::Value =
+                remote.post("/prune", &by, &body).await.map_err(super::remote::operate_error)?;
             let count = |key: &str| answer[key].as_u64().unwrap_or(0);
             ((count("pruned"), count("kept")), None)
         }

@@ -2,90 +2,38 @@
 
 use super::args::RunsCommand;
 use super::output::{Out, age, clip, clip_lines, indent, table};
-use super::remote::{Remote, query};
+use super::remote::{operate, operate_error};
 use super::{CliError, Session};
 use crate::lifecycle::RunId;
+use crate::runtime::Operate;
 use crate::say;
-use crate::store::{ListQuery, Store};
-use crate::view::{RunView, is_internal_effect};
+use crate::view::{RunFilter, RunView, is_internal_effect};
 
 pub(super) async fn runs(
     session: &Session,
     out: Out,
     command: RunsCommand,
 ) -> Result<(), CliError> {
-    if let Some(remote) = Remote::find(session).await? {
-        return runs_remote(session, out, &remote, command).await;
-    }
-    let store = session.existing_store()?;
+    let ops = operate(session).await?;
     match command {
         RunsCommand::List { state, agent, since, limit, cursor } => {
-            let mut query = ListQuery::new().limit(usize::from(limit));
+            let mut filter = RunFilter::new().limit(u32::from(limit));
             if let Some(state) = state {
-                query = query.state(state);
+                filter = filter.state(state);
             }
-            let agent = match agent {
-                Some(agent) => Some(resolve_agent(session, store.as_ref(), &agent).await?),
-                None => None,
-            };
-            if let Some(agent) = &agent {
-                query = query.agent(agent.clone());
+            if let Some(agent) = agent {
+                filter = filter.agent(resolve_agent(session, ops.as_ref(), &agent).await?);
             }
             if let Some(since) = since {
-                query = query.since(crate::clock::Timestamp::from_millis(
-                    store.now().as_millis().saturating_sub(since.as_millis() as u64),
-                ));
+                filter = filter.since(since);
             }
             if let Some(cursor) = cursor {
-                query = query.cursor(cursor);
+                filter = filter.cursor(cursor);
             }
-            let page = store.list(query).await.map_err(CliError::from_store)?;
-            list(out, page.runs, page.next, store.now())
-        }
-        RunsCommand::Show { id } => {
-            let view = RunView::load(store.as_ref(), id)
-                .await
-                .map_err(CliError::from_store)?
-                .ok_or_else(|| CliError::refused(format!("no run {id}")))?;
-            show(out, view)
-        }
-    }
-}
-
-/// A page of runs, as the API answers it.
-#[derive(Debug, serde::Deserialize)]
-struct Listed {
-    runs: Vec<crate::store::RunRecord>,
-    next: Option<RunId>,
-}
-
-/// `runs ...` through a server.
-async fn runs_remote(
-    session: &Session,
-    out: Out,
-    remote: &Remote,
-    command: RunsCommand,
-) -> Result<(), CliError> {
-    match command {
-        RunsCommand::List { state, agent, since, limit, cursor } => {
-            let agent = match agent {
-                Some(agent) => Some(resolve_agent_remote(session, remote, &agent).await?),
-                None => None,
-            };
-            let path = format!(
-                "/runs{}",
-                query(&[
-                    ("state", state.map(|s| s.to_string())),
-                    ("agent", agent),
-                    ("since", since.map(|d| format!("{}s", d.as_secs()))),
-                    ("limit", Some(limit.to_string())),
-                    ("cursor", cursor.map(|c| c.to_string())),
-                ])
-            );
-            let page: Listed = remote.get(&path).await?;
+            let page = ops.runs(filter).await.map_err(operate_error)?;
             list(out, page.runs, page.next, crate::clock::Timestamp::now())
         }
-        RunsCommand::Show { id } => show(out, remote.get(&format!("/runs/{id}")).await?),
+        RunsCommand::Show { id } => show(out, ops.run(id).await.map_err(operate_error)?),
     }
 }
 
@@ -143,27 +91,6 @@ pub(super) fn registered_agent(session: &Session, asked: &str) -> Result<Option<
     }
 }
 
-/// [`resolve_agent`] through a server.
-pub(super) async fn resolve_agent_remote(
-    session: &Session,
-    remote: &Remote,
-    asked: &str,
-) -> Result<String, CliError> {
-    if let Some(name) = registered_agent(session, asked)? {
-        return Ok(name);
-    }
-    let any: Listed = remote
-        .get(&format!(
-            "/runs{}",
-            query(&[("agent", Some(asked.to_owned())), ("limit", Some("1".into()))])
-        ))
-        .await?;
-    if any.runs.is_empty() {
-        return Err(unknown_agent(session, asked)?);
-    }
-    Ok(asked.to_owned())
-}
-
 /// The refusal of an agent name that is neither registered nor has runs.
 fn unknown_agent(session: &Session, asked: &str) -> Result<CliError, CliError> {
     let registered = session.registrations()?;
@@ -180,15 +107,14 @@ fn unknown_agent(session: &Session, asked: &str) -> Result<CliError, CliError> {
 /// has no runs of it, a refusal that names the registered agents.
 pub(super) async fn resolve_agent(
     session: &Session,
-    store: &dyn Store,
+    ops: &dyn Operate,
     asked: &str,
 ) -> Result<String, CliError> {
     if let Some(name) = registered_agent(session, asked)? {
         return Ok(name);
     }
     // Runs of an agent this program does not register (another program's) are listed too.
-    let any =
-        store.list(ListQuery::new().agent(asked).limit(1)).await.map_err(CliError::from_store)?;
+    let any = ops.runs(RunFilter::new().agent(asked).limit(1)).await.map_err(operate_error)?;
     if any.runs.is_empty() {
         return Err(unknown_agent(session, asked)?);
     }

@@ -36,7 +36,7 @@ pub(super) struct WorkArgs {
 
 pub(super) async fn work(session: &Session, args: WorkArgs) -> Result<(), CliError> {
     let out: Out = session.out;
-    if super::remote::Remote::find(session).await?.is_some() {
+    if super::remote::find(session).await?.is_some() {
         return Err(CliError::refused(
             "a process works on this data directory already (it answers on its socket, steadfast.sock): its workers run",
         ));

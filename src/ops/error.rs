@@ -77,6 +77,22 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::runtime::OperateError> for ApiError {
+    fn from(error: crate::runtime::OperateError) -> Self {
+        use crate::runtime::OperateError;
+        match error {
+            OperateError::Runtime(error) => error.into(),
+            // Not made by a runtime in this process: passed on as said.
+            OperateError::Server { status, code, message } => Self::new(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                code,
+                message,
+            ),
+            OperateError::Unreachable(message) => Self::new(StatusCode::BAD_GATEWAY, 3, message),
+        }
+    }
+}
+
 impl From<RuntimeError> for ApiError {
     fn from(error: RuntimeError) -> Self {
         use RuntimeError::*;

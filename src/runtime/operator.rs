@@ -164,12 +164,25 @@ impl Runtime {
         by: Actor,
         force: bool,
     ) -> Result<RunRecord, RuntimeError> {
+        Ok(self.replay_with_stages(run, by, force).await?.run)
+    }
+
+    /// [`replay`](Runtime::replay), reporting the stage runs replayed with a failed pipeline
+    /// run too.
+    pub async fn replay_with_stages(
+        &self,
+        run: RunId,
+        by: Actor,
+        force: bool,
+    ) -> Result<crate::view::Replay, RuntimeError> {
         let allowed = [RunState::FailedPermanent, RunState::NeedsReview];
         let record = self.get_in(run, "replay", &allowed).await?;
+        let mut stages = Vec::new();
         for stage in self.dead_stages(&record).await? {
-            self.replay_one(&stage, by.clone(), force, Some(run)).await?;
+            stages.push(self.replay_one(&stage, by.clone(), force, Some(run)).await?);
         }
-        self.replay_one(&record, by, force, None).await
+        let run = self.replay_one(&record, by, force, None).await?;
+        Ok(crate::view::Replay { run, stages })
     }
 
     /// The dead runs of the last stage a failed pipeline run reached.

@@ -28,6 +28,7 @@ mod run;
 mod series;
 mod stats;
 mod time;
+mod wire;
 
 pub use self::graph::{LifecycleGraph, LifecycleNode, lifecycle_graph};
 pub use self::review::{Held, REVIEW_LIMIT, ReviewItem, held_for_review};
@@ -36,3 +37,4 @@ pub use self::series::{Bucket, Series};
 use self::stats::each_run_since;
 pub use self::stats::{ALL_AGENTS, AgentStats, Stats};
 pub use self::time::{ago, percentile};
+pub use self::wire::{Controlled, Replay, ReviewList, RunFilter, RunsPage};

@@ -49,6 +49,7 @@ mod metrics;
 mod newcomer;
 mod notify;
 mod openapi;
+mod operate;
 mod ops;
 mod serve;
 mod shop;

@@ -14,7 +14,10 @@ fn shop_binary() -> PathBuf {
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
-    build.args(["build", "--quiet", "--example", "shop"]);
+    // The example is the library's (`examples/shop.rs` of the package `steadfast`).
+    build
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .args(["build", "--quiet", "-p", "steadfast", "--features", "cli", "--example", "shop"]);
     if release {
         build.arg("--release");
     }

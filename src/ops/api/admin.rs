@@ -125,5 +125,5 @@ pub(in crate::ops) async fn stats(
     Params(q): Params<StatsQuery>,
 ) -> Answer<Stats> {
     let window = q.window.map_or(Duration::from_secs(86_400), |DurationText(w)| w);
-    Ok(Json(Stats::compute(ops.runtime.store().as_ref(), window).await?))
+    Ok(Json(crate::runtime::Operate::stats(&*ops.runtime, window).await?))
 }

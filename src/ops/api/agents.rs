@@ -12,8 +12,9 @@ use crate::ops::Ops;
 use crate::ops::error::ApiError;
 use crate::ops::extract::{Operator, OptionalBody, PathParams};
 use crate::pipeline::PipelineGraph;
+use crate::runtime::Operate;
 use crate::store::AgentControl;
-use crate::view::LifecycleGraph;
+use crate::view::{Controlled, LifecycleGraph};
 
 /// The registered agents.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -68,23 +69,13 @@ pub(in crate::ops) struct PauseBody {
     reason: String,
 }
 
-/// An agent's control after a pause or resume.
-#[derive(Debug, Serialize, JsonSchema)]
-pub(in crate::ops) struct Controlled {
-    /// The agent.
-    agent: String,
-    /// Its control now: `null` when it runs freely.
-    control: Option<AgentControl>,
-}
-
 pub(in crate::ops) async fn pause(
     State(ops): State<Arc<Ops>>,
     PathParams(AgentPath { name }): PathParams<AgentPath>,
     Operator(by): Operator,
     OptionalBody(body): OptionalBody<PauseBody>,
 ) -> Answer<Controlled> {
-    let control = ops.runtime.pause(&name, by, &body.reason).await?;
-    Ok(Json(Controlled { agent: name, control: Some(control) }))
+    Ok(Json(Operate::pause(&*ops.runtime, &name, by, &body.reason).await?))
 }
 
 /// How to resume an agent.
@@ -103,8 +94,7 @@ pub(in crate::ops) async fn resume(
     Operator(by): Operator,
     OptionalBody(body): OptionalBody<ResumeBody>,
 ) -> Answer<Controlled> {
-    let control = ops.runtime.resume(&name, by, body.rate).await?;
-    Ok(Json(Controlled { agent: name, control }))
+    Ok(Json(Operate::resume(&*ops.runtime, &name, by, body.rate).await?))
 }
 
 /// What to draw.

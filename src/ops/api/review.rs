@@ -5,33 +5,25 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Answer, RunPath};
 use crate::ops::Ops;
-use crate::ops::error::ApiError;
 use crate::ops::extract::{Body, Operator, OptionalBody, PathParams};
+use crate::runtime::Operate;
 use crate::store::RunRecord;
-use crate::view::{Held, ReviewItem, held_for_review};
-
-/// The runs held for review.
-#[derive(Debug, Serialize, JsonSchema)]
-pub(in crate::ops) struct ReviewList {
-    /// Newest first, each with why.
-    review: Vec<Held>,
-}
+use crate::view::{ReviewItem, ReviewList};
 
 pub(in crate::ops) async fn review(State(ops): State<Arc<Ops>>) -> Answer<ReviewList> {
-    Ok(Json(ReviewList { review: held_for_review(ops.runtime.store().as_ref()).await? }))
+    Ok(Json(ReviewList { review: Operate::review(&*ops.runtime).await? }))
 }
 
 pub(in crate::ops) async fn review_item(
     State(ops): State<Arc<Ops>>,
     PathParams(RunPath { id }): PathParams<RunPath>,
 ) -> Answer<ReviewItem> {
-    let item = ReviewItem::load(ops.runtime.store().as_ref(), id).await?;
-    Ok(Json(item.ok_or_else(|| ApiError::not_found(format!("no run {id}")))?))
+    Ok(Json(Operate::review_item(&*ops.runtime, id).await?))
 }
 
 /// An approval or rejection.

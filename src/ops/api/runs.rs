@@ -10,60 +10,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Answer, RunPath, check_limit};
-use crate::clock::DurationText;
-use crate::lifecycle::{RunId, RunState};
+use crate::lifecycle::RunId;
 use crate::ops::Ops;
 use crate::ops::error::ApiError;
 use crate::ops::extract::{Body, Operator, OptionalBody, Params, PathParams};
-use crate::store::{ListQuery, Note, RunRecord};
-use crate::view::RunView;
-
-/// The filters and page of `GET /runs`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(in crate::ops) struct RunsQuery {
-    /// Only runs in this state.
-    state: Option<RunState>,
-    /// Only runs of this agent (or pipeline, or stage: `digest.1.classifier`).
-    agent: Option<String>,
-    /// Only runs created within this long: `90s`, `15m`, `2h`, `7d`.
-    since: Option<DurationText>,
-    /// At most this many runs (default 50).
-    #[schemars(range(min = 1, max = 10000))]
-    limit: Option<u32>,
-    /// The page after this run: the `next` of the previous page.
-    cursor: Option<RunId>,
-}
-
-/// A page of runs, newest first.
-#[derive(Debug, Serialize, JsonSchema)]
-pub(in crate::ops) struct RunsPage {
-    /// The runs.
-    runs: Vec<RunRecord>,
-    /// The `cursor` of the next page; `null` on the last one.
-    next: Option<RunId>,
-}
+use crate::runtime::Operate;
+use crate::store::{Note, RunRecord};
+use crate::view::{Replay, RunFilter, RunView, RunsPage};
 
 pub(in crate::ops) async fn runs(
     State(ops): State<Arc<Ops>>,
-    Params(q): Params<RunsQuery>,
+    Params(filter): Params<RunFilter>,
 ) -> Answer<RunsPage> {
-    let mut query = ListQuery::new().limit(check_limit(q.limit)?);
-    if let Some(state) = q.state {
-        query = query.state(state);
-    }
-    if let Some(agent) = q.agent {
-        query = query.agent(agent);
-    }
-    let store = ops.runtime.store();
-    if let Some(DurationText(since)) = q.since {
-        query = query.since(store.now().before(since));
-    }
-    if let Some(cursor) = q.cursor {
-        query = query.cursor(cursor);
-    }
-    let page = store.list(query).await?;
-    Ok(Json(RunsPage { runs: page.runs, next: page.next }))
+    check_limit(filter.limit)?;
+    Ok(Json(Operate::runs(&*ops.runtime, filter).await?))
 }
 
 /// A run to submit.
@@ -100,8 +60,7 @@ pub(in crate::ops) async fn run(
     State(ops): State<Arc<Ops>>,
     PathParams(RunPath { id }): PathParams<RunPath>,
 ) -> Answer<RunView> {
-    let view = RunView::load(ops.runtime.store().as_ref(), id).await?;
-    Ok(Json(view.ok_or_else(|| ApiError::not_found(format!("no run {id}")))?))
+    Ok(Json(Operate::run(&*ops.runtime, id).await?))
 }
 
 /// How to replay.
@@ -118,8 +77,8 @@ pub(in crate::ops) async fn replay(
     PathParams(RunPath { id }): PathParams<RunPath>,
     Operator(by): Operator,
     OptionalBody(body): OptionalBody<ReplayBody>,
-) -> Answer<RunRecord> {
-    Ok(Json(ops.runtime.replay(id, by, body.force).await?))
+) -> Answer<Replay> {
+    Ok(Json(Operate::replay(&*ops.runtime, id, by, body.force).await?))
 }
 
 pub(in crate::ops) async fn cancel(
