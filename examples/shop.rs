@@ -20,10 +20,9 @@ use std::process::ExitCode;
 use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use steadfast::cli::{App, CliError, Session};
+use steadfast::cli::{self, App, CliError, Session};
 use steadfast::pipeline::Pipeline;
 use steadfast::prelude::*;
-use steadfast::say;
 
 /// An order as it is submitted.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
@@ -147,11 +146,12 @@ async fn submit(session: &Session, order: Order) -> Result<(), CliError> {
     let submitted =
         runtime.submit("orders", order).await.map_err(|e| CliError::refused(e.to_string()))?;
     if session.json() {
-        say!("{}", serde_json::json!({"id": submitted.id, "created": submitted.created}))
+        let shown = serde_json::json!({"id": submitted.id, "created": submitted.created});
+        cli::say(format_args!("{shown}"))
     } else if submitted.created {
-        say!("queued {} (run `shop work` to process it)", submitted.id)
+        cli::say(format_args!("queued {} (run `shop work` to process it)", submitted.id))
     } else {
-        say!("already submitted as {}", submitted.id)
+        cli::say(format_args!("already submitted as {}", submitted.id))
     }
 }
 

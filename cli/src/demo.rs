@@ -9,7 +9,6 @@ use steadfast::agents::{
 };
 use steadfast::cli::{CliError, Session};
 use steadfast::prelude::*;
-use steadfast::say;
 use steadfast::store::{ListQuery, RunRecord};
 
 use crate::samples::SAMPLES;

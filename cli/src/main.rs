@@ -10,6 +10,16 @@ use std::process::ExitCode;
 use steadfast::agents::{self, Classifier, Collector, Mailer, Reporter, Rules, Transport};
 use steadfast::cli::{App, Session};
 
+/// Prints a line to standard output; a closed pipe ends the command quietly.
+macro_rules! say {
+    () => {
+        steadfast::cli::say(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        steadfast::cli::say(format_args!($($arg)*))
+    };
+}
+
 mod demo;
 mod samples;
 mod summary;

@@ -7,7 +7,6 @@ use serde::Serialize;
 use steadfast::agents::{Labeled, LabeledBy, Receipt, Report};
 use steadfast::cli::{CliError, Session};
 use steadfast::prelude::*;
-use steadfast::say;
 use steadfast::store::{ListQuery, RunRecord};
 
 /// A run held or failed, and why.

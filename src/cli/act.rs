@@ -5,13 +5,13 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-use super::args::{ReviewCommand, operator, read_json};
+use super::input::{operator, read_json};
+use super::output::say;
 use super::output::{Out, age, clip, done, indent, listing};
 use super::remote::{operate, operate_error};
 use super::{CliError, Session};
 use crate::lifecycle::{RunId, RunState};
 use crate::runtime::Operate;
-use crate::say;
 use crate::store::RunRecord;
 use crate::view::{Held, ReviewItem};
 
@@ -183,4 +183,48 @@ pub(super) async fn note(
     let ops = operate(session).await?;
     let note = ops.note(id, operator(), text).await.map_err(operate_error)?;
     if out.json { out.print_json(&note) } else { say!("noted on {id} by {}", note.author) }
+}
+
+/// `review ...`
+#[derive(Debug, clap::Subcommand)]
+pub(super) enum ReviewCommand {
+    /// List the runs held for review, with why.
+    List,
+    /// Show a run held for review: why, its input, and the output `resolve` expects (its
+    /// JSON Schema, and a template filled from the run, ready to edit).
+    Show {
+        /// The run's id.
+        id: RunId,
+        /// Print only the template, to edit and give to `resolve`
+        /// (`review show ID --template > out.json`).
+        #[arg(long)]
+        template: bool,
+    },
+    /// Approve a run: try again. It is queued with fresh attempt and fault budgets, and the
+    /// note reaches its next attempt (the digest's classifier takes a label from it:
+    /// `--note "label: security"`). To give the output yourself, use `resolve`.
+    Approve {
+        /// The run's id.
+        id: RunId,
+        /// A note for the run's next attempt and its history.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Reject a run: it goes to the dead letter queue.
+    Reject {
+        /// The run's id.
+        id: RunId,
+        /// Why.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Succeed a run with an output you provide, checked against the agent's output schema
+    /// (`review show ID --template` prints one to start from).
+    Resolve {
+        /// The run's id.
+        id: RunId,
+        /// A file with the output as JSON, or `-` for standard input.
+        #[arg(long, value_name = "FILE|-")]
+        output: PathBuf,
+    },
 }

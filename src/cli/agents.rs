@@ -2,10 +2,10 @@
 
 use serde_json::json;
 
-use super::args::{AgentsCommand, operator};
+use super::input::operator;
+use super::output::say;
 use super::output::table;
 use super::{CliError, Session};
-use crate::say;
 
 /// Lists the registered agents and pipelines with their retry policy, circuit breaker and
 /// limits (the breaker's live state is the running workers': they log it opening and closing
@@ -151,4 +151,28 @@ fn resolve(session: &Session, asked: &str) -> Result<String, CliError> {
     super::runs::registered_agent(session, asked)?.ok_or_else(|| {
         CliError::usage(format!("no agent `{asked}` is registered in {}", session.program()))
     })
+}
+
+/// `agents ...`
+#[derive(Debug, clap::Subcommand)]
+pub(super) enum AgentsCommand {
+    /// The registered agents (the default).
+    List,
+    /// Pause an agent: its runs stay queued and none starts until it is resumed (kept in the
+    /// store: a restart keeps it). Attempts already running finish.
+    Pause {
+        /// The agent (a stage's short name works as in `runs list`).
+        name: String,
+        /// Why, for whoever looks later.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Resume a paused agent, at once or at most --rate runs started per second.
+    Resume {
+        /// The agent.
+        name: String,
+        /// At most this many runs started per second, until resumed without it.
+        #[arg(long, value_name = "PER_SECOND")]
+        rate: Option<f64>,
+    },
 }

@@ -1,10 +1,10 @@
 //! `dlq list` and `dlq replay`.
 
-use super::args::{DlqCommand, operator};
+use super::input::operator;
+use super::output::say;
 use super::output::{Out, age, clip, listing};
 use super::remote::{operate, operate_error};
 use super::{CliError, Session};
-use crate::say;
 
 pub(super) async fn dlq(session: &Session, out: Out, command: DlqCommand) -> Result<(), CliError> {
     let ops = operate(session).await?;
@@ -80,4 +80,27 @@ pub(super) async fn dlq(session: &Session, out: Out, command: DlqCommand) -> Res
             }
         }
     }
+}
+
+/// `dlq ...`
+#[derive(Debug, clap::Subcommand)]
+pub(super) enum DlqCommand {
+    /// List the dead letters, newest first, with why.
+    List {
+        /// At most this many (1 to 10000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+        limit: u16,
+    },
+    /// Replay dead letters (each reported).
+    Replay {
+        /// Every dead letter (required: bulk replay is deliberate).
+        #[arg(long, required = true)]
+        all: bool,
+        /// Only those of this agent (a stage's short name works as in `runs list`).
+        #[arg(long)]
+        agent: Option<String>,
+        /// Replay even if the agent's input type changed.
+        #[arg(long)]
+        force: bool,
+    },
 }

@@ -54,6 +54,7 @@ mod agents;
 mod args;
 mod dlq;
 mod error;
+mod input;
 mod notify;
 mod numbers;
 mod output;
@@ -68,8 +69,11 @@ use self::args::{Builtin, Global};
 pub use self::error::CliError;
 use self::output::Out;
 
-/// Prints a line to standard output; a closed pipe or another write error becomes a
-/// [`CliError`] (a closed pipe ends the command quietly), so nothing panics on output.
+/// Prints a line to standard output, as [`cli::say`](crate::cli::say) does.
+#[deprecated(
+    since = "0.1.0",
+    note = "the CLI's own macro: print with `steadfast::cli::say(format_args!(..))`"
+)]
 #[macro_export]
 macro_rules! say {
     () => {
@@ -80,7 +84,14 @@ macro_rules! say {
     };
 }
 
-/// Writes `text` to standard output, as [`say!`] does.
+/// Prints `text` and a newline to standard output; a closed pipe or another write error
+/// becomes a [`CliError`] (a closed pipe ends the command quietly), so nothing panics on
+/// output: `steadfast::cli::say(format_args!("{n} runs"))?`.
+pub fn say(text: fmt::Arguments<'_>) -> Result<(), CliError> {
+    print(format_args!("{text}\n"))
+}
+
+/// Writes `text` to standard output, as [`say()`] does without the newline.
 pub fn print(text: fmt::Arguments<'_>) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     out.write_fmt(text).and_then(|()| out.flush()).map_err(CliError::output)

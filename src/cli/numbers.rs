@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
+use super::output::say;
 use super::output::{Out, humantime, table};
 use super::{CliError, Session};
 use crate::lifecycle::RunState;
 use crate::machine::StateMachine;
-use crate::say;
 use crate::view::Stats;
 
 /// Rates and latencies per agent over the runs created within `window`.
@@ -71,7 +71,7 @@ pub(super) fn graph(session: &Session, target: &str, dot: bool) -> Result<(), Cl
 
 #[cfg(test)]
 mod tests {
-    use super::super::args::parse_duration;
+    use super::super::input::parse_duration;
     use super::*;
 
     #[test]

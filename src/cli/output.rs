@@ -1,12 +1,22 @@
 //! How the operator commands print: tables (colour on a terminal only) or JSON, and the
 //! small formatting helpers.
 
+/// Prints a line to standard output (see [`say`](crate::cli::say)).
+macro_rules! say {
+    () => {
+        $crate::cli::say(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::say(format_args!($($arg)*))
+    };
+}
+pub(crate) use say;
+
 use std::io::IsTerminal;
 use std::time::Duration;
 
 use super::CliError;
 use crate::lifecycle::RunState;
-use crate::say;
 use crate::store::RunRecord;
 
 /// Output settings: `--json`, and colour (a terminal, and no `NO_COLOR`).

@@ -6,16 +6,16 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::output::Out;
+use super::output::say;
 use super::{CliError, Session};
 use crate::lifecycle::RunState;
-use crate::say;
 use crate::store::Retention;
 
 /// `prune --older-than 30d [--state succeeded]...`
 #[derive(Debug, clap::Args)]
 pub(super) struct PruneArgs {
     /// Delete runs that have not moved for this long (`90s`, `15m`, `2h`, `30d`).
-    #[arg(long, value_name = "AGE", value_parser = super::args::parse_duration)]
+    #[arg(long, value_name = "AGE", value_parser = super::input::parse_duration)]
     older_than: Duration,
     /// Only runs in this state (repeat for several): succeeded (the default),
     /// failed_permanent (dead letters), needs_review (held for review).
@@ -40,7 +40,7 @@ pub(super) async fn prune(session: &Session, out: Out, args: PruneArgs) -> Resul
     let body = json!({"older_than_secs": args.older_than.as_secs(), "states": states});
     let ((runs, kept), sizes) = match super::remote::find(session).await? {
         Some(remote) => {
-            let by = super::args::operator();
+            let by = super::input::operator();
             let answer: serde_json::Value =
                 remote.post("/prune", &by, &body).await.map_err(super::remote::operate_error)?;
             let count = |key: &str| answer[key].as_u64().unwrap_or(0);

@@ -11,9 +11,10 @@
 
 use std::time::Duration;
 
-use super::args::{operator, operator_runtime};
+use super::input::operator;
 use super::{CliError, Session, runtime_error};
 use crate::client::Client;
+use crate::runtime::Runtime;
 use crate::runtime::{Operate, OperateError};
 use crate::store::Actor;
 
@@ -68,4 +69,11 @@ fn check_operator() -> Result<(), CliError> {
         )));
     }
     Ok(())
+}
+
+/// A runtime over the existing store with the program's agents and pipelines registered, so
+/// their runs get their full checks; it never runs an attempt.
+pub(crate) fn operator_runtime(session: &Session) -> Result<Runtime, CliError> {
+    let store = session.existing_store()?;
+    session.runtime(store).build().map_err(runtime_error)
 }

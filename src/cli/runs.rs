@@ -1,12 +1,14 @@
 //! `runs list` and `runs show`.
 
-use super::args::RunsCommand;
+use std::time::Duration;
+
+use super::input::parse_duration;
+use super::output::say;
 use super::output::{Out, age, clip, clip_lines, indent, table};
 use super::remote::{operate, operate_error};
 use super::{CliError, Session};
-use crate::lifecycle::RunId;
+use crate::lifecycle::{RunId, RunState};
 use crate::runtime::Operate;
-use crate::say;
 use crate::view::{RunFilter, RunView, is_internal_effect};
 
 pub(super) async fn runs(
@@ -207,4 +209,35 @@ fn show(out: Out, view: RunView) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// `runs ...`
+#[derive(Debug, clap::Subcommand)]
+pub(super) enum RunsCommand {
+    /// List runs, newest first.
+    List {
+        /// Only runs in this state (queued, processing, waiting_external, succeeded,
+        /// failed_transient, failed_permanent, needs_review).
+        #[arg(long)]
+        state: Option<RunState>,
+        /// Only runs of this agent: its registered name (`digest.1.classifier`), or a
+        /// pipeline stage's short name (`classifier`) when only one stage has it.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only runs created within this long (`90s`, `15m`, `2h`, `7d`).
+        #[arg(long, value_parser = parse_duration)]
+        since: Option<Duration>,
+        /// At most this many runs on a page (1 to 10000); the last line says how to get the
+        /// next page.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+        limit: u16,
+        /// Go on from where an earlier page stopped (the `--cursor` it printed).
+        #[arg(long, value_name = "RUN")]
+        cursor: Option<RunId>,
+    },
+    /// Show one run: its record, input, output, history, effects, notes and stages.
+    Show {
+        /// The run's id.
+        id: RunId,
+    },
 }

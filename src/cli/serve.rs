@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::output::say;
 use super::{CliError, Session, runtime_error};
 use crate::ops::{LocalSocket, OpsConfig, ServeLimits, Token};
-use crate::say;
 
 /// What `serve` was asked to do.
 #[derive(Debug, clap::Args)]
@@ -32,17 +32,17 @@ pub(super) struct ServeArgs {
     public_health: bool,
     /// The silent-failure alarm's window: an agent whose due work has waited this long with
     /// no success within it is reported (`/alarms`, the `steadfast_alarm` metric, a WARN line).
-    #[arg(long, value_name = "AGE", default_value = "15m", value_parser = super::args::parse_duration)]
+    #[arg(long, value_name = "AGE", default_value = "15m", value_parser = super::input::parse_duration)]
     alarm_window: std::time::Duration,
     /// Prune runs at rest that have not moved for this long (as `prune` does), at start and
     /// then every --prune-every.
-    #[arg(long, value_name = "AGE", value_parser = super::args::parse_duration)]
+    #[arg(long, value_name = "AGE", value_parser = super::input::parse_duration)]
     prune_older_than: Option<std::time::Duration>,
     /// A state --prune-older-than prunes (repeat for several; default succeeded).
     #[arg(long = "prune-state", value_name = "STATE", requires = "prune_older_than")]
     prune_states: Vec<crate::lifecycle::RunState>,
     /// How often --prune-older-than prunes.
-    #[arg(long, value_name = "PERIOD", default_value = "1h", value_parser = super::args::parse_duration)]
+    #[arg(long, value_name = "PERIOD", default_value = "1h", value_parser = super::input::parse_duration)]
     prune_every: std::time::Duration,
     #[command(flatten)]
     notify: super::notify::NotifyArgs,

@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::output::Out;
+use super::output::say;
 use super::{CliError, Session, runtime_error};
 use crate::lifecycle::RunState;
 use crate::machine::StateMachine;
-use crate::say;
 
 /// What `work` was asked to do.
 #[derive(Debug, clap::Args)]
@@ -22,13 +22,13 @@ pub(super) struct WorkArgs {
     workers: u16,
     /// With --until-signal: prune runs at rest that have not moved for this long (as the
     /// `prune` command does), at start and then every --prune-every.
-    #[arg(long, value_name = "AGE", value_parser = super::args::parse_duration, requires = "until_signal")]
+    #[arg(long, value_name = "AGE", value_parser = super::input::parse_duration, requires = "until_signal")]
     prune_older_than: Option<Duration>,
     /// A state --prune-older-than prunes (repeat for several; default succeeded).
     #[arg(long = "prune-state", value_name = "STATE", requires = "prune_older_than")]
     prune_states: Vec<RunState>,
     /// How often --prune-older-than prunes.
-    #[arg(long, value_name = "PERIOD", default_value = "1h", value_parser = super::args::parse_duration)]
+    #[arg(long, value_name = "PERIOD", default_value = "1h", value_parser = super::input::parse_duration)]
     prune_every: Duration,
     #[command(flatten)]
     notify: super::notify::NotifyArgs,

@@ -50,9 +50,8 @@ fn ada() -> Actor {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runtime_and_the_client_answer_alike() {
     let pipeline = Pipeline::new("books").then(Pass).then(Broken);
-    let rt = Arc::new(
-        Runtime::builder().store(MemoryStore::new()).pipeline(pipeline).build().unwrap(),
-    );
+    let rt =
+        Arc::new(Runtime::builder().store(MemoryStore::new()).pipeline(pipeline).build().unwrap());
     let (a, b) = (rt.submit("books", 1).await.unwrap().id, rt.submit("books", 2).await.unwrap().id);
     rt.run_until_idle().await.unwrap();
     for id in [a, b] {

@@ -15,9 +15,16 @@ fn shop_binary() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
     // The example is the library's (`examples/shop.rs` of the package `steadfast`).
-    build
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .args(["build", "--quiet", "-p", "steadfast", "--features", "cli", "--example", "shop"]);
+    build.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).args([
+        "build",
+        "--quiet",
+        "-p",
+        "steadfast",
+        "--features",
+        "cli",
+        "--example",
+        "shop",
+    ]);
     if release {
         build.arg("--release");
     }

@@ -23,7 +23,7 @@ use std::sync::OnceLock;
 
 use ::sled::{Db, IVec};
 
-use super::committer::make_durable;
+use super::durable::make_durable;
 use super::tx::{TreeId, apply_writes};
 use super::{Trees, backend};
 use crate::store::StoreError;

@@ -14,6 +14,7 @@
 mod codec;
 mod committer;
 mod contract;
+mod durable;
 mod engine;
 mod journal;
 mod keys;
@@ -278,7 +279,7 @@ impl SledStore {
             File::open(path.join("db"))
                 .and_then(|log| log.sync_data())
                 .map_err(|e| io_error("fsync of the database log", e))?;
-            committer::sync_blobs(&path).map_err(|e| io_error("fsync of the database blobs", e))
+            durable::sync_blobs(&path).map_err(|e| io_error("fsync of the database blobs", e))
         })
         .await
         .map_err(|e| io_error("flush", std::io::Error::other(e)))?
