@@ -2,26 +2,28 @@
 //!
 //! [`Metrics`] is an [`Observer`] of the runtime (attempts by agent, outcome and fault; every
 //! move as `steadfast_transitions_total` by agent, from, to and who moved it (`worker`,
-//! `operator`, `timer`, `system`); dead letters however they came; attempt, run and commit durations as histograms with explicit buckets) and, at each
-//! scrape, reads what the store keeps in O(1) (runs by agent and state, the oldest due run of
-//! each agent) and the runtime's state (breakers, pauses). It records into its own recorder,
-//! never the process-wide one, so a program's own `metrics` setup is left alone.
+//! `operator`, `timer`, `system`); dead letters however they came; attempt, run and commit
+//! durations as histograms with explicit buckets) and, at each scrape, reads what the store
+//! keeps in O(1) (runs by agent and state, the oldest due run of each agent) and the runtime's
+//! state (breakers, pauses). It records into its own recorder, never the process-wide one, so a
+//! program's own `metrics` setup is left alone. The alarm is the engine's
+//! ([`AlarmWatch`]); these metrics keep one and render what it finds.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{Recorder, counter, gauge, histogram, with_local_recorder};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
-use serde::Serialize;
 
-use crate::clock::Timestamp;
 use crate::lifecycle::RunState;
 use crate::machine::StateMachine;
-use crate::runtime::{AttemptEvent, BreakerState, MoveEvent, Observer, Runtime};
-use crate::store::{Actor, ListQuery, StoreError};
+use crate::runtime::{
+    Alarm, AlarmWatch, AttemptEvent, BreakerState, MoveEvent, Observer, Raised, Runtime,
+};
+use crate::store::{Actor, StoreError};
 
 /// Histogram buckets for attempt and run durations, in seconds.
 const DURATION_BUCKETS: &[f64] =
@@ -30,69 +32,17 @@ const DURATION_BUCKETS: &[f64] =
 const COMMIT_BUCKETS: &[f64] =
     &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0];
 
-/// The silent-failure alarm: an agent with due work older than its window and no success
-/// within it (default window 15 minutes).
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct Alarm {
-    /// The window of every agent without one of its own.
-    pub window: Duration,
-    /// Windows per agent.
-    pub per_agent: HashMap<String, Duration>,
-}
-
-impl Default for Alarm {
-    fn default() -> Self {
-        Alarm { window: Duration::from_secs(15 * 60), per_agent: HashMap::new() }
-    }
-}
-
-impl Alarm {
-    /// Every agent's window is `window` unless set with [`Alarm::agent`].
-    pub fn window(window: Duration) -> Self {
-        Alarm { window, per_agent: HashMap::new() }
-    }
-
-    /// `agent`'s own window.
-    #[must_use]
-    pub fn agent(mut self, agent: impl Into<String>, window: Duration) -> Self {
-        self.per_agent.insert(agent.into(), window);
-        self
-    }
-
-    fn window_of(&self, agent: &str) -> Duration {
-        self.per_agent.get(agent).copied().unwrap_or(self.window)
-    }
-}
-
-/// An agent the alarm is raised for, and why.
-#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
-#[non_exhaustive]
-pub struct Raised {
-    /// The agent.
-    pub agent: String,
-    /// In words: how old its oldest due run is, and when it last succeeded.
-    pub reason: String,
-    /// When the oldest work it is about was created: the same for as long as that work
-    /// waits, so it names this alarm (its notifications are keyed by it).
-    pub since: Timestamp,
-}
-
 /// The runtime's metrics and the alarm (see the module docs).
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
-    alarm: Alarm,
-    /// When these metrics were first read (by the store's clock): the alarm's baseline for an
-    /// agent with no success seen yet.
-    started: Mutex<Option<Timestamp>>,
-    last_success: Mutex<HashMap<String, Timestamp>>,
-    raised: Mutex<HashMap<String, bool>>,
+    /// The alarm, computed by the engine (its last successes seen through these metrics).
+    watch: Arc<AlarmWatch>,
 }
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics").field("alarm", &self.alarm).finish_non_exhaustive()
+        f.debug_struct("Metrics").field("alarm", self.watch.alarm()).finish_non_exhaustive()
     }
 }
 
@@ -112,73 +62,21 @@ impl Metrics {
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         with_local_recorder(&recorder as &dyn Recorder, describe);
-        Arc::new(Metrics {
-            recorder,
-            handle,
-            alarm,
-            started: Mutex::new(None),
-            last_success: Mutex::new(HashMap::new()),
-            raised: Mutex::new(HashMap::new()),
-        })
+        Arc::new(Metrics { recorder, handle, watch: AlarmWatch::new(alarm) })
     }
 
     fn record<T>(&self, f: impl FnOnce() -> T) -> T {
         with_local_recorder(&self.recorder as &dyn Recorder, f)
     }
 
-    /// The agents the alarm is raised for now. Logs at WARN when it is raised for an agent,
-    /// and at INFO when it is cleared.
+    /// The agents the alarm is raised for now (see [`AlarmWatch::check`]).
     pub async fn alarms(&self, runtime: &Runtime) -> Result<Vec<Raised>, StoreError> {
-        let store = runtime.store();
-        let now = store.now();
-        let started = *self.started.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(now);
-        let mut raised = Vec::new();
-        for agent in runtime.agents() {
-            // A paused agent waits for an operator, who knows.
-            if runtime.agent_control(agent).is_some_and(|c| c.paused) {
-                continue;
-            }
-            let window = self.alarm.window_of(agent);
-            let Some(since) = oldest_due_work(runtime, agent, now).await? else { continue };
-            let waiting = now.since(since);
-            if waiting <= window {
-                continue;
-            }
-            let last =
-                self.last_success.lock().unwrap_or_else(|p| p.into_inner()).get(agent).copied();
-            if now.since(last.unwrap_or(started)) <= window {
-                continue;
-            }
-            let succeeded = match last {
-                Some(at) => format!("its last success was {} s ago", now.since(at).as_secs()),
-                None => format!(
-                    "no success seen since these metrics started {} s ago",
-                    now.since(started).as_secs()
-                ),
-            };
-            raised.push(Raised {
-                agent: agent.to_owned(),
-                since,
-                reason: format!(
-                    "`{agent}` has had due work waiting for {} s (window {} s) and {succeeded}",
-                    waiting.as_secs(),
-                    window.as_secs()
-                ),
-            });
-        }
-        let mut was = self.raised.lock().unwrap_or_else(|p| p.into_inner());
-        for agent in runtime.agents() {
-            let now_raised = raised.iter().find(|r| r.agent == agent);
-            let before = was.insert(agent.to_owned(), now_raised.is_some()).unwrap_or(false);
-            match (before, now_raised) {
-                (false, Some(r)) => {
-                    tracing::warn!(agent, reason = %r.reason, "silent-failure alarm raised")
-                }
-                (true, None) => tracing::info!(agent, "silent-failure alarm cleared"),
-                _ => {}
-            }
-        }
-        Ok(raised)
+        self.watch.check(runtime).await
+    }
+
+    /// The alarm's watch these metrics keep (see [`AlarmWatch`]).
+    pub fn watch(&self) -> &Arc<AlarmWatch> {
+        &self.watch
     }
 
     /// The metrics in Prometheus text, the store's and runtime's gauges read now.
@@ -212,8 +110,8 @@ impl Metrics {
                 gauge!("steadfast_alarm", "agent" => agent.to_owned())
                     .set(f64::from(u8::from(alarmed)));
             }
-            for (agent, at) in self.last_success.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-                gauge!("steadfast_last_success_timestamp_seconds", "agent" => agent.clone())
+            for (agent, at) in self.watch.last_successes() {
+                gauge!("steadfast_last_success_timestamp_seconds", "agent" => agent)
                     .set(at.as_millis() as f64 / 1000.0);
             }
         });
@@ -230,7 +128,11 @@ fn describe() {
     );
     describe_counter!(
         "steadfast_dead_letters_total",
-        "Runs moved to the dead letter queue (failed_permanent) by an attempt"
+        "Runs moved to the dead letter queue (failed_permanent), however they came: an attempt, an operator's reject or cancel, a poison pill"
+    );
+    describe_counter!(
+        "steadfast_transitions_total",
+        "Every move of a run, by agent, the state it left, the state it entered and who moved it (worker, operator, timer, system)"
     );
     describe_histogram!(
         "steadfast_attempt_duration_seconds",
@@ -267,58 +169,10 @@ fn describe() {
     );
 }
 
-/// When `agent`'s oldest due work was created: a run queued and due, retrying, or in an
-/// attempt (a run that keeps failing and retrying is the failure this alarm is for).
-async fn oldest_due_work(
-    runtime: &Runtime,
-    agent: &str,
-    now: Timestamp,
-) -> Result<Option<Timestamp>, StoreError> {
-    let mut oldest: Option<Timestamp> = None;
-    for state in [RunState::Queued, RunState::FailedTransient, RunState::Processing] {
-        let query = ListQuery::new().state(state).agent(agent).oldest_first().limit(1);
-        let page = runtime.store().list(query).await?;
-        if let Some(run) = page.runs.first()
-            && (state != RunState::Queued || run.due_at.is_none_or(|due| due <= now))
-        {
-            oldest = Some(oldest.map_or(run.created_at, |o| o.min(run.created_at)));
-        }
-    }
-    Ok(oldest)
-}
-
-/// Sends the notifications of the silent-failure alarm (see
-/// [`Runtime::notify_alarm`]): looks every `period` and submits, for each alarm raised, the
-/// runs of the notifiers subscribed to alarms, keyed by the alarm's agent and
-/// [`Raised::since`], so that an alarm is notified once however often it is seen, here or by
-/// another process, before or after a restart. Runs until the runtime stops working after
-/// having started; `steadfast serve` spawns it when a notifier is subscribed.
+/// Sends the notifications of the silent-failure alarm that `metrics` watches (see
+/// [`crate::runtime::notify_alarms`]).
 pub async fn notify_alarms(runtime: Arc<Runtime>, metrics: Arc<Metrics>, period: Duration) {
-    let mut started = false;
-    loop {
-        tokio::time::sleep(period).await;
-        let working = runtime.is_working();
-        if started && !working {
-            return;
-        }
-        started |= working;
-        let raised = match metrics.alarms(&runtime).await {
-            Ok(raised) => raised,
-            Err(error) => {
-                tracing::warn!(%error, "could not read the alarms to notify them");
-                continue;
-            }
-        };
-        for alarm in raised {
-            match runtime.notify_alarm(&alarm.agent, &alarm.reason, alarm.since).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(agent = %alarm.agent, notifiers = n, "alarm notified"),
-                Err(error) => {
-                    tracing::warn!(agent = %alarm.agent, %error, "could not notify an alarm")
-                }
-            }
-        }
-    }
+    crate::runtime::notify_alarms(runtime, metrics.watch.clone(), period).await
 }
 
 impl Observer for Metrics {
@@ -340,12 +194,10 @@ impl Observer for Metrics {
                     .record(took.as_secs_f64());
             }
         });
-        if event.to == RunState::Succeeded {
-            self.last_success.lock().unwrap_or_else(|p| p.into_inner()).insert(agent, event.at);
-        }
     }
 
     fn moved(&self, event: &MoveEvent<'_>) {
+        self.watch.moved(event);
         let by = match event.actor {
             Actor::Worker(_) => "worker",
             Actor::Operator(_) => "operator",

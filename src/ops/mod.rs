@@ -56,12 +56,15 @@ use crate::runtime::Runtime;
 #[cfg(feature = "cli")]
 pub(crate) use self::extract::OPERATOR_MAX;
 pub(crate) use self::extract::is_operator_name;
-pub use self::metrics::{Alarm, Metrics, Raised, notify_alarms};
+pub use self::metrics::{Metrics, notify_alarms};
 pub use self::serve::{ServeLimits, serve};
 #[cfg(all(unix, feature = "cli"))]
 pub(crate) use self::socket::own_uid;
 #[cfg(unix)]
 pub use self::socket::{LocalSocket, SOCKET_FILE, make_private};
+/// The silent-failure alarm, computed by the engine (see [`crate::runtime::AlarmWatch`]);
+/// here, as before, for the programs that name them from `ops`.
+pub use crate::runtime::{Alarm, Raised};
 
 /// The least length of a server token, in bytes.
 pub const MIN_TOKEN_BYTES: usize = 32;

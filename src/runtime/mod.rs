@@ -54,6 +54,7 @@ macro_rules! checked_move {
     }};
 }
 
+mod alarm;
 mod attempt;
 mod breaker;
 mod builder;
@@ -81,6 +82,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Notify, Semaphore};
 
+pub use self::alarm::{Alarm, AlarmWatch, Raised, notify_alarms};
 pub use self::breaker::{BreakerPolicy, BreakerState};
 pub use self::builder::{AgentOptions, RuntimeBuilder};
 pub use self::dead_letters::Replayed;

@@ -111,6 +111,7 @@ struct Verdict {
 #[path = "../common/mod.rs"]
 mod common;
 
+mod alarm;
 mod classes;
 mod commits;
 mod doors;
