@@ -8,9 +8,53 @@ use crate::agent::{Agent, Context, Outcome};
 use crate::fault::{AgentError, Fault, RetryPolicy};
 use crate::schema::{self, SchemaError};
 
+/// What the runtime asks of an agent's runs to schedule them, instead of asking what the agent
+/// is: an ordinary agent's runs do work; a coordinator's (a pipeline run) only drive their
+/// children.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Kind {
+    /// Its attempts take a worker slot while they run (a coordinator's children take one
+    /// each instead), and count against the slots claimed ahead.
+    pub(crate) holds_slot: bool,
+    /// A wait of its run is progress, not a failed attempt: the attempt is given back.
+    pub(crate) wait_refunds_attempt: bool,
+    /// Its waits are for its own children: an operator's signal is refused, a wait whose time
+    /// is up is looked at again rather than failed, and a child that settles wakes it.
+    pub(crate) waits_on_children: bool,
+    /// Its attempts get the engine, to run children inline.
+    pub(crate) runs_children: bool,
+    /// A worker that dies under its attempt may have been killed by it: such attempts are
+    /// watched, and a run that keeps killing its worker is a poison pill.
+    pub(crate) can_crash_its_worker: bool,
+}
+
+impl Kind {
+    /// An agent whose runs do the work.
+    pub(crate) const WORKER: Kind = Kind {
+        holds_slot: true,
+        wait_refunds_attempt: false,
+        waits_on_children: false,
+        runs_children: false,
+        can_crash_its_worker: true,
+    };
+
+    /// An agent whose runs drive their children (a pipeline run).
+    pub(crate) const COORDINATOR: Kind = Kind {
+        holds_slot: false,
+        wait_refunds_attempt: true,
+        waits_on_children: true,
+        runs_children: true,
+        can_crash_its_worker: false,
+    };
+}
+
 #[async_trait]
 pub(crate) trait ErasedAgent: Send + Sync + 'static {
     fn name(&self) -> &str;
+    /// How the runtime schedules its runs (default: [`Kind::WORKER`]).
+    fn kind(&self) -> Kind {
+        Kind::WORKER
+    }
     fn retry_policy(&self) -> RetryPolicy;
     /// Checks a submitted input against the schema; returns its idempotency key and its
     /// concurrency key.

@@ -240,5 +240,15 @@ pub use self::graph::{GraphNode, PipelineGraph};
 /// runtime sends it when the stage settles, and refuses it from an operator.
 pub(crate) const STAGE_SIGNAL: &str = "stage:";
 
+/// The stage a pipeline run waits on, from the signal it waits for (`stage:<k>`).
+pub(crate) fn waited_stage(waiting_for: &str) -> Option<u32> {
+    waiting_for.strip_prefix(STAGE_SIGNAL)?.parse().ok()
+}
+
+/// Whether `signal` is one the runtime keeps for pipelines (only it may send it).
+pub(crate) fn is_stage_signal(signal: &str) -> bool {
+    signal.starts_with(STAGE_SIGNAL)
+}
+
 use self::run::StageRef;
 pub(crate) use self::run::{PipelineAgent, wakes_pipeline};

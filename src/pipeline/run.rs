@@ -187,6 +187,10 @@ impl ErasedAgent for PipelineAgent {
         &self.name
     }
 
+    fn kind(&self) -> crate::agent::erased::Kind {
+        crate::agent::erased::Kind::COORDINATOR
+    }
+
     /// A pipeline run never fails by itself for long: waiting on stages is not a fault. No
     /// attempt timeout of its own: the stages it runs itself have theirs.
     fn retry_policy(&self) -> RetryPolicy {

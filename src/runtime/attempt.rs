@@ -33,7 +33,7 @@ pub(super) async fn attempt(
     let claimed = shared.store.wait_durable(run.id).await;
     // A pipeline run only coordinates: the stages it runs itself take a slot each while
     // their agent runs (see `run_stage`), so it holds none, and waits for none.
-    let slot = if registered.is_pipeline() { None } else { Some(take_slot(&shared).await) };
+    let slot = if registered.kind().holds_slot { Some(take_slot(&shared).await) } else { None };
     // Claimed ahead, but the breaker opened meanwhile: defer the run, uncharged.
     if let Some(wait) = registered.breaker.as_ref().and_then(|b| b.open_for()) {
         drop(beat);
@@ -180,7 +180,7 @@ impl<T> Drop for AbortOnDrop<T> {
 /// Bookkeeping when an attempt is over, whatever happened.
 fn finish(shared: &Shared, run: &RunRecord) {
     shared.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&run.id);
-    if shared.agents.get(&run.agent).is_some_and(|r| r.is_pipeline()) {
+    if shared.agents.get(&run.agent).is_some_and(|r| !r.kind().holds_slot) {
         shared.coordinating.fetch_sub(1, Ordering::SeqCst);
     }
     shared.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -204,7 +204,8 @@ fn context_for(
         store: shared.store.clone(),
         span: span.clone(),
         engine: registered
-            .is_pipeline()
+            .kind()
+            .runs_children
             .then(|| Arc::new(Engine(shared.clone())) as Arc<dyn crate::agent::Engine>),
     }
 }
@@ -325,7 +326,7 @@ impl crate::agent::Engine for Engine {
 pub(crate) fn admit_stage(shared: &Shared, agent: &str) -> bool {
     let Some(registered) = shared.agents.get(agent) else { return false };
     if registered.permits.is_some()
-        || registered.is_pipeline()
+        || !registered.kind().holds_slot
         || shared.stopping.load(Ordering::SeqCst)
     {
         return false;

@@ -31,7 +31,7 @@ impl Shared {
         let moved = self.store.transition(transition).await?;
         if let Ok(record) = &moved {
             self.moved(record, from, &actor, &reason);
-            after_move(self, record, self.is_pipeline(&record.agent), parent_sees_it).await;
+            after_move(self, record, self.waits_on_children(&record.agent), parent_sees_it).await;
             if followed || record.state == RunState::Queued {
                 self.wake.notify_one();
             }
@@ -68,8 +68,9 @@ impl Shared {
         }
     }
 
-    /// Whether `agent` is a pipeline run's agent.
-    pub(crate) fn is_pipeline(&self, agent: &str) -> bool {
-        self.agents.get(agent).is_some_and(super::Registered::is_pipeline)
+    /// Whether `agent`'s runs wait on their own children (see
+    /// [`Kind`](crate::agent::erased::Kind)).
+    pub(crate) fn waits_on_children(&self, agent: &str) -> bool {
+        self.agents.get(agent).is_some_and(|r| r.kind().waits_on_children)
     }
 }

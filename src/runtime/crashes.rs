@@ -22,7 +22,7 @@ use crate::store::{Actor, RunRecord, Transition};
 pub(super) async fn after_backoff(shared: &Shared, run: &RunRecord) -> Transition {
     let back = |reason: &str| checked_move!(run.id, FailedTransient => Queued).reason(reason);
     let Some(registered) = shared.agents.get(&run.agent) else { return back("backoff elapsed") };
-    if registered.is_pipeline() || !ended_by_lease_expiry(run) {
+    if !registered.kind().can_crash_its_worker || !ended_by_lease_expiry(run) {
         return back("backoff elapsed");
     }
     let crashes = match crashes_in_a_row(shared.store.as_ref(), run.id).await {
@@ -111,7 +111,7 @@ pub(super) async fn watch_start(
     registered: &Registered,
     run: &RunRecord,
 ) -> Result<(), crate::store::StoreError> {
-    if !registered.is_pipeline() && ended_by_lease_expiry(run) {
+    if registered.kind().can_crash_its_worker && ended_by_lease_expiry(run) {
         store.record_effect(run.id, &started_marker(run.attempt), true.into()).await?;
     }
     Ok(())

@@ -122,7 +122,7 @@ async fn work(shared: &Arc<Shared>, names: &[String], until: Until) -> Result<()
 /// Wakes pipeline runs whose stage finished while no process was there to wake them (a crash
 /// between a stage's end and its signal), instead of leaving them to the slow re-check timer.
 async fn wake_stalled_pipelines(shared: &Shared, names: &[String]) -> Result<(), RuntimeError> {
-    for name in names.iter().filter(|n| shared.agents[*n].is_pipeline()) {
+    for name in names.iter().filter(|n| shared.agents[*n].kind().waits_on_children) {
         let mut query = ListQuery::new().state(RunState::WaitingExternal).agent(name).limit(500);
         loop {
             let page = shared.store.list(query.clone()).await?;
@@ -145,7 +145,7 @@ async fn recover_expired(shared: &Shared) -> Result<bool, RuntimeError> {
     for run in &recovered {
         let reason = run.last_error.as_ref().map_or("lease expired", |e| e.message.as_str());
         shared.moved(run, RunState::Processing, &Actor::Timer, reason);
-        after_move(shared, run, shared.is_pipeline(&run.agent), false).await;
+        after_move(shared, run, shared.waits_on_children(&run.agent), false).await;
     }
     Ok(!recovered.is_empty())
 }
@@ -159,9 +159,7 @@ async fn fire_timers(shared: &Shared) -> Result<bool, RuntimeError> {
         let transition = match run.state {
             RunState::FailedTransient => after_backoff(shared, run).await,
             // A pipeline run looks at its stages again (a backstop for a lost wake-up).
-            RunState::WaitingExternal
-                if shared.agents.get(&run.agent).is_some_and(|r| r.is_pipeline()) =>
-            {
+            RunState::WaitingExternal if shared.waits_on_children(&run.agent) => {
                 checked_move!(run.id, WaitingExternal => Queued).reason("re-checking its stages")
             }
             RunState::WaitingExternal => {
@@ -211,7 +209,7 @@ pub(crate) fn admit(
     // Pipeline runs hold no slot (their stages take one while they run), so they have their
     // own, larger budget and do not count against the other agents'.
     let coordinating = shared.coordinating.load(Ordering::SeqCst);
-    let mut free = if registered.is_pipeline() {
+    let mut free = if !registered.kind().holds_slot {
         (PIPELINES_AHEAD * shared.workers).saturating_sub(coordinating)
     } else {
         let holding_or_waiting = shared
@@ -329,7 +327,7 @@ pub(crate) fn start(
     own: Option<tokio::sync::OwnedSemaphorePermit>,
 ) {
     shared.in_flight.fetch_add(1, Ordering::SeqCst);
-    if registered.is_pipeline() {
+    if !registered.kind().holds_slot {
         shared.coordinating.fetch_add(1, Ordering::SeqCst);
     }
     let token = run.lease.as_ref().map_or(0, |l| l.token);

@@ -111,9 +111,9 @@ pub(crate) struct Registered {
 }
 
 impl Registered {
-    /// Whether this is a pipeline run's agent.
-    pub(crate) fn is_pipeline(&self) -> bool {
-        self.pipeline.is_some()
+    /// How the runtime schedules its runs (see [`Kind`](crate::agent::erased::Kind)).
+    pub(crate) fn kind(&self) -> crate::agent::erased::Kind {
+        self.agent.kind()
     }
 }
 
@@ -266,7 +266,7 @@ impl Runtime {
             .shared
             .agents
             .iter()
-            .filter(|(_, r)| r.is_pipeline())
+            .filter(|(_, r)| r.pipeline.is_some())
             .map(|(n, _)| n.as_str())
             .collect();
         names.sort_unstable();

@@ -3,7 +3,7 @@
 //! moves it through the store's compare-and-set: a refused call changes nothing and says why.
 
 use super::*;
-use crate::pipeline::STAGE_SIGNAL;
+use crate::pipeline::is_stage_signal;
 use crate::store::ListQuery;
 
 impl Runtime {
@@ -53,9 +53,7 @@ impl Runtime {
         by: Actor,
     ) -> Result<RunRecord, RuntimeError> {
         let record = self.get_in(run, "signal", &[RunState::WaitingExternal]).await?;
-        if self.shared.agents.get(&record.agent).is_some_and(Registered::is_pipeline)
-            || name.starts_with(STAGE_SIGNAL)
-        {
+        if self.shared.waits_on_children(&record.agent) || is_stage_signal(name) {
             return Err(RuntimeError::InvalidRequest(format!(
                 "run {run} is a pipeline run waiting on its stages (`{}`): the runtime wakes it \
                  when a stage settles; signal a stage's own run instead",

@@ -41,7 +41,7 @@ pub(super) async fn route(
             let mut t = base(checked_move!(run.id, Processing => WaitingExternal))
                 .waiting_for(wait.signal.clone())
                 .reason(format!("waiting for signal `{}`", wait.signal));
-            if registered.is_pipeline() {
+            if registered.kind().wait_refunds_attempt {
                 // A pipeline run waits on its stages once per stage: that is progress, not a
                 // failed attempt, so it does not use up its retry budget.
                 t = t.refund_attempt();

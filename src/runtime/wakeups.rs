@@ -14,7 +14,7 @@ use crate::store::{Actor, ListQuery, RunRecord};
 pub(crate) async fn after_move(
     shared: &Shared,
     moved: &RunRecord,
-    is_pipeline: bool,
+    waits_on_children: bool,
     parent_sees_it: bool,
 ) {
     if let (Some(parent), Some(stage)) = (moved.parent, moved.stage)
@@ -31,12 +31,8 @@ pub(crate) async fn after_move(
             Err(_) => wake(shared, parent).await,
         }
     }
-    if is_pipeline && moved.state == RunState::WaitingExternal {
-        let stage = moved
-            .waiting_for
-            .as_deref()
-            .and_then(|w| w.strip_prefix(crate::pipeline::STAGE_SIGNAL))
-            .and_then(|k| k.parse::<u32>().ok());
+    if waits_on_children && moved.state == RunState::WaitingExternal {
+        let stage = moved.waiting_for.as_deref().and_then(crate::pipeline::waited_stage);
         let Some(stage) = stage else { return };
         if stage_ready(shared, moved, stage).await == Some(true) {
             wake(shared, moved.id).await;
