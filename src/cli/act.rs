@@ -41,6 +41,9 @@ pub(super) async fn replay(
 ) -> Result<(), CliError> {
     let ops = operate(session).await?;
     let replay = ops.replay(id, operator(), force).await.map_err(operate_error)?;
+    if out.json {
+        return out.print_json(&replay);
+    }
     done(out, "replayed", &replay.run)?;
     // A failed pipeline run's dead stage is replayed with it.
     if !out.json {

@@ -18,12 +18,12 @@ pub(super) struct Global {
         default_value = "steadfast-data"
     )]
     pub(super) data: PathBuf,
-    /// Print JSON instead of tables, for scripts.
+    /// Print JSON instead of tables, for scripts (docs/json.md lists every command's shape).
     #[arg(long, global = true)]
     pub(super) json: bool,
     /// Send operator commands to the server at this address (`http://host:7420`) instead of
-    /// opening the store; with `$STEADFAST_TOKEN` if it needs one. Without it, a server that
-    /// works on the data directory is found there.
+    /// opening the store; with `$STEADFAST_TOKEN` if it needs one (sent to this address only).
+    /// Without it, a process working on the data directory is reached through its socket there.
     #[arg(long, global = true, value_name = "URL", env = "STEADFAST_SERVER")]
     pub(super) server: Option<String>,
 }
