@@ -97,6 +97,9 @@ struct ModelRun {
 #[derive(Default)]
 struct Model {
     runs: Vec<ModelRun>,
+    /// The runs in progress when the store was last opened: their process is gone, so the
+    /// next recovery takes them whatever their lease's expiry.
+    orphans: std::collections::HashSet<RunId>,
     /// The keys of the follow-up runs the moves made so far created.
     follow_ups: Vec<String>,
 }
@@ -282,8 +285,10 @@ async fn apply(
             let mut got: Vec<RunId> =
                 store.recover_expired(100).await.unwrap().into_iter().map(|r| r.id).collect();
             let mut want = Vec::new();
+            let orphans = std::mem::take(&mut model.orphans);
             for m in &mut model.runs {
-                if m.state == RunState::Processing && m.lease_expires.is_some_and(|e| e <= now) {
+                let expired = m.lease_expires.is_some_and(|e| e <= now);
+                if m.state == RunState::Processing && (expired || orphans.contains(&m.id)) {
                     want.push(m.id);
                     Model::moved(m, RunState::FailedTransient, None, now);
                 }
@@ -347,6 +352,12 @@ async fn apply(
             let placeholder = open(&path.with_extension("scratch"), clock);
             drop(std::mem::replace(store, placeholder));
             *store = open(path, clock);
+            model.orphans = model
+                .runs
+                .iter()
+                .filter(|m| m.state == RunState::Processing && m.lease_expires.is_some())
+                .map(|m| m.id)
+                .collect();
         }
     }
     Ok(())

@@ -35,6 +35,8 @@ pub use self::records::{
 };
 pub use self::requests::{Claim, Conflict, Created, NewRun, Transition};
 pub use self::retention::{Pruned, Retention};
+#[cfg(feature = "sled")]
+pub(crate) use self::rules::lease_orphaned;
 pub(crate) use self::rules::{LEASE_EXPIRED, MoveFields, enter, lease_expiry};
 #[cfg(feature = "sled")]
 pub use self::sled::{Durability, SLED_FORMAT, SledStore, SledStoreOptions};

@@ -78,6 +78,19 @@ pub(crate) fn lease_expiry(lease: &Lease) -> (String, ErrorInfo) {
     (reason, error)
 }
 
+/// What recovering a `lease` whose process is gone records, without waiting for it to expire:
+/// the embedded store lets one process open a database, so a lease found when it is opened
+/// belongs to a process that ended (a crash, `kill -9`). The same move and crash accounting as
+/// an expiry ([`LEASE_EXPIRED`] starts its message too).
+pub(crate) fn lease_orphaned(lease: &Lease) -> (String, ErrorInfo) {
+    let reason = format!(
+        "{LEASE_EXPIRED}{} ended with its process (the database was opened again before it expired at {})",
+        lease.owner, lease.expires_at
+    );
+    let error = ErrorInfo::new(crate::fault::Fault::Transient, reason.clone());
+    (reason, error)
+}
+
 /// A run entering state `to`: `queued` and `failed_transient` are due at `due_at` or now, a
 /// wait has an optional timeout, other states no due time; only `processing` holds a lease.
 pub(crate) fn enter(

@@ -143,6 +143,10 @@ struct Inner {
     /// Runs whose latest claim (or creation already claimed) was acknowledged before its
     /// sync, with the number of the batch that applied it; see `Store::wait_durable`.
     unsynced_claims: std::sync::Mutex<std::collections::HashMap<RunId, engine::Applied>>,
+    /// The leases found when the database was opened, by run, with their fencing token: sled
+    /// lets one process open a database, so their process is gone, and `recover_expired`
+    /// recovers them at once instead of when they expire. Emptied as they are recovered.
+    orphans: std::sync::Mutex<std::collections::HashMap<RunId, u64>>,
     /// Counts the database as open in this process until the store is dropped.
     _registration: open::Registration,
 }

@@ -23,6 +23,15 @@ pub(super) fn open(path: &Path, options: SledStoreOptions) -> Result<SledStore, 
     let fresh = check_directory(path)?;
     let registration = Registration::new(path);
     let engine = open_engine(path, &options, fresh, registration.is_some())?;
+    // The first opening in this process: every lease in it is an ended process's.
+    let orphans = if registration.is_some() { leases_of(&engine)? } else { Default::default() };
+    if !orphans.is_empty() {
+        tracing::info!(
+            path = %path.display(),
+            runs = orphans.len(),
+            "runs in progress when the database was last closed: their leases are recovered now, not when they expire"
+        );
+    }
     Ok(SledStore {
         inner: Arc::new(Inner {
             engine: std::sync::RwLock::new(Some(Arc::new(engine))),
@@ -32,9 +41,23 @@ pub(super) fn open(path: &Path, options: SledStoreOptions) -> Result<SledStore, 
             options,
             reopened: Default::default(),
             unsynced_claims: Default::default(),
+            orphans: std::sync::Mutex::new(orphans),
             _registration: registration,
         }),
     })
+}
+
+/// Every lease in the database, by run, with its fencing token.
+fn leases_of(
+    engine: &Engine,
+) -> Result<std::collections::HashMap<crate::lifecycle::RunId, u64>, StoreError> {
+    let mut leases = std::collections::HashMap::new();
+    for item in engine.trees.leases.iter() {
+        let (key, token) = item.map_err(|e| backend("scanning leases", e))?;
+        let token = token.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+        leases.insert(super::keys::lease_key_parts(&key).1, token);
+    }
+    Ok(leases)
 }
 
 /// Opens the database in `path` (new if `fresh`): repairs what a crash left, checks the
@@ -414,5 +437,51 @@ mod owner_tests {
             let mode = std::fs::metadata(dir.path().join(super::OWNER_FILE)).unwrap().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+}
+
+#[cfg(test)]
+mod orphan_tests {
+    use std::time::Duration;
+
+    use crate::lifecycle::RunState;
+    use crate::store::{Claim, NewRun, SledStore, Store};
+
+    /// A lease left by a process that ended (here: a store dropped with a run claimed) is
+    /// recovered as soon as the database is opened again, not when it expires in ten minutes,
+    /// as the same move an expiry makes.
+    #[tokio::test]
+    async fn a_lease_found_at_open_is_recovered_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = {
+            let store = SledStore::open(dir.path()).unwrap();
+            let new = NewRun::new("agent", "key", serde_json::json!(1));
+            let id = store.create(new).await.unwrap().run.id;
+            let lease = Duration::from_secs(600);
+            let claimed = store.claim(Claim::new("gone", 1, lease).runs([id])).await.unwrap();
+            assert_eq!(claimed.len(), 1);
+            store.wait_durable(id).await.unwrap();
+            id
+        };
+        let store = SledStore::open(dir.path()).unwrap();
+        let due = store.next_due().await.unwrap().expect("something is due");
+        assert!(due <= store.now(), "the ended process's lease is due now, not in 10 minutes");
+        let recovered = store.recover_expired(256).await.unwrap();
+        assert_eq!(recovered.iter().map(|r| r.id).collect::<Vec<_>>(), [run]);
+        let moved = &recovered[0];
+        assert_eq!(moved.state, RunState::FailedTransient);
+        let error = moved.last_error.as_ref().unwrap();
+        assert!(error.message.starts_with(crate::store::LEASE_EXPIRED), "{}", error.message);
+        assert!(error.message.contains("ended with its process"), "{}", error.message);
+        let history = store.history(run).await.unwrap();
+        assert_eq!(history.last().unwrap().actor, crate::store::Actor::Timer);
+        assert!(store.recover_expired(256).await.unwrap().is_empty(), "recovered once");
+        // A lease taken by this opening is not an orphan: it waits for its expiry.
+        let new = NewRun::new("agent", "other", serde_json::json!(2));
+        let live = store.create(new).await.unwrap().run.id;
+        let lease = Duration::from_secs(600);
+        assert_eq!(store.claim(Claim::new("alive", 1, lease).runs([live])).await.unwrap().len(), 1);
+        assert!(store.recover_expired(256).await.unwrap().is_empty(), "a live lease stays");
+        assert_eq!(store.get(live).await.unwrap().unwrap().state, RunState::Processing);
     }
 }

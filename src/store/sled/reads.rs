@@ -65,6 +65,10 @@ pub(super) async fn next_due(store: &SledStore) -> Result<Option<Timestamp>, Sto
     if let Some((key, _)) = t.leases.first().map_err(read)? {
         times.push(lease_key_parts(&key).0);
     }
+    // The leases of an ended process are due for recovery now (see `recover_expired`).
+    if !store.inner.orphans.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+        times.push(store.now());
+    }
     Ok(times.into_iter().min())
 }
 

@@ -286,7 +286,12 @@ pub(super) async fn recover_expired(
 ) -> Result<Vec<RunRecord>, StoreError> {
     let now = store.now();
     let end = lease_key(now.after(Duration::from_millis(1)), RunId::from_bytes([0; 16]));
-    let candidates: Vec<RunId> = store
+    let orphans: std::collections::HashMap<RunId, u64> = {
+        let orphans = store.inner.orphans.lock().unwrap_or_else(|p| p.into_inner());
+        orphans.iter().take(limit).map(|(id, token)| (*id, *token)).collect()
+    };
+    let mut candidates: Vec<RunId> = orphans.keys().copied().collect();
+    let expired: Vec<RunId> = store
         .engine()?
         .trees
         .leases
@@ -296,17 +301,25 @@ pub(super) async fn recover_expired(
             item.map(|(key, _)| lease_key_parts(&key).1).map_err(|e| backend("scanning leases", e))
         })
         .collect::<Result<_, _>>()?;
+    candidates.extend(expired.into_iter().filter(|id| !orphans.contains_key(id)));
     if candidates.is_empty() {
         return Ok(Vec::new());
     }
+    let found = orphans.clone();
     let recovered = store
         .write(move |tx| {
-            move_each(tx, &candidates, limit, |_, before| {
-                let lease = before
-                    .lease
-                    .as_ref()
-                    .filter(|l| before.state == RunState::Processing && l.expires_at <= now)?; // heartbeated or finished since the scan
-                let (reason, error) = crate::store::lease_expiry(lease);
+            move_each(tx, &candidates, limit, |id, before| {
+                let lease =
+                    before.lease.as_ref().filter(|_| before.state == RunState::Processing)?;
+                // An ended process's lease (the same one found at open), or an expired one;
+                // heartbeated or finished since the scan, it is left alone.
+                let (reason, error) = if found.get(&id) == Some(&lease.token) {
+                    crate::store::lease_orphaned(lease)
+                } else if lease.expires_at <= now {
+                    crate::store::lease_expiry(lease)
+                } else {
+                    return None;
+                };
                 let mut run = moved(&before, RunState::FailedTransient, Some(now), now);
                 run.last_error = Some(error.clone());
                 let m = Move { actor: Actor::Timer, reason, error: Some(error), now };
@@ -315,6 +328,11 @@ pub(super) async fn recover_expired(
         })
         .await?
         .map_err(Abort::into_error)?;
+    // Looked at, moved or not (finished since, or claimed again under a new token): done with.
+    if !orphans.is_empty() {
+        let mut left = store.inner.orphans.lock().unwrap_or_else(|p| p.into_inner());
+        left.retain(|id, _| !orphans.contains_key(id));
+    }
     recovered.into_iter().map(|(id, run)| store.assemble(id, run)).collect()
 }
 
