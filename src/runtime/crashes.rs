@@ -21,9 +21,10 @@ use crate::store::{Actor, RunRecord, Transition};
 /// [`RetryPolicy::max_crashes`]: crate::fault::RetryPolicy::max_crashes
 pub(super) async fn after_backoff(shared: &Shared, run: &RunRecord) -> Transition {
     let back = |reason: &str| checked_move!(run.id, FailedTransient => Queued).reason(reason);
-    let Some(registered) = shared.agents.get(&run.agent) else { return back("backoff elapsed") };
+    // Its wait is over: a backoff, a cooldown, or the circuit breaker's (its move in says which).
+    let Some(registered) = shared.agents.get(&run.agent) else { return back("retry due") };
     if !registered.kind().can_crash_its_worker || !ended_by_lease_expiry(run) {
-        return back("backoff elapsed");
+        return back("retry due");
     }
     let crashes = match crashes_in_a_row(shared.store.as_ref(), run.id).await {
         Ok(crashes) => crashes,

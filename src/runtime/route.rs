@@ -11,6 +11,8 @@
 //! | permanent | `failed_permanent` (dead letter) |
 //! | unknown | one short retry, then `failed_permanent` |
 
+use std::time::Duration;
+
 use super::{Registered, Shared};
 use crate::agent::{Context, Outcome};
 use crate::fault::{AgentError, Fault};
@@ -68,13 +70,11 @@ pub(super) async fn route(
                         &mut shared.rng.lock().unwrap_or_else(|p| p.into_inner()),
                     );
                     let delay = backoff.max(error.retry_after_delay().unwrap_or_default());
+                    let (delay, why) = breaker_wait(shared, registered, delay);
                     base(checked_move!(run.id, Processing => FailedTransient))
                         .due_in(delay)
                         .error(info)
-                        .reason(format!(
-                            "transient fault, retry in {} ms: {error}",
-                            delay.as_millis()
-                        ))
+                        .reason(format!("transient fault, {why}: {error}"))
                 }
                 Fault::Resource => {
                     registered.agent.cleanup(ctx, &error).await;
@@ -119,6 +119,23 @@ pub(super) async fn route(
                 }
             }
         }
+    }
+}
+
+/// The retry's delay and why, in words: `delay`, or longer if the agent's circuit breaker is
+/// open (this failure may just have opened it) and holds its runs back longer, saying so and
+/// until when, rather than calling the breaker's wait a backoff.
+fn breaker_wait(shared: &Shared, registered: &Registered, delay: Duration) -> (Duration, String) {
+    match registered.breaker.as_ref().and_then(|b| b.open_for()) {
+        Some(open) if open > delay => (
+            open,
+            format!(
+                "the circuit breaker is open: retry in {} ms, at {}",
+                open.as_millis(),
+                shared.store.now().after(open)
+            ),
+        ),
+        _ => (delay, format!("retry in {} ms", delay.as_millis())),
     }
 }
 

@@ -100,7 +100,7 @@ async fn the_breaker_opens_defers_half_opens_and_closes() {
         calls[3] - opened
     );
     let mut attempts = Vec::new();
-    for id in ids {
+    for &id in &ids {
         let run = state_of(&rt, id).await;
         assert_eq!(run.state, RunState::Succeeded);
         attempts.push(run.attempt);
@@ -111,6 +111,18 @@ async fn the_breaker_opens_defers_half_opens_and_closes() {
         [1, 1, 1, 1, 1, 1, 1, 2, 2, 2],
         "deferred runs are not charged an attempt"
     );
+    // The failure that opened the breaker says its retry waits for the breaker, and until
+    // when, instead of calling that wait a backoff.
+    let mut opened_by = None;
+    for id in &ids {
+        for entry in rt.store().history(*id).await.unwrap() {
+            if entry.reason.contains("the circuit breaker is open: retry in 60000 ms, at ") {
+                opened_by = Some(entry);
+            }
+        }
+    }
+    let entry = opened_by.expect("a failure's move names the open breaker");
+    assert_eq!(entry.to, RunState::FailedTransient);
     // Opening and closing are warnings that name the agent.
     let warnings: Vec<String> = logs
         .text()
