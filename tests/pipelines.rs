@@ -118,7 +118,7 @@ async fn a_four_stage_pipeline_runs_end_to_end_as_child_runs() {
     let (pipeline, calls) = four_stages();
     let mermaid = pipeline.mermaid();
     assert!(mermaid.starts_with("flowchart LR\n"));
-    assert!(mermaid.contains("s2[[\"count.2.measure ×8 (All)\"]]"), "{mermaid}");
+    assert!(mermaid.contains("s2[[\"count.2.measure ×8 (all must succeed)\"]]"), "{mermaid}");
     let harness = Harness::new(|rt| rt.workers(4).pipeline(pipeline));
     let report = harness.run("count", 3).await;
     report.assert_state(RunState::Succeeded);
@@ -361,7 +361,7 @@ async fn fan_in_policies_decide_on_failed_items() {
     report.assert_state(RunState::FailedPermanent);
     assert_eq!(
         report.run.last_error.unwrap().message,
-        "stage 1 (`strict.1.check`): 7 of 10 items succeeded, All required"
+        "stage 1 (`strict.1.check`): 7 of 10 items succeeded; all must succeed"
     );
 
     harness.run("fraction", 10).await.assert_state(RunState::Succeeded); // 7 of 10 ≥ 70%

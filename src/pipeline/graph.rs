@@ -34,7 +34,8 @@ pub struct GraphNode {
     /// A fan-out stage's concurrency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<usize>,
-    /// A fan-out stage's fan-in (`All`, `AtLeast(3)`, `Fraction(0.8)`).
+    /// A fan-out stage's fan-in, in words (`all must succeed`, `at least 3 must succeed`,
+    /// `80% must succeed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fan_in: Option<String>,
 }
@@ -58,7 +59,7 @@ impl PipelineGraph {
                 kind: if fan_out.is_some() { "fan_out" } else { "stage" },
                 label: registered.to_owned(),
                 concurrency: fan_out.map(|(n, _)| n),
-                fan_in: fan_out.map(|(_, f)| format!("{f:?}")),
+                fan_in: fan_out.map(|(_, f)| f.to_string()),
             });
         }
         nodes.push(end("output", "output"));
@@ -130,9 +131,13 @@ mod tests {
         let ids: Vec<&str> = graph.nodes.iter().map(|n| n.id.as_str()).collect();
         assert_eq!(ids, ["input", "s0", "s1", "output"]);
         assert_eq!(graph.edges.len(), 3);
-        assert!(graph.mermaid().contains("s1[[\"digest.1.classifier ×8 (All)\"]]"));
+        assert!(graph.mermaid().contains("s1[[\"digest.1.classifier ×8 (all must succeed)\"]]"));
         assert!(graph.mermaid().contains("s0 --> s1"));
-        assert!(graph.dot().contains("s1 [label=\"digest.1.classifier ×8 (All)\", shape=box3d];"));
+        assert!(
+            graph
+                .dot()
+                .contains("s1 [label=\"digest.1.classifier ×8 (all must succeed)\", shape=box3d];")
+        );
         let json = serde_json::to_value(&graph).unwrap();
         assert_eq!(json["nodes"][2]["concurrency"], 8);
         assert_eq!(json["edges"][0], serde_json::json!(["input", "s0"]));

@@ -80,6 +80,19 @@ pub enum FanIn {
     Fraction(f64),
 }
 
+impl std::fmt::Display for FanIn {
+    /// In words: `all must succeed`, `at least 3 must succeed`, `80% must succeed`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FanIn::All => f.write_str("all must succeed"),
+            FanIn::AtLeast(n) => write!(f, "at least {n} must succeed"),
+            FanIn::Fraction(x) => {
+                write!(f, "{}% must succeed", (x.clamp(0.0, 1.0) * 100.0).round())
+            }
+        }
+    }
+}
+
 impl FanIn {
     fn satisfied(self, succeeded: usize, total: usize) -> bool {
         match self {

@@ -303,7 +303,7 @@ impl ErasedAgent for PipelineAgent {
                         children.iter().filter(|c| c.state != RunState::Succeeded).collect();
                     if !fan_in.satisfied(children.len() - failed.len(), children.len()) {
                         return Err(AgentError::permanent(format!(
-                            "stage {k} (`{}`): {} of {} items succeeded, {fan_in:?} required",
+                            "stage {k} (`{}`): {} of {} items succeeded; {fan_in}",
                             stage.registered,
                             children.len() - failed.len(),
                             children.len()

@@ -50,6 +50,24 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+impl std::fmt::Display for BreakerState {
+    /// In words: `closed`, `closed (2 failures in a row)`, `open: a probe in 12 s`,
+    /// `half-open: one probe decides`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BreakerState::Closed { failures: 0 } => f.write_str("closed"),
+            BreakerState::Closed { failures: 1 } => f.write_str("closed (1 failure)"),
+            BreakerState::Closed { failures } => {
+                write!(f, "closed ({failures} failures in a row)")
+            }
+            BreakerState::Open { remaining } => {
+                write!(f, "open: a probe in {} s", remaining.as_secs_f64().ceil())
+            }
+            BreakerState::HalfOpen => f.write_str("half-open: one probe decides"),
+        }
+    }
+}
+
 #[derive(Debug)]
 enum State {
     Closed { failures: u32 },

@@ -30,11 +30,38 @@ pub(in crate::ops) struct AgentInfo {
     name: String,
     /// Whether it is a pipeline.
     pipeline: bool,
-    /// Its circuit breaker's state, when it has one: `Closed { failures: 0 }`, `Open {..}`,
-    /// `HalfOpen`.
+    /// Its circuit breaker's state in words, when it has one: `closed`, `closed (2 failures in
+    /// a row)`, `open: a probe in 12 s`, `half-open: one probe decides`.
     breaker: Option<String>,
+    /// The same, as values.
+    breaker_state: Option<BreakerView>,
     /// Its pause or resume rate in force, if any.
     control: Option<AgentControl>,
+}
+
+/// A circuit breaker's state, as values.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(in crate::ops) struct BreakerView {
+    /// `closed` (runs go through), `open` (runs are deferred), `half_open` (one probe decides).
+    state: &'static str,
+    /// Closed: its failures in a row so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failures: Option<u32>,
+    /// Open: seconds until a probe may go.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probe_in_secs: Option<f64>,
+}
+
+impl BreakerView {
+    fn of(state: crate::runtime::BreakerState) -> Self {
+        use crate::runtime::BreakerState::*;
+        let (state, failures, probe_in_secs) = match state {
+            Closed { failures } => ("closed", Some(failures), None),
+            Open { remaining } => ("open", None, Some(remaining.as_secs_f64())),
+            _ => ("half_open", None, None),
+        };
+        BreakerView { state, failures, probe_in_secs }
+    }
 }
 
 pub(in crate::ops) async fn agents(State(ops): State<Arc<Ops>>) -> Answer<AgentList> {
@@ -46,7 +73,8 @@ pub(in crate::ops) async fn agents(State(ops): State<Arc<Ops>>) -> Answer<AgentL
         .map(|name| AgentInfo {
             name: name.to_owned(),
             pipeline: pipelines.contains(&name),
-            breaker: rt.breaker(name).map(|b| format!("{b:?}")),
+            breaker: rt.breaker(name).map(|b| b.to_string()),
+            breaker_state: rt.breaker(name).map(BreakerView::of),
             control: rt.agent_control(name),
         })
         .collect();

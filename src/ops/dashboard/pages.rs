@@ -395,7 +395,7 @@ pub(super) async fn agents(
                 "name": name,
                 "pipeline": pipelines.contains(&name),
                 "notifies": rt.subscription(name).map(crate::notify::Subscription::describe),
-                "breaker": rt.breaker(name).map(|b| format!("{b:?}")),
+                "breaker": rt.breaker(name).map(|b| b.to_string()),
                 "paused": control.as_ref().is_some_and(|c| c.paused),
                 "rate": control.as_ref().and_then(|c| c.rate),
                 "control_by": control.as_ref().map(|c| c.by.to_string()),
