@@ -24,7 +24,8 @@ mod demo;
 mod samples;
 mod summary;
 
-/// This binary's own commands, beside the library's.
+// This binary's own commands, beside the library's (a `//` comment: clap would show a doc
+// comment as the program's description).
 #[derive(Debug, clap::Subcommand)]
 enum Own {
     /// Run the digest pipeline (collector → classifier → reporter → mailer) on bundled sample

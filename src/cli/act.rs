@@ -146,7 +146,11 @@ fn review_show(
         }
         _ => say!("\nno output schema is kept for this run's agent")?,
     }
-    let program = session.program();
+    // Each line pastes as it is: with `--data` when it is not the default.
+    let program = match session.data_dir() {
+        dir if dir == std::path::Path::new("steadfast-data") => session.program().to_owned(),
+        dir => format!("{} --data {}", session.program(), dir.display()),
+    };
     say!("\nNext:")?;
     say!("  {program} review approve {id} --note \"…\"      try again, with the note")?;
     say!("  {program} review show {id} --template > out.json   then edit out.json and")?;

@@ -149,7 +149,8 @@ pub(super) async fn control(
 /// The registered agent `asked` names (a stage's short name too).
 fn resolve(session: &Session, asked: &str) -> Result<String, CliError> {
     super::runs::registered_agent(session, asked)?.ok_or_else(|| {
-        CliError::usage(format!("no agent `{asked}` is registered in {}", session.program()))
+        // Refused, as the API answers an unknown agent (404, code 1).
+        CliError::refused(format!("no agent `{asked}` is registered in {}", session.program()))
     })
 }
 

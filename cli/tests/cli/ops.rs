@@ -465,3 +465,30 @@ fn work_until_signal_prunes_on_its_schedule_and_answers_on_its_socket() {
     assert!(!states.contains(&"succeeded"), "the succeeded run was pruned: {states:?}");
     assert_eq!(states.len(), 6, "{states:?}");
 }
+
+/// `review show`'s "Next:" lines paste as they are: with the data directory when it is not
+/// the default (without it, a pasted line opened `./steadfast-data` and exited 3).
+#[test]
+fn review_shows_next_steps_that_paste_as_they_are() {
+    let dir = prepared();
+    let held = ids(dir.path(), "held");
+    let shown = steadfast(dir.path(), &["review", "show", &held[0]]);
+    assert!(shown.status.success(), "{}", text(&shown));
+    let out = text(&shown);
+    let prefix = format!("steadfast --data {} review", dir.path().display());
+    let next: Vec<&str> = out.lines().skip_while(|l| *l != "Next:").skip(1).collect();
+    assert_eq!(next.len(), 4, "{out}");
+    for line in &next {
+        assert!(line.trim_start().starts_with(&prefix), "{line:?} in {out}");
+    }
+    // The reject line, pasted (its note filled in): it runs against this data directory.
+    let reject = next.iter().find(|l| l.contains(" review reject ")).unwrap();
+    assert!(reject.contains(&held[0]), "{reject}");
+    let output = Command::new(BIN)
+        .args(["--data", &dir.path().display().to_string(), "review", "reject", &held[0]])
+        .args(["--note", "pasted"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+}

@@ -409,7 +409,7 @@ fn agents_pause_and_resume_both_ways() {
     assert_eq!(paused["agent"], "digest.1.classifier");
     assert_eq!(paused["control"]["paused"], true);
     let unknown = steadfast(dir.path(), &["agents", "pause", "nobody"]);
-    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
+    assert_eq!(unknown.status.code(), Some(1), "refused, as the API's 404: {}", text(&unknown));
 
     let control_of = |listed: &Value| {
         listed.as_array().unwrap().iter().find(|a| a["name"] == "digest.1.classifier").unwrap()
