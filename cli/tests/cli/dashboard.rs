@@ -110,3 +110,71 @@ fn a_signal_payload_is_shown_escaped_on_the_run_page() {
         assert!(!page.contains("<script>alert") && !page.contains("<img src=x"), "{page}");
     });
 }
+
+/// Every kind of dashboard answer carries the security headers, and the session cookie is
+/// HttpOnly and SameSite=Strict: taking a header out fails this.
+#[test]
+fn every_page_kind_carries_the_security_headers() {
+    let dir = prepared();
+    let held = ids(dir.path(), "held");
+    let missing = steadfast::RunId::new();
+    let server = Server::start(dir.path(), &[]);
+    block_on(async {
+        let c =
+            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let first = c.get(format!("{}/ui", server.url)).send().await.unwrap();
+        let set = first.headers()[reqwest::header::SET_COOKIE].to_str().unwrap().to_owned();
+        for part in ["steadfast_session=", "HttpOnly", "SameSite=Strict", "Path=/ui"] {
+            assert!(set.contains(part), "{part} in {set}");
+        }
+        let cookie = set.split(';').next().unwrap().to_owned();
+        let pages = [
+            "/ui".to_owned(),
+            "/ui/runs".to_owned(),
+            format!("/ui/runs/{}", held[0]),
+            format!("/ui/runs/{missing}"),
+            "/ui/review".to_owned(),
+            format!("/ui/review/{}", held[1]),
+            "/ui/dlq".to_owned(),
+            "/ui/agents".to_owned(),
+            "/ui/graphs".to_owned(),
+            "/ui/login".to_owned(),
+            "/ui/nosuch".to_owned(),
+        ];
+        let mut answers = Vec::new();
+        for page in &pages {
+            let response = c
+                .get(format!("{}{page}", server.url))
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .unwrap();
+            answers.push((page.clone(), response));
+        }
+        // A refused form post (no CSRF token) is a page too.
+        let refused = c
+            .post(format!("{}/ui/agents/digest.2.reporter/pause", server.url))
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("reason=x")
+            .send()
+            .await
+            .unwrap();
+        assert!(refused.status().is_client_error(), "{}", refused.status());
+        answers.push(("POST without a CSRF token".to_owned(), refused));
+        for (page, response) in answers {
+            let h = response.headers();
+            let csp = h.get("content-security-policy").map(|v| v.to_str().unwrap().to_owned());
+            let csp = csp.unwrap_or_else(|| panic!("{page}: no Content-Security-Policy"));
+            for directive in ["default-src 'self'", "frame-ancestors 'none'", "base-uri 'none'"] {
+                assert!(csp.contains(directive), "{page}: {directive} in {csp}");
+            }
+            assert!(!csp.contains("unsafe-inline"), "{page}: {csp}");
+            let header = |name: &str| h.get(name).map(|v| v.to_str().unwrap().to_owned());
+            assert_eq!(header("x-frame-options").as_deref(), Some("DENY"), "{page}");
+            assert_eq!(header("x-content-type-options").as_deref(), Some("nosniff"), "{page}");
+            assert_eq!(header("referrer-policy").as_deref(), Some("same-origin"), "{page}");
+            assert_eq!(header("cache-control").as_deref(), Some("no-store"), "{page}");
+        }
+    });
+}
