@@ -15,9 +15,12 @@ home="${STEADFAST_TOOLS_HOME:-$HOME/.cache/steadfast}/schemathesis"
 version="4.32.5"
 examples="${STEADFAST_FUZZ_EXAMPLES:-100}"
 
-if ! "$home/bin/st" --version 2>/dev/null | grep -q "$version"; then
+validator="0.7.2"
+if ! "$home/bin/st" --version 2>/dev/null | grep -q "$version" \
+    || ! "$home/bin/python" -c "import openapi_spec_validator" 2>/dev/null; then
     python3 -m venv "$home"
-    "$home/bin/python" -m pip install --quiet --disable-pip-version-check "schemathesis==$version"
+    "$home/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "schemathesis==$version" "openapi-spec-validator==$validator"
 fi
 
 cargo build --quiet --bin steadfast
@@ -54,6 +57,10 @@ for _ in $(seq 1 300); do
 done
 url="$(sed -n 's/^serving on //p' "$work/serve.log")"
 [ -n "$url" ] || { echo "the server did not start:"; cat "$work/serve.log"; exit 1; }
+# The document itself, by a validator of the OpenAPI 3.1 specification (what client
+# generators check first).
+curl -sf "$url/api/v1/openapi.json" -o "$work/openapi.json"
+"$home/bin/python" -m openapi_spec_validator "$work/openapi.json"
 echo "schemathesis $version against $url ($examples examples per operation)"
 
 "$home/bin/st" --config-file scripts/schemathesis.toml run "$url/api/v1/openapi.json" \

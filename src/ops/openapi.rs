@@ -69,8 +69,29 @@ pub(super) fn document<S: Clone + Send + Sync + 'static>(
     for error in errors {
         tracing::warn!(%error, "the OpenAPI document may be incomplete");
     }
-    let json = serde_json::to_vec(&api).expect("an OpenAPI document is plain data");
+    let mut value = serde_json::to_value(&api).expect("an OpenAPI document is plain data");
+    tuples_as_prefix_items(&mut value);
+    let json = serde_json::to_vec(&value).expect("an OpenAPI document is plain data");
     (router, Bytes::from(json))
+}
+
+/// OpenAPI 3.1's schemas are JSON Schema 2020-12, where a tuple is `prefixItems` (with
+/// `items: false`); the generator writes the draft-07 form (`items: [..]`), which validators
+/// and client generators refuse. Rewrites every such schema in place.
+fn tuples_as_prefix_items(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Array(items)) = map.get("items") {
+                let items = serde_json::Value::Array(items.clone());
+                map.insert("prefixItems".into(), items);
+                map.insert("items".into(), serde_json::Value::Bool(false));
+                map.remove("additionalItems");
+            }
+            map.values_mut().for_each(tuples_as_prefix_items);
+        }
+        serde_json::Value::Array(values) => values.iter_mut().for_each(tuples_as_prefix_items),
+        _ => {}
+    }
 }
 
 /// `GET /api/v1/openapi.json`.
@@ -93,3 +114,25 @@ application/json` (an empty body is taken as none) or carry `X-Steadfast-Operato
 (a page of another site in the operator's browser cannot send such a call). Every request's \
 `Host` must be an IP address, `localhost`, or a name the server was given (`--allow-host`): \
 otherwise 421, against DNS rebinding.";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tuples_become_prefix_items() {
+        let mut schema = serde_json::json!({
+            "properties": {"edges": {"type": "array", "items": {
+                "type": "array",
+                "items": [{"type": "string"}, {"type": "string"}],
+                "minItems": 2, "maxItems": 2,
+            }}}
+        });
+        super::tuples_as_prefix_items(&mut schema);
+        let tuple = &schema["properties"]["edges"]["items"];
+        assert_eq!(
+            tuple["prefixItems"],
+            serde_json::json!([{"type": "string"}, {"type": "string"}])
+        );
+        assert_eq!(tuple["items"], false);
+        assert_eq!(schema["properties"]["edges"]["items"]["minItems"], 2);
+    }
+}

@@ -68,6 +68,29 @@ fn the_openapi_document_lists_every_call_and_the_answers_fit_it() {
             call(&c, get.clone(), url("/api/v1/openapi.json"), None, None).await;
         assert_eq!(status, 200, "the document is served without the token: {document}");
         assert_eq!(document["openapi"], "3.1.0");
+        // 3.1 is JSON Schema 2020-12: a tuple is `prefixItems`, never draft-07's `items: [..]`,
+        // which validators and client generators refuse.
+        fn draft07_tuples(value: &Value, at: &str, found: &mut Vec<String>) {
+            match value {
+                Value::Object(map) => {
+                    if map.get("items").is_some_and(Value::is_array) {
+                        found.push(at.to_owned());
+                    }
+                    for (k, v) in map {
+                        draft07_tuples(v, &format!("{at}/{k}"), found);
+                    }
+                }
+                Value::Array(values) => {
+                    for (i, v) in values.iter().enumerate() {
+                        draft07_tuples(v, &format!("{at}/{i}"), found);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        draft07_tuples(&document, "", &mut found);
+        assert!(found.is_empty(), "draft-07 tuples at {found:?}");
         assert_eq!(document["info"]["title"], "steadfast");
 
         let mut listed = BTreeSet::new();
