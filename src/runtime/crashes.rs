@@ -4,7 +4,7 @@
 use super::{Registered, Shared};
 use crate::fault::AgentError;
 use crate::lifecycle::{RunId, RunState};
-use crate::store::{Actor, RunRecord, Transition};
+use crate::store::{Actor, LEGACY_START, RunRecord, Transition};
 
 /// The move of a `failed_transient` run whose backoff elapsed: back to the queue, unless its
 /// agent keeps taking its worker process down with it (a poison pill: an agent that aborts, is
@@ -73,16 +73,19 @@ pub(crate) async fn crashes_in_a_row(
 ) -> Result<u32, crate::store::StoreError> {
     let history = store.history(run).await?;
     let effects = store.effects(run).await?;
+    let starts = store.starts(run).await?;
     let mut crashes = 0;
     for entry in history.iter().rev() {
         match (entry.from, &entry.actor) {
             (_, Actor::Operator(_)) => break,
             (Some(RunState::Processing), Actor::Timer) => {
-                let marker = started_marker(entry.attempt);
-                let watched = effects.iter().any(|e| e.name == marker);
+                // A start recorded apart, or (a database written before) in the journal.
+                let legacy = format!("{LEGACY_START}{}", entry.attempt);
+                let watched =
+                    starts.contains(&entry.attempt) || effects.iter().any(|e| e.name == legacy);
                 let progressed = effects
                     .iter()
-                    .any(|e| e.attempt == entry.attempt && !e.name.starts_with(STARTED));
+                    .any(|e| e.attempt == entry.attempt && !e.name.starts_with(LEGACY_START));
                 if !watched || progressed {
                     break;
                 }
@@ -95,25 +98,18 @@ pub(crate) async fn crashes_in_a_row(
     Ok(crashes)
 }
 
-/// The name of the journaled marker that attempt `attempt` of a watched run started.
-fn started_marker(attempt: u32) -> String {
-    format!("{STARTED}{attempt}")
-}
-
-/// How the names of the runtime's own journal markers start (not an effect of the agent's).
-const STARTED: &str = "steadfast/started attempt ";
-
 /// Right before the agent of claimed `run` starts, its worker slot in hand: for a run whose
 /// previous attempt ended with its worker gone, journals (durably) that this attempt started,
 /// so that if this worker dies too, the crash is known to be the run's own (see
-/// [`crashes_in_a_row`]). One sync, paid only by such runs; pipeline runs are never blamed.
+/// [`crashes_in_a_row`]). Kept apart from the effects journal (`Store::record_start`). One
+/// sync, paid only by such runs; pipeline runs are never blamed.
 pub(super) async fn watch_start(
     store: &dyn crate::store::Store,
     registered: &Registered,
     run: &RunRecord,
 ) -> Result<(), crate::store::StoreError> {
     if registered.kind().can_crash_its_worker && ended_by_lease_expiry(run) {
-        store.record_effect(run.id, &started_marker(run.attempt), true.into()).await?;
+        store.record_start(run.id, run.attempt).await?;
     }
     Ok(())
 }

@@ -43,6 +43,10 @@ pub use self::sled::{Durability, SLED_FORMAT, SledStore, SledStoreOptions};
 // Defined with the faults it records; also reachable here, where runs carry it.
 pub use crate::fault::ErrorInfo;
 
+/// How the effects journal named an attempt's recorded start before starts were kept apart
+/// ([`Store::record_start`]); still read, in databases written then.
+pub const LEGACY_START: &str = "steadfast/started attempt ";
+
 /// The result of an operation that may meet a [`Conflict`]: the outer `Result` is the store
 /// failing, the inner one the run having moved under the caller.
 pub type ConflictResult<T> = Result<Result<T, Conflict>, StoreError>;
@@ -124,6 +128,29 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         result: Value,
     ) -> Result<EffectRecord, StoreError>;
+
+    /// Records, durably, that attempt `attempt` of `run` started its agent: the runtime's
+    /// crash accounting (a run whose started attempts keep ending with their worker gone is a
+    /// poison pill, see `RetryPolicy::max_crashes`), kept apart from the effects journal.
+    /// Recording it twice records it once. Pruning a run removes its starts.
+    ///
+    /// The default keeps it in the effects journal as `steadfast/started attempt <n>` (how
+    /// stores written before this method kept it); a store should keep it apart.
+    async fn record_start(&self, run: RunId, attempt: u32) -> Result<(), StoreError> {
+        let marker = format!("{LEGACY_START}{attempt}");
+        self.record_effect(run, &marker, Value::Bool(true)).await.map(|_| ())
+    }
+
+    /// The attempts of `run` whose start was recorded ([`Store::record_start`]), ascending.
+    async fn starts(&self, run: RunId) -> Result<Vec<u32>, StoreError> {
+        let effects = self.effects(run).await?;
+        let mut starts: Vec<u32> = effects
+            .iter()
+            .filter_map(|e| e.name.strip_prefix(LEGACY_START)?.parse().ok())
+            .collect();
+        starts.sort_unstable();
+        Ok(starts)
+    }
 
     /// The journaled effect of `run` named `name`.
     async fn effect(&self, run: RunId, name: &str) -> Result<Option<EffectRecord>, StoreError>;

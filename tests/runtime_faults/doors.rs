@@ -162,8 +162,9 @@ async fn a_lease_expiry_and_a_timers_poison_pill_fire_each_once() {
     let id = rt.submit("pill", 1).await.unwrap().id;
     // This runtime's own workers leave it alone (paused); its timers still fire.
     rt.pause("pill", ada(), "only the dying worker takes it").await.unwrap();
-    // A worker claims it and dies, twice: the second time watched (its start journaled as the
-    // runtime journals it), so the timer takes it for a poison pill (`max_crashes(1)`).
+    // A worker claims it and dies, twice: the second time watched (its start recorded as the
+    // runtime records it, apart from the effects journal), so the timer takes it for a poison
+    // pill (`max_crashes(1)`).
     for attempt in 1..=2 {
         let claimed = store
             .claim(Claim::new("doomed-worker", 1, Duration::from_secs(30)).runs([id]))
@@ -171,8 +172,7 @@ async fn a_lease_expiry_and_a_timers_poison_pill_fire_each_once() {
             .unwrap();
         assert_eq!(claimed.len(), 1, "attempt {attempt} claimed by the dying worker");
         if attempt == 2 {
-            let marker = format!("steadfast/started attempt {}", claimed[0].attempt);
-            store.record_effect(id, &marker, json!(true)).await.unwrap();
+            store.record_start(id, claimed[0].attempt).await.unwrap();
         }
         // The lease expires and the timer moves it; after its backoff, the timer queues it
         // again (the first time) or dead-letters it (the second).

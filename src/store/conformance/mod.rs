@@ -64,6 +64,7 @@ where
         heartbeat_keeps_a_lease,
         timers_come_due,
         effects_first_record_wins,
+        starts_are_kept_apart_from_effects,
         history_is_ordered_and_explains_the_state,
         dead_letters_follow_failed_permanent,
         list_pages_with_cursors,

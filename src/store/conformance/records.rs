@@ -27,6 +27,22 @@ pub(super) async fn effects_first_record_wins<S: Store>(store: Arc<S>, _: Arc<Ma
     ));
 }
 
+pub(super) async fn starts_are_kept_apart_from_effects<S: Store>(
+    store: Arc<S>,
+    _: Arc<ManualClock>,
+) {
+    let run = queued(&*store, "fx", "s").await;
+    assert!(store.starts(run).await.unwrap().is_empty());
+    store.record_start(run, 2).await.unwrap();
+    store.record_start(run, 1).await.unwrap();
+    store.record_start(run, 2).await.unwrap();
+    assert_eq!(store.starts(run).await.unwrap(), [1, 2], "ascending, each once");
+    assert!(store.effects(run).await.unwrap().is_empty(), "not in the effects journal");
+    let other = queued(&*store, "fx", "other-s").await;
+    assert!(store.starts(other).await.unwrap().is_empty(), "starts are per run");
+    assert!(matches!(store.record_start(RunId::new(), 1).await, Err(StoreError::NotFound(_))));
+}
+
 pub(super) async fn list_pages_with_cursors<S: Store>(store: Arc<S>, _: Arc<ManualClock>) {
     let mut ids = Vec::new();
     for i in 0..25 {

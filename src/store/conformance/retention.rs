@@ -35,6 +35,7 @@ async fn gone<S: Store>(store: &S, id: RunId, agent: &str, key: &str) -> bool {
     if gone {
         assert!(store.history(id).await.unwrap().is_empty(), "{id}: history left behind");
         assert!(store.effects(id).await.unwrap().is_empty(), "{id}: effects left behind");
+        assert!(store.starts(id).await.unwrap().is_empty(), "{id}: starts left behind");
         assert!(store.notes(id).await.unwrap().is_empty(), "{id}: notes left behind");
         assert!(store.find_by_key(agent, key).await.unwrap().is_none(), "{id}: key left behind");
         let listed = store.list(ListQuery::new().limit(1000)).await.unwrap().runs;
@@ -49,6 +50,7 @@ pub(super) async fn prune_deletes_old_runs_at_rest_with_all_they_kept<S: Store>(
 ) {
     let old = run_in(&*store, "p", "old", RunState::Succeeded).await;
     store.record_effect(old, "send", json!({"id": 7})).await.unwrap();
+    store.record_start(old, 1).await.unwrap();
     store.add_note(old, Actor::Operator("ada".into()), "fine").await.unwrap();
     let dead = run_in(&*store, "p", "dead", RunState::FailedPermanent).await;
     let review = run_in(&*store, "p", "review", RunState::NeedsReview).await;

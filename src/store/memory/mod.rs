@@ -54,6 +54,8 @@ struct State {
     keys: HashMap<(String, String), RunId>,
     history: HashMap<RunId, Vec<HistoryEntry>>,
     effects: BTreeMap<(RunId, String), EffectRecord>,
+    /// The attempts whose start was recorded (see `Store::record_start`).
+    starts: std::collections::BTreeSet<(RunId, u32)>,
     dead: BTreeMap<RunId, DeadLetter>,
     notes: HashMap<RunId, Vec<Note>>,
     schemas: HashMap<String, String>,
@@ -370,6 +372,20 @@ impl Store for MemoryStore {
             recorded_at: now,
         });
         Ok(effect.clone())
+    }
+
+    async fn record_start(&self, run: RunId, attempt: u32) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if !state.runs.contains_key(&run) {
+            return Err(StoreError::NotFound(run));
+        }
+        state.starts.insert((run, attempt));
+        Ok(())
+    }
+
+    async fn starts(&self, run: RunId) -> Result<Vec<u32>, StoreError> {
+        let state = self.lock();
+        Ok(state.starts.range((run, 0)..=(run, u32::MAX)).map(|(_, a)| *a).collect())
     }
 
     async fn effect(&self, run: RunId, name: &str) -> Result<Option<EffectRecord>, StoreError> {

@@ -51,6 +51,10 @@ impl State {
             self.keys.remove(&key);
         }
         self.history.remove(&run.id);
+        let starts: Vec<_> = self.starts.range((run.id, 0)..=(run.id, u32::MAX)).copied().collect();
+        for start in starts {
+            self.starts.remove(&start);
+        }
         let effects: Vec<_> = self
             .effects
             .range((run.id, String::new())..)

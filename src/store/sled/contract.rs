@@ -79,6 +79,14 @@ impl Store for SledStore {
         writes::record_effect(self, run, name, result).await
     }
 
+    async fn record_start(&self, run: RunId, attempt: u32) -> Result<(), StoreError> {
+        super::starts::record_start(self, run, attempt).await
+    }
+
+    async fn starts(&self, run: RunId) -> Result<Vec<u32>, StoreError> {
+        super::starts::starts(self, run).await
+    }
+
     async fn effect(&self, run: RunId, name: &str) -> Result<Option<EffectRecord>, StoreError> {
         reads::effect(self, run, name).await
     }

@@ -3,7 +3,8 @@
 //! Trees: `runs` (id → the run's moving part), `inputs`, `outputs` and `signals` (id → JSON
 //! payload), `history` (id|seq → entry), `keys` (agent|key → id), `ready` (kind|due|id →
 //! state|agent: queued runs, and timers), `leases` (expiry|id → token), `by_state` (state|id),
-//! `effects` (id|name → record), `dead_letter` (id → entry), `notes` (id|seq → note),
+//! `effects` (id|name → record), `starts` (id|attempt: the attempts whose start was
+//! recorded), `dead_letter` (id → entry), `notes` (id|seq → note),
 //! `counts` (per state, and per agent and state), `journal` (commits not yet known applied) and
 //! `meta` (format, schemas). A commit (the writes of a batch of moves from concurrent callers)
 //! is journaled as one entry and then applied, so after a crash it is there whole or not at
@@ -22,6 +23,7 @@ mod open;
 mod prune;
 mod reads;
 mod repair;
+mod starts;
 mod tx;
 mod writes;
 
@@ -166,6 +168,8 @@ struct Trees {
     leases: Tree,
     by_state: Tree,
     effects: Tree,
+    /// The attempts whose start was recorded: id | attempt (4, big-endian) → nothing.
+    starts: Tree,
     dead_letter: Tree,
     notes: Tree,
     meta: Tree,
@@ -193,6 +197,7 @@ impl Trees {
             leases: tree("leases")?,
             by_state: tree("by_state")?,
             effects: tree("effects")?,
+            starts: tree("starts")?,
             dead_letter: tree("dead_letter")?,
             notes: tree("notes")?,
             meta: tree("meta")?,
@@ -205,7 +210,7 @@ impl Trees {
     /// stored in journal entries), each with its rank in the order a commit's writes are
     /// applied (see `tx::WriteSet::into_writes`): what a run points to (0), the run (1), the
     /// indexes that lead to it (2).
-    fn written(&self) -> [(&Tree, u8); 16] {
+    fn written(&self) -> [(&Tree, u8); 17] {
         [
             (&self.runs, 1),
             (&self.by_state, 2),
@@ -223,6 +228,7 @@ impl Trees {
             (&self.notes, 0),
             (&self.counts, 0),
             (&self.effects, 0),
+            (&self.starts, 0),
         ]
     }
 }

@@ -141,7 +141,7 @@ async fn delete(store: &SledStore, groups: Vec<Vec<Doomed>>) -> Result<u64, Stor
     deleted.map_err(|abort| abort.into_error())
 }
 
-/// Removes `run` and everything kept for it: payloads, history, notes, effects, its dead
+/// Removes `run` and everything kept for it: payloads, history, notes, effects, starts, its dead
 /// letter, its idempotency key, its index entries and its place in its parent's stages, and
 /// takes it off the counts.
 fn delete_run(tx: &Tx<'_>, id: RunId, run: &StoredRun) -> TxResult<()> {
@@ -149,7 +149,7 @@ fn delete_run(tx: &Tx<'_>, id: RunId, run: &StoredRun) -> TxResult<()> {
     for tree in [&tx.runs, &tx.inputs, &tx.outputs, &tx.signals, &tx.dead_letter] {
         tree.remove(key)?;
     }
-    for tree in [&tx.history, &tx.notes, &tx.effects, &tx.children] {
+    for tree in [&tx.history, &tx.notes, &tx.effects, &tx.starts, &tx.children] {
         for entry in tree.keys_with_prefix(&key)? {
             tree.remove(entry)?;
         }

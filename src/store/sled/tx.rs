@@ -198,6 +198,8 @@ pub(super) struct Tx<'a> {
     /// Written through a commit only by `prune` (an effect is recorded straight into its
     /// tree, see `writes::record_effect`).
     pub(super) effects: TreeTx<'a>,
+    /// Written through a commit only by `prune` too (see `writes::record_start`).
+    pub(super) starts: TreeTx<'a>,
 }
 
 impl<'a> Tx<'a> {
@@ -221,6 +223,7 @@ impl<'a> Tx<'a> {
             notes: t(13),
             counts: t(14),
             effects: t(15),
+            starts: t(16),
         }
     }
 }
