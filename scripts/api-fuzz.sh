@@ -66,7 +66,6 @@ echo "schemathesis $version against $url ($examples examples per operation)"
 "$home/bin/st" --config-file scripts/schemathesis.toml run "$url/api/v1/openapi.json" \
     --url "$url" \
     --header "Authorization: Bearer $(cat "$work/token")" \
-    --header "X-Steadfast-Operator: schemathesis" \
     --checks all \
     --max-examples "$examples" \
     --workers 2 \

@@ -143,7 +143,7 @@ const ERROR_STATUSES: [(u16, &str); 10] = [
     (401, "No token, or the wrong one (when the server has one)"),
     (
         403,
-        "Refused, nothing done: a call that changes something sent as a page of another site could send it (neither `Content-Type: application/json` nor an `X-Steadfast-Operator` header, or another site's `Origin`), or a submission of an agent that is not submitted from outside (a pipeline's stage, a notifier, an internal agent)",
+        "Refused, nothing done: a call that changes something sent as a page of another site could send it (not `Content-Type: application/json`, or another site's `Origin`), or a submission of an agent that is not submitted from outside (a pipeline's stage, a notifier, an internal agent)",
     ),
     (404, "No such run, agent or pipeline"),
     (409, "Refused in the run's state; the message names it and what is allowed"),

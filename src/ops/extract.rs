@@ -131,12 +131,11 @@ impl<T: JsonSchema> OperationInput for Body<T> {
     }
 }
 
+/// Documented as a required JSON body: a call that changes something is JSON, else refused as
+/// a cross-site page's could be; `{}` or an empty body sent as JSON takes every default.
 impl<T: JsonSchema> OperationInput for OptionalBody<T> {
     fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
         <axum::Json<T> as OperationInput>::operation_input(ctx, operation);
-        if let Some(body) = operation.request_body.as_mut().and_then(|b| b.as_item_mut()) {
-            body.required = false;
-        }
     }
 }
 

@@ -16,9 +16,9 @@
 //!   `mode: 'no-cors'`) to any address, with no preflight: it cannot read the answer, but the
 //!   call is made. A simple request's `Content-Type` is a form's or `text/plain`, and it
 //!   carries no header of our own. So [`check_api_write`] answers 403 to a state-changing API
-//!   call that is neither `application/json` nor carries `X-Steadfast-Operator` (either one
-//!   makes the browser ask first, and a preflight is refused: the server sends no CORS
-//!   headers), or whose `Origin` is not this server.
+//!   call that is not `application/json` (which makes the browser ask first, and a preflight is
+//!   refused: the server sends no CORS headers), or whose `Origin` is not this server. An empty
+//!   body sent as JSON counts as none.
 
 use axum::extract::Request;
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -109,12 +109,12 @@ pub(crate) async fn check_api_write(request: Request, next: Next) -> Response {
     if is_safe(request.method()) {
         return next.run(request).await;
     }
-    if !is_json(headers) && !headers.contains_key("x-steadfast-operator") {
+    if !is_json(headers) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             1,
             "a call that changes something must be sent as `Content-Type: application/json` \
-             (or with an X-Steadfast-Operator header); nothing was done",
+             (an empty body is taken as none); nothing was done",
         )
         .into_response();
     }

@@ -11,8 +11,12 @@ use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::{Ops, Raised};
+
+/// The 401 of a probe.
+const NEEDS_TOKEN: &str =
+    "No token, or the wrong one (when the server has one and does not make the probes public)";
 
 /// `/healthz`: open without the token, for liveness probes (it says only that the process
 /// answers).
@@ -33,6 +37,7 @@ pub(super) fn probes() -> ApiRouter<Arc<Ops>> {
                 op.tag("health")
                     .summary("Ready: the store answers and the workers' dispatcher runs")
                     .response_with::<200, Json<Readiness>, _>(|r| r.description("Ready"))
+                    .response_with::<401, Json<ErrorBody>, _>(|r| r.description(NEEDS_TOKEN))
                     .response_with::<503, Json<Readiness>, _>(|r| {
                         r.description("Not ready, with the reasons")
                     })
@@ -54,6 +59,7 @@ pub(super) fn probes() -> ApiRouter<Arc<Ops>> {
                     .summary("The silent-failure alarm")
                     .description("The agents whose due work has waited longer than their window with no success within it.")
                     .response_with::<200, Json<Alarms>, _>(|r| r.description("No alarm is raised"))
+                    .response_with::<401, Json<ErrorBody>, _>(|r| r.description(NEEDS_TOKEN))
                     .response_with::<503, Json<Alarms>, _>(|r| {
                         r.description("An alarm is raised, for these agents")
                     })

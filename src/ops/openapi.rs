@@ -109,7 +109,7 @@ its message naming the state and what is allowed. The operator a call acts for i
 `X-Steadfast-Operator` header (default `api`), recorded in the run's history.
 
 A call that changes something (any method but GET) must be sent as `Content-Type: \
-application/json` (an empty body is taken as none) or carry `X-Steadfast-Operator`, and an \
+application/json` (an empty body is taken as none), and an \
 `Origin` it carries must be this server's: otherwise it is refused with 403 and nothing is done \
 (a page of another site in the operator's browser cannot send such a call). Every request's \
 `Host` must be an IP address, `localhost`, or a name the server was given (`--allow-host`): \

@@ -82,6 +82,7 @@ pub(crate) fn lease_expiry(lease: &Lease) -> (String, ErrorInfo) {
 /// the embedded store lets one process open a database, so a lease found when it is opened
 /// belongs to a process that ended (a crash, `kill -9`). The same move and crash accounting as
 /// an expiry ([`LEASE_EXPIRED`] starts its message too).
+#[cfg(feature = "sled")]
 pub(crate) fn lease_orphaned(lease: &Lease) -> (String, ErrorInfo) {
     let reason = format!(
         "{LEASE_EXPIRED}{} ended with its process (the database was opened again before it expired at {})",

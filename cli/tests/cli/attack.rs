@@ -177,9 +177,16 @@ fn a_cross_site_api_write_is_refused_and_changes_nothing() {
         let resume = format!("{}/api/v1/agents/{AGENT}/resume", server.url);
         let (status, body) = send(c.post(&resume).header("content-type", "text/plain")).await;
         assert_eq!(status, 403, "a resume is a write too: {body}");
-        // The CLI's header makes a call without a body a program's, not a page's.
+        // A custom header is not enough: JSON it must be (the CLI and the client send it).
         let (status, body) = send(c.post(&pause).header("x-steadfast-operator", "ada")).await;
-        assert_eq!(status, 200, "{body}");
+        assert_eq!(status, 403, "{body}");
+        let (status, body) = send(
+            c.post(&pause)
+                .header("content-type", "application/json")
+                .header("x-steadfast-operator", "ada"),
+        )
+        .await;
+        assert_eq!(status, 200, "JSON with an empty body: {body}");
         let (status, body) = send(
             c.post(&resume)
                 .header("content-type", "application/json")

@@ -153,7 +153,12 @@ fn an_operator_name_outside_the_document_is_refused_not_replaced() {
         let approve = format!("{}/api/v1/review/{}/approve", server.url, held[0]);
         let long = "x".repeat(65);
         for name in [long.as_str(), " "] {
-            let response = c.post(&approve).header("x-steadfast-operator", name).send().await;
+            let response = c
+                .post(&approve)
+                .header("content-type", "application/json")
+                .header("x-steadfast-operator", name)
+                .send()
+                .await;
             let response = response.unwrap();
             assert_eq!(response.status().as_u16(), 400, "{name:?}");
         }

@@ -81,10 +81,17 @@ pub(in crate::ops) async fn replay(
     Ok(Json(Operate::replay(&*ops.runtime, id, by, body.force).await?))
 }
 
+/// A cancellation: nothing to say but the call itself (`{}`), sent as JSON as every call that
+/// changes something is.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(in crate::ops) struct CancelBody {}
+
 pub(in crate::ops) async fn cancel(
     State(ops): State<Arc<Ops>>,
     PathParams(RunPath { id }): PathParams<RunPath>,
     Operator(by): Operator,
+    OptionalBody(CancelBody {}): OptionalBody<CancelBody>,
 ) -> Answer<RunRecord> {
     Ok(Json(ops.runtime.cancel(id, by).await?))
 }
