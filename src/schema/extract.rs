@@ -61,7 +61,10 @@ fn syntax(rule: Rule, error: &serde_json::Error) -> ErrorKind {
 }
 
 /// The contents of the ```` ``` ```` fenced blocks of `text`, in order. The opening fence may
-/// carry a language tag (`json`, `JSON`, ...) up to the end of its line.
+/// carry a language tag (`json`, `JSON`, ...) up to the end of its line. A block closes at a
+/// line that starts with a fence (as Markdown's do), so a ```` ``` ```` inside a JSON string
+/// does not cut it short; with no such line, at the first fence (a model that closes the
+/// block on the JSON's own line).
 fn fenced_blocks(text: &str) -> impl Iterator<Item = &str> {
     let mut rest = text;
     std::iter::from_fn(move || {
@@ -70,13 +73,31 @@ fn fenced_blocks(text: &str) -> impl Iterator<Item = &str> {
         let body_start = after.find('\n').map_or(after.len(), |n| n + 1);
         let tag = after[..body_start].trim();
         let body = &after[body_start..];
-        let close = body.find("```")?;
-        rest = &body[close + 3..];
+        let (close, end) = closing_fence(body).or_else(|| {
+            let close = body.find("```")?;
+            Some((close, close + 3))
+        })?;
+        rest = &body[end..];
         let is_json =
             tag.is_empty() || tag.eq_ignore_ascii_case("json") || tag.eq_ignore_ascii_case("jsonc");
         Some(if is_json { &body[..close] } else { "" })
     })
     .filter(|block| !block.trim().is_empty())
+}
+
+/// Where the first line of `body` that is a closing fence (up to three spaces, then
+/// ```` ``` ````) starts, and where its fence ends.
+fn closing_fence(body: &str) -> Option<(usize, usize)> {
+    let mut offset = 0;
+    for line in body.split_inclusive('\n') {
+        let trimmed = line.trim_start_matches(' ');
+        let indent = line.len() - trimmed.len();
+        if indent <= 3 && trimmed.starts_with("```") {
+            return Some((offset, offset + indent + 3));
+        }
+        offset += line.len();
+    }
+    None
 }
 
 /// The top-level balanced `{...}`/`[...]` regions of `text`, in order, found in one pass.
@@ -144,5 +165,14 @@ mod tests {
         let text = "a\n```json\n{\"a\":1}\n```\nb\n```\n[2]\n```\n```python\nprint(1)\n```";
         let blocks: Vec<_> = fenced_blocks(text).map(str::trim).collect();
         assert_eq!(blocks, ["{\"a\":1}", "[2]"]);
+        // A fence inside a JSON string is not the block's end (found by the schema gate's
+        // property test); a model that closes on the JSON's own line still works.
+        let inside = "```json\n{\"tags\":[\"```\"]}\n```\nafter";
+        assert_eq!(
+            fenced_blocks(inside).map(str::trim).collect::<Vec<_>>(),
+            ["{\"tags\":[\"```\"]}"]
+        );
+        let same_line = "```json\n{\"a\":1}```";
+        assert_eq!(fenced_blocks(same_line).map(str::trim).collect::<Vec<_>>(), ["{\"a\":1}"]);
     }
 }
