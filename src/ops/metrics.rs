@@ -23,7 +23,7 @@ use crate::machine::StateMachine;
 use crate::runtime::{
     Alarm, AlarmWatch, AttemptEvent, BreakerState, MoveEvent, Observer, Raised, Runtime,
 };
-use crate::store::{Actor, StoreError};
+use crate::store::{Actor, ListQuery, StoreError};
 
 /// Histogram buckets for attempt and run durations, in seconds.
 const DURATION_BUCKETS: &[f64] =
@@ -86,8 +86,17 @@ impl Metrics {
         let now = store.now();
         let alarms = self.alarms(runtime).await?;
         let mut oldest = HashMap::new();
+        let mut waiting = HashMap::new();
         for agent in runtime.agents() {
             oldest.insert(agent, store.oldest_queued(agent).await?);
+            // A run stuck waiting for a signal is the quietest failure there is.
+            let query = ListQuery::new()
+                .state(RunState::WaitingExternal)
+                .agent(agent)
+                .oldest_first()
+                .limit(1);
+            let first = store.list(query).await?.runs.into_iter().next();
+            waiting.insert(agent, first.map(|r| r.updated_at));
         }
         self.record(|| {
             for agent in runtime.agents() {
@@ -100,6 +109,9 @@ impl Metrics {
                     .set(mine.get(RunState::Queued) as f64);
                 let age = oldest[agent].map_or(0.0, |due| now.since(due).as_secs_f64());
                 gauge!("steadfast_oldest_due_age_seconds", "agent" => agent.to_owned()).set(age);
+                let age = waiting[agent].map_or(0.0, |since| now.since(since).as_secs_f64());
+                gauge!("steadfast_oldest_waiting_age_seconds", "agent" => agent.to_owned())
+                    .set(age);
                 let open = matches!(runtime.breaker(agent), Some(BreakerState::Open { .. }));
                 gauge!("steadfast_breaker_open", "agent" => agent.to_owned())
                     .set(f64::from(u8::from(open)));
@@ -110,6 +122,7 @@ impl Metrics {
                 gauge!("steadfast_alarm", "agent" => agent.to_owned())
                     .set(f64::from(u8::from(alarmed)));
             }
+            gauge!("steadfast_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             for (agent, at) in self.watch.last_successes() {
                 gauge!("steadfast_last_success_timestamp_seconds", "agent" => agent)
                     .set(at.as_millis() as f64 / 1000.0);
@@ -155,6 +168,15 @@ fn describe() {
         "steadfast_oldest_due_age_seconds",
         Unit::Seconds,
         "How long the agent's oldest queued run has been due (0: none)"
+    );
+    describe_gauge!(
+        "steadfast_oldest_waiting_age_seconds",
+        Unit::Seconds,
+        "How long the agent's oldest run waiting for a signal (waiting_external) has waited since its last move (0: none)"
+    );
+    describe_gauge!(
+        "steadfast_build_info",
+        "1, with the version of steadfast that serves these metrics"
     );
     describe_gauge!(
         "steadfast_last_success_timestamp_seconds",

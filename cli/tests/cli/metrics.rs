@@ -53,6 +53,21 @@ impl Agent for Broken {
     }
 }
 
+/// Waits for a signal that never comes.
+struct Waiter;
+
+#[async_trait]
+impl Agent for Waiter {
+    type Input = u32;
+    type Output = u32;
+    fn name(&self) -> &str {
+        "waiter"
+    }
+    async fn run(&self, _: &mut Context, _: u32) -> Result<Outcome<u32>, AgentError> {
+        Ok(Outcome::Wait(WaitFor::signal("approval")))
+    }
+}
+
 /// The value of the sample `name{labels}` in Prometheus text (labels as rendered, sorted).
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
@@ -67,6 +82,7 @@ async fn attempts_are_counted_and_a_stalled_agent_raises_the_alarm() {
             .store(store)
             .register_with(Flaky, steadfast::runtime::AgentOptions::new().no_breaker())
             .register_with(Broken, steadfast::runtime::AgentOptions::new().no_breaker())
+            .register(Waiter)
             .observe(metrics.clone())
             .build()
             .unwrap(),
@@ -75,6 +91,7 @@ async fn attempts_are_counted_and_a_stalled_agent_raises_the_alarm() {
         rt.submit("flaky", text.to_owned()).await.unwrap();
     }
     rt.submit("broken", 1).await.unwrap();
+    rt.submit("waiter", 1).await.unwrap();
     let worker = tokio::spawn({
         let rt = rt.clone();
         async move { rt.run_until_shutdown().await }
@@ -91,6 +108,12 @@ async fn attempts_are_counted_and_a_stalled_agent_raises_the_alarm() {
     assert!(text.contains("steadfast_commit_seconds_bucket{le=\"0.001\"}"), "{text}");
     assert!(text.contains("steadfast_run_duration_seconds_bucket{agent=\"flaky\""), "{text}");
     assert!(sample(&text, r#"steadfast_last_success_timestamp_seconds{agent="flaky"}"#).is_some());
+    let build = format!(r#"steadfast_build_info{{version="{}"}}"#, env!("CARGO_PKG_VERSION"));
+    assert_eq!(sample(&text, &build), Some(1.0), "{text}");
+    let waiting = sample(&text, r#"steadfast_oldest_waiting_age_seconds{agent="waiter"}"#);
+    assert!(waiting.is_some_and(|age| (10.0..13.0).contains(&age)), "{waiting:?} in {text}");
+    let none = sample(&text, r#"steadfast_oldest_waiting_age_seconds{agent="flaky"}"#);
+    assert_eq!(none, Some(0.0));
     assert!(metrics.alarms(&rt).await.unwrap().is_empty(), "within the window");
 
     // The window passes with the broken agent's run due and never a success.
