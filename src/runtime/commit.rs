@@ -24,13 +24,18 @@ impl Shared {
         transition: Transition,
         parent_sees_it: bool,
     ) -> ConflictResult<RunRecord> {
-        let (from, actor, reason) =
-            (transition.from, transition.actor.clone(), transition.reason.clone());
+        // Who moved it and why, kept for the observers only: no copy per move without them.
+        let from = transition.from;
+        let told = (!self.observers.is_empty())
+            .then(|| (transition.actor.clone(), transition.reason.clone()));
         let transition = self.with_notices(transition, agent);
         let followed = !transition.follow_ups.is_empty();
         let moved = self.store.transition(transition).await?;
         if let Ok(record) = &moved {
-            self.moved(record, from, &actor, &reason);
+            if let Some((actor, reason)) = &told {
+                self.tell(record, from, actor, reason);
+            }
+            self.run_hooks(record);
             after_move(self, record, self.waits_on_children(&record.agent), parent_sees_it).await;
             if followed || record.state == RunState::Queued {
                 self.wake.notify_one();
@@ -43,20 +48,28 @@ impl Shared {
     /// for moves the store made itself (a lease expiry) or that wake a pipeline run, which
     /// have nothing else to follow them.
     pub(crate) fn moved(&self, record: &RunRecord, from: RunState, actor: &Actor, reason: &str) {
-        if !self.observers.is_empty() {
-            let event = MoveEvent {
-                agent: &record.agent,
-                run: record.id,
-                from,
-                to: record.state,
-                actor,
-                reason,
-                at: record.updated_at,
-            };
-            for observer in &self.observers {
-                observer.moved(&event);
-            }
+        self.tell(record, from, actor, reason);
+        self.run_hooks(record);
+    }
+
+    /// Tells the observers that `record` moved from `from`, by `actor`, for `reason`.
+    fn tell(&self, record: &RunRecord, from: RunState, actor: &Actor, reason: &str) {
+        let event = MoveEvent {
+            agent: &record.agent,
+            run: record.id,
+            from,
+            to: record.state,
+            actor,
+            reason,
+            at: record.updated_at,
+        };
+        for observer in &self.observers {
+            observer.moved(&event);
         }
+    }
+
+    /// Runs the hooks of the state `record` entered.
+    fn run_hooks(&self, record: &RunRecord) {
         let hooks = match record.state {
             RunState::NeedsReview => &self.on_review,
             RunState::FailedPermanent => &self.on_dead_letter,
