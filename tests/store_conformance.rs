@@ -10,6 +10,8 @@ mod full_disk;
 mod lost_claim;
 #[path = "common/peers.rs"]
 mod peers;
+#[path = "common/postgres.rs"]
+mod postgres;
 
 use steadfast::store::{Durability, MemoryStore, SledStore, SledStoreOptions, conformance};
 
@@ -43,6 +45,19 @@ async fn sled_store_conforms_with_flush() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_conforms() {
     conformance::run(|clock| async move { MemoryStore::with_clock(clock) }).await;
+}
+
+/// `PostgresStore` on the local server, each case in a fresh schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_conforms() {
+    use steadfast::store::PostgresStore;
+    let Some((url, options)) = postgres::fresh().await else { return };
+    conformance::run(|clock| {
+        let url = url.clone();
+        let options = options.clone().schema(postgres::fresh_schema()).clock(clock);
+        async move { PostgresStore::connect_with(&url, options).await.unwrap() }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

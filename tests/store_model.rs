@@ -6,7 +6,7 @@
 //! under the move's number, exactly when the move was made, across reopenings.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,10 +14,15 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use steadfast::clock::{Clock, ManualClock, Timestamp};
 use steadfast::store::{
-    Claim, Conflict, Durability, NewRun, Retention, SledStore, SledStoreOptions, Store, StoreError,
-    Transition,
+    Claim, Conflict, Durability, NewRun, PostgresOptions, PostgresStore, Retention, SledStore,
+    SledStoreOptions, Store, StoreError, Transition,
 };
 use steadfast::{RunId, RunState, StateMachine};
+
+#[path = "common/peers.rs"]
+mod peers;
+#[path = "common/postgres.rs"]
+mod postgres;
 
 const LEASE: Duration = Duration::from_secs(20);
 
@@ -132,7 +137,39 @@ fn open(path: &Path, clock: &Arc<ManualClock>) -> SledStore {
     SledStore::open_with(path, options).unwrap()
 }
 
-async fn check(store: &SledStore, model: &Model) -> Result<(), TestCaseError> {
+/// The store under test, and how to open it again.
+enum Subject {
+    Sled(SledStore, PathBuf),
+    Postgres(PostgresStore, String, PostgresOptions),
+}
+
+impl Subject {
+    fn store(&self) -> &dyn Store {
+        match self {
+            Subject::Sled(store, _) => store,
+            Subject::Postgres(store, ..) => store,
+        }
+    }
+
+    /// Closes the store and opens it again; whether the leases held before are orphaned (the
+    /// embedded store lets one process open a database, so its leases died with the last one).
+    async fn reopen(&mut self, clock: &Arc<ManualClock>) -> bool {
+        match self {
+            Subject::Sled(store, path) => {
+                let placeholder = open(&path.with_extension("scratch"), clock);
+                drop(std::mem::replace(store, placeholder));
+                *store = open(path, clock);
+                true
+            }
+            Subject::Postgres(store, url, options) => {
+                *store = PostgresStore::connect_with(url, options.clone()).await.unwrap();
+                false
+            }
+        }
+    }
+}
+
+async fn check(store: &dyn Store, model: &Model) -> Result<(), TestCaseError> {
     for m in &model.runs {
         let r = store.get(m.id).await.unwrap().expect("model run exists in the store");
         prop_assert_eq!(r.state, m.state, "state of {}", m.key);
@@ -166,12 +203,23 @@ async fn check(store: &SledStore, model: &Model) -> Result<(), TestCaseError> {
 }
 
 async fn apply(
-    store: &mut SledStore,
+    subject: &mut Subject,
     model: &mut Model,
     clock: &Arc<ManualClock>,
-    path: &Path,
     op: Op,
 ) -> Result<(), TestCaseError> {
+    if let Op::Reopen = op {
+        if subject.reopen(clock).await {
+            model.orphans = model
+                .runs
+                .iter()
+                .filter(|m| m.state == RunState::Processing && m.lease_expires.is_some())
+                .map(|m| m.id)
+                .collect();
+        }
+        return Ok(());
+    }
+    let store = subject.store();
     let now = clock.now();
     let pick = |n: usize| if model.runs.is_empty() { None } else { Some(n % model.runs.len()) };
     match op {
@@ -348,17 +396,7 @@ async fn apply(
                 prop_assert!(store.effects(m.id).await.unwrap().is_empty());
             }
         }
-        Op::Reopen => {
-            let placeholder = open(&path.with_extension("scratch"), clock);
-            drop(std::mem::replace(store, placeholder));
-            *store = open(path, clock);
-            model.orphans = model
-                .runs
-                .iter()
-                .filter(|m| m.state == RunState::Processing && m.lease_expires.is_some())
-                .map(|m| m.id)
-                .collect();
-        }
+        Op::Reopen => unreachable!("handled above"),
     }
     Ok(())
 }
@@ -373,11 +411,35 @@ proptest! {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("db");
             let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_800_000_000_000)));
-            let mut store = open(&path, &clock);
+            let mut subject = Subject::Sled(open(&path, &clock), path);
             let mut model = Model::default();
             for op in ops {
-                apply(&mut store, &mut model, &clock, &path, op).await?;
-                check(&store, &model).await?;
+                apply(&mut subject, &mut model, &clock, op).await?;
+                check(subject.store(), &model).await?;
+            }
+            Ok::<(), TestCaseError>(())
+        })?;
+    }
+}
+
+proptest! {
+    // Each case in a fresh schema on the local server (fewer cases: every call is a round
+    // trip).
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    #[test]
+    fn postgres_store_agrees_with_model(ops in proptest::collection::vec(op(), 1..60)) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let Some((url, options)) = postgres::fresh().await else { return Ok(()) };
+            let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_800_000_000_000)));
+            let options = options.clock(clock.clone());
+            let store = PostgresStore::connect_with(&url, options.clone()).await.unwrap();
+            let mut subject = Subject::Postgres(store, url, options);
+            let mut model = Model::default();
+            for op in ops {
+                apply(&mut subject, &mut model, &clock, op).await?;
+                check(subject.store(), &model).await?;
             }
             Ok::<(), TestCaseError>(())
         })?;

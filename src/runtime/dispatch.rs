@@ -73,6 +73,9 @@ impl Drop for Dispatching<'_> {
 /// The dispatcher's rounds until `until` (see [`dispatch`]).
 async fn work(shared: &Arc<Shared>, names: &[String], until: Until) -> Result<(), RuntimeError> {
     let shared = shared.clone();
+    // Work created or made due by anyone else (another task, another process on a shared
+    // database) wakes the dispatcher through the store.
+    let mut signal = shared.store.work_signal();
     wake_stalled_pipelines(&shared, names).await?;
     loop {
         if shared.stopping.load(Ordering::SeqCst) {
@@ -114,9 +117,22 @@ async fn work(shared: &Arc<Shared>, names: &[String], until: Until) -> Result<()
         }
         tokio::select! {
             () = shared.wake.notified() => {}
+            () = store_signal(&mut signal) => {}
             () = tokio::time::sleep(sleep) => {}
         }
     }
+}
+
+/// Returns when the store signals work (see `Store::work_signal`); never if it sends none.
+async fn store_signal(signal: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    if let Some(rx) = signal
+        && rx.changed().await.is_ok()
+    {
+        return;
+    }
+    // No signal, or its sender is gone: wait on the rest only.
+    *signal = None;
+    std::future::pending::<()>().await;
 }
 
 /// Wakes pipeline runs whose stage finished while no process was there to wake them (a crash

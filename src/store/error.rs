@@ -74,6 +74,16 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The store cannot be used as it is configured (a refused login, a missing database or
+    /// permission, a schema newer than this build): permanent until an operator fixes it.
+    #[error("{context}: {source}")]
+    Unusable {
+        /// What was being done.
+        context: &'static str,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
     /// The storage backend failed.
     #[error("{context}: {source}")]
     Backend {
@@ -93,9 +103,11 @@ impl Classify for StoreError {
         match self {
             Io { source, .. } => source.fault(),
             Backend { .. } => Fault::Resource,
-            NotFound(_) | IllegalTransition { .. } | InvalidRequest(_) | Corrupt { .. } => {
-                Fault::Permanent
-            }
+            NotFound(_)
+            | IllegalTransition { .. }
+            | InvalidRequest(_)
+            | Corrupt { .. }
+            | Unusable { .. } => Fault::Permanent,
             _ => Fault::Unknown,
         }
     }

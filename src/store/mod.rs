@@ -7,13 +7,19 @@
 //! concurrency and handled by reading the run again. Every method that changes a run returns
 //! only after the change is durable to the degree the store's [`Durability`] promises.
 
+pub mod backend;
 mod error;
+mod head;
 mod memory;
+mod plan;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod queries;
 mod records;
 mod requests;
 mod retention;
 mod rules;
+mod signal;
 #[cfg(feature = "sled")]
 mod sled;
 
@@ -27,7 +33,12 @@ use crate::clock::Timestamp;
 use crate::lifecycle::RunId;
 
 pub use self::error::{BoxError, StoreError};
+pub use self::head::RunHead;
 pub use self::memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use self::postgres::{
+    PostgresOptions, PostgresStore, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION,
+};
 pub use self::queries::{ListQuery, Page, StateCounts};
 pub use self::records::{
     Actor, AgentControl, DeadLetter, EffectRecord, FORMAT_VERSION, HistoryEntry, Lease, Note,
@@ -35,9 +46,8 @@ pub use self::records::{
 };
 pub use self::requests::{Claim, Conflict, Created, NewRun, Transition};
 pub use self::retention::{Pruned, Retention};
-#[cfg(feature = "sled")]
-pub(crate) use self::rules::lease_orphaned;
-pub(crate) use self::rules::{LEASE_EXPIRED, MoveFields, enter, lease_expiry};
+pub(crate) use self::rules::LEASE_EXPIRED;
+pub use self::signal::WorkSignal;
 #[cfg(feature = "sled")]
 pub use self::sled::{Durability, SLED_FORMAT, SledStore, SledStoreOptions};
 // Defined with the faults it records; also reachable here, where runs carry it.
@@ -46,6 +56,12 @@ pub use crate::fault::ErrorInfo;
 /// How the effects journal named an attempt's recorded start before starts were kept apart
 /// ([`Store::record_start`]); still read, in databases written then.
 pub const LEGACY_START: &str = "steadfast/started attempt ";
+
+/// Whether a move made as `request` asks, said on success, for a [`WorkSignal`]: it queues the
+/// run or creates runs.
+pub(crate) fn signals_work(request: &Transition) -> bool {
+    request.to == crate::lifecycle::RunState::Queued || !request.follow_ups.is_empty()
+}
 
 /// The result of an operation that may meet a [`Conflict`]: the outer `Result` is the store
 /// failing, the inner one the run having moved under the caller.
@@ -67,6 +83,15 @@ pub trait Store: Send + Sync + 'static {
     /// Creates a `queued` run, or returns the run that already has the idempotency key (for
     /// the same agent) and creates nothing.
     async fn create(&self, new: NewRun) -> Result<Created, StoreError>;
+
+    /// A signal that new or newly due work may be there, for the runtime to wait on between
+    /// its rounds instead of polling: every run created (follow-ups too) and every move into
+    /// `queued`, whoever made it (another task, another process sharing the database). The
+    /// runtime subscribes once; `None` (the default) means the store sends none, and the
+    /// runtime relies on its own wake-ups and [`Store::next_due`].
+    fn work_signal(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 
     /// The run with this id.
     async fn get(&self, run: RunId) -> Result<Option<RunRecord>, StoreError>;

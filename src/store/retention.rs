@@ -137,7 +137,7 @@ pub(crate) struct Resting {
     pub(crate) id: RunId,
     pub(crate) state: RunState,
     /// How many moves it had when read: a run that moved since is not the run judged.
-    #[cfg_attr(not(feature = "sled"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "sled", feature = "postgres")), allow(dead_code))]
     pub(crate) moves: u32,
     pub(crate) has_parent: bool,
     pub(crate) moved_at: Timestamp,

@@ -9,55 +9,42 @@ use crate::fault::ErrorInfo;
 use crate::lifecycle::{RunId, RunState};
 use crate::machine::StateMachine;
 
+use super::head::RunHead;
 use super::records::Lease;
 use super::requests::{Conflict, NewRun, Transition};
-
-/// The fields of a run a move changes, borrowed from a store's own representation of it.
-pub(crate) struct MoveFields<'a> {
-    pub(crate) state: &'a mut RunState,
-    pub(crate) due_at: &'a mut Option<Timestamp>,
-    pub(crate) lease: &'a mut Option<Lease>,
-    pub(crate) attempt: &'a mut u32,
-    pub(crate) fence: &'a mut u64,
-    pub(crate) waiting_for: &'a mut Option<String>,
-    pub(crate) review_note: &'a mut Option<String>,
-    pub(crate) last_error: &'a mut Option<ErrorInfo>,
-}
 
 /// A due `queued` run claimed by `owner` for `lease` from `now`: it enters `processing`, its
 /// attempt and fencing token grow by one, and it holds a lease under that token. (Whether the
 /// run may be claimed, see [`claimable`], and its concurrency key are the caller's to check.)
-pub(crate) fn claim(run: MoveFields<'_>, owner: &str, lease: Duration, now: Timestamp) {
-    enter(run.state, run.due_at, run.lease, RunState::Processing, None, now);
-    *run.attempt += 1;
-    *run.fence += 1;
-    *run.lease =
-        Some(Lease { owner: owner.to_owned(), token: *run.fence, expires_at: now.after(lease) });
+pub(crate) fn claim(run: &mut RunHead, owner: &str, lease: Duration, now: Timestamp) {
+    enter(run, RunState::Processing, None, now);
+    run.attempt += 1;
+    run.fence += 1;
+    run.lease =
+        Some(Lease { owner: owner.to_owned(), token: run.fence, expires_at: now.after(lease) });
 }
 
 /// Whether a run in `state`, due at `due_at`, may be claimed at `now`.
-#[cfg(feature = "sled")]
 pub(crate) fn claimable(state: RunState, due_at: Option<Timestamp>, now: Timestamp) -> bool {
     state == RunState::Queued && due_at.is_none_or(|due| due <= now)
 }
 
-/// A heartbeat of run `id` (in `state`, its last fencing token `fence`) by the holder of lease
+/// A heartbeat of run `id` by the holder of lease
 /// `token`: the lease now expires at `now + extend`, returned; a conflict if the run is not
 /// processing or the lease is not the caller's any more.
 pub(crate) fn heartbeat(
     id: RunId,
-    state: RunState,
-    fence: u64,
-    lease: &mut Option<Lease>,
+    run: &mut RunHead,
     token: u64,
     extend: Duration,
     now: Timestamp,
 ) -> Result<Timestamp, Conflict> {
+    let state = run.state;
     if state != RunState::Processing {
         return Err(Conflict::State { run: id, expected: RunState::Processing, current: state });
     }
-    let current = lease.as_ref().map_or(fence, |l| l.token);
-    match lease.as_mut().filter(|l| l.token == token) {
+    let current = run.lease_token();
+    match run.lease.as_mut().filter(|l| l.token == token) {
         Some(lease) => {
             lease.expires_at = now.after(extend);
             Ok(lease.expires_at)
@@ -82,7 +69,6 @@ pub(crate) fn lease_expiry(lease: &Lease) -> (String, ErrorInfo) {
 /// the embedded store lets one process open a database, so a lease found when it is opened
 /// belongs to a process that ended (a crash, `kill -9`). The same move and crash accounting as
 /// an expiry ([`LEASE_EXPIRED`] starts its message too).
-#[cfg(feature = "sled")]
 pub(crate) fn lease_orphaned(lease: &Lease) -> (String, ErrorInfo) {
     let reason = format!(
         "{LEASE_EXPIRED}{} ended with its process (the database was opened again before it expired at {})",
@@ -94,22 +80,15 @@ pub(crate) fn lease_orphaned(lease: &Lease) -> (String, ErrorInfo) {
 
 /// A run entering state `to`: `queued` and `failed_transient` are due at `due_at` or now, a
 /// wait has an optional timeout, other states no due time; only `processing` holds a lease.
-pub(crate) fn enter(
-    state: &mut RunState,
-    due: &mut Option<Timestamp>,
-    lease: &mut Option<Lease>,
-    to: RunState,
-    due_at: Option<Timestamp>,
-    now: Timestamp,
-) {
-    *state = to;
-    *due = match to {
+pub(crate) fn enter(run: &mut RunHead, to: RunState, due_at: Option<Timestamp>, now: Timestamp) {
+    run.state = to;
+    run.due_at = match to {
         RunState::Queued | RunState::FailedTransient => Some(due_at.unwrap_or(now)),
         RunState::WaitingExternal => due_at,
         _ => None,
     };
     if to != RunState::Processing {
-        *lease = None;
+        run.lease = None;
     }
 }
 
@@ -118,27 +97,27 @@ impl Transition {
     /// its due time and lease (see [`enter`]), attempts refunded or reset, the signal awaited,
     /// the approval's note kept until the run next needs review or ends, and the last error.
     /// The payloads (output, signal) are the store's to write.
-    pub(crate) fn apply(&self, run: MoveFields<'_>, now: Timestamp) {
+    pub(crate) fn apply(&self, run: &mut RunHead, now: Timestamp) {
         let due_at = self.due_in.map(|d| now.after(d)).or(self.due_at);
-        enter(run.state, run.due_at, run.lease, self.to, due_at, now);
+        enter(run, self.to, due_at, now);
         if self.review_note.is_some() {
-            *run.review_note = self.review_note.clone();
+            run.review_note = self.review_note.clone();
         } else if matches!(self.to, RunState::NeedsReview | RunState::Succeeded) {
-            *run.review_note = None;
+            run.review_note = None;
         }
         if self.refund_attempt {
-            *run.attempt = run.attempt.saturating_sub(1);
+            run.attempt = run.attempt.saturating_sub(1);
         }
         if self.reset_attempts {
-            *run.attempt = 0;
+            run.attempt = 0;
         }
-        *run.waiting_for =
+        run.waiting_for =
             if self.to == RunState::WaitingExternal { self.waiting_for.clone() } else { None };
         if self.to == RunState::Succeeded {
-            *run.last_error = None;
+            run.last_error = None;
         }
         if let Some(error) = &self.error {
-            *run.last_error = Some(error.clone());
+            run.last_error = Some(error.clone());
         }
     }
 
@@ -210,43 +189,17 @@ impl NewRun {
 mod tests {
     use super::*;
 
-    struct Run {
-        state: RunState,
-        due_at: Option<Timestamp>,
-        lease: Option<Lease>,
-        attempt: u32,
-        fence: u64,
-        waiting_for: Option<String>,
-        review_note: Option<String>,
-        last_error: Option<ErrorInfo>,
-    }
-
-    impl Run {
-        fn queued() -> Self {
-            Run {
-                state: RunState::Queued,
-                due_at: Some(Timestamp::from_millis(1_000)),
-                lease: None,
-                attempt: 2,
-                fence: 7,
-                waiting_for: None,
-                review_note: None,
-                last_error: None,
-            }
-        }
-
-        fn fields(&mut self) -> MoveFields<'_> {
-            MoveFields {
-                state: &mut self.state,
-                due_at: &mut self.due_at,
-                lease: &mut self.lease,
-                attempt: &mut self.attempt,
-                fence: &mut self.fence,
-                waiting_for: &mut self.waiting_for,
-                review_note: &mut self.review_note,
-                last_error: &mut self.last_error,
-            }
-        }
+    fn queued() -> RunHead {
+        let at = Timestamp::from_millis(1_000);
+        let mut run = super::super::plan::plan_create(
+            RunId::new(),
+            &NewRun::new("a", "k", serde_json::Value::Null),
+            at,
+        )
+        .head;
+        run.attempt = 2;
+        run.fence = 7;
+        run
     }
 
     #[test]
@@ -255,8 +208,8 @@ mod tests {
         assert!(claimable(RunState::Queued, Some(now), now));
         assert!(!claimable(RunState::Queued, Some(now.after(Duration::from_millis(1))), now));
         assert!(!claimable(RunState::FailedTransient, None, now));
-        let mut run = Run::queued();
-        claim(run.fields(), "w1", Duration::from_secs(30), now);
+        let mut run = queued();
+        claim(&mut run, "w1", Duration::from_secs(30), now);
         assert_eq!(
             (run.state, run.attempt, run.fence, run.due_at),
             (RunState::Processing, 3, 8, None)
@@ -270,17 +223,15 @@ mod tests {
     fn a_heartbeat_extends_only_the_callers_lease_of_a_processing_run() {
         let now = Timestamp::from_millis(2_000);
         let id = RunId::new();
-        let mut run = Run::queued();
-        claim(run.fields(), "w1", Duration::from_secs(1), now);
+        let mut run = queued();
+        claim(&mut run, "w1", Duration::from_secs(1), now);
         let later = now.after(Duration::from_millis(500));
-        let extended =
-            heartbeat(id, run.state, run.fence, &mut run.lease, 8, Duration::from_secs(1), later);
+        let extended = heartbeat(id, &mut run, 8, Duration::from_secs(1), later);
         assert_eq!(extended, Ok(later.after(Duration::from_secs(1))));
-        let stale =
-            heartbeat(id, run.state, run.fence, &mut run.lease, 7, Duration::from_secs(1), later);
+        let stale = heartbeat(id, &mut run, 7, Duration::from_secs(1), later);
         assert_eq!(stale, Err(Conflict::Fenced { run: id, token: 7, current: 8 }));
-        let done =
-            heartbeat(id, RunState::Succeeded, 8, &mut None, 8, Duration::from_secs(1), later);
+        run.state = RunState::Succeeded;
+        let done = heartbeat(id, &mut run, 8, Duration::from_secs(1), later);
         assert_eq!(
             done,
             Err(Conflict::State {

@@ -15,10 +15,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use super::backend::{
+    CountDelta, DeadLetterChange, Expiry, LockChange, Payload, Plan, RunHead, check_transition,
+    plan_claim, plan_create, plan_expiry, plan_heartbeat, plan_move,
+};
 use super::{
-    Actor, AgentControl, Claim, ConflictResult, Created, DeadLetter, EffectRecord, ErrorInfo,
-    FORMAT_VERSION, HistoryEntry, ListQuery, NewRun, Note, Page, Pruned, Retention, RunRecord,
-    StateCounts, Store, StoreError, Transition,
+    Actor, AgentControl, Claim, ConflictResult, Created, DeadLetter, EffectRecord, HistoryEntry,
+    ListQuery, NewRun, Note, Page, Pruned, Retention, RunRecord, StateCounts, Store, StoreError,
+    Transition,
 };
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::lifecycle::{RunId, RunState};
@@ -40,6 +44,7 @@ use crate::machine::StateMachine;
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
     clock: Arc<dyn Clock>,
+    signal: Arc<super::WorkSignal>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -60,6 +65,10 @@ struct State {
     notes: HashMap<RunId, Vec<Note>>,
     schemas: HashMap<String, String>,
     controls: BTreeMap<String, AgentControl>,
+    /// The concurrency keys held by processing runs.
+    held: std::collections::HashSet<String>,
+    /// The runs of each agent in each state, kept with every move.
+    counts: BTreeMap<String, StateCounts>,
 }
 
 impl Default for MemoryStore {
@@ -76,7 +85,11 @@ impl MemoryStore {
 
     /// An empty store on `clock`.
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
-        MemoryStore { state: Arc::new(Mutex::new(State::default())), clock }
+        MemoryStore {
+            state: Arc::new(Mutex::new(State::default())),
+            clock,
+            signal: Default::default(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -85,96 +98,68 @@ impl MemoryStore {
 }
 
 impl State {
-    /// Records the move of `run` (already in its new state) from `from`.
-    fn record_move(
-        &mut self,
-        from: Option<RunState>,
-        run: &mut RunRecord,
-        actor: &Actor,
-        reason: &str,
-        error: Option<&ErrorInfo>,
-        now: Timestamp,
-    ) {
-        if from == Some(RunState::FailedPermanent) {
-            self.dead.remove(&run.id);
-        }
-        if run.state == RunState::FailedPermanent {
-            self.dead.insert(
-                run.id,
-                DeadLetter {
-                    run: run.id,
-                    agent: run.agent.clone(),
-                    error: error.cloned().or_else(|| run.last_error.clone()),
-                    attempt: run.attempt,
-                    reason: reason.to_owned(),
-                    at: now,
-                },
-            );
-        }
-        self.history.entry(run.id).or_default().push(HistoryEntry {
-            seq: run.moves,
-            from,
-            to: run.state,
-            at: now,
-            attempt: run.attempt,
-            reason: reason.to_owned(),
-            actor: actor.clone(),
-            error: error.cloned(),
-        });
-        run.moves += 1;
-        run.updated_at = now;
-        self.runs.insert(run.id, run.clone());
-    }
-
-    /// Creates the `queued` run `new` (whose key is free: the caller checked).
-    fn insert_run(&mut self, new: NewRun, now: Timestamp) -> RunRecord {
-        let mut run = RunRecord {
-            id: RunId::new(),
-            agent: new.agent,
-            state: RunState::INITIAL,
-            input: new.input,
-            output: None,
-            idempotency_key: new.idempotency_key,
-            attempt: 0,
-            due_at: Some(new.due_at.unwrap_or(now)),
-            lease: None,
-            fence: 0,
-            parent: new.parent,
-            stage: new.stage,
-            input_schema: new.input_schema,
-            output_schema: new.output_schema,
-            concurrency_key: new.concurrency_key,
-            waiting_for: None,
-            signal: None,
-            review_note: None,
-            last_error: None,
-            moves: 0,
-            format: FORMAT_VERSION,
-            created_at: now,
-            updated_at: now,
+    /// Applies `plan` (see [`backend`](crate::store::backend)), with the follow-ups whose keys
+    /// are free, and returns the run as it is after it.
+    fn apply(&mut self, plan: Plan) -> RunRecord {
+        let Plan {
+            run: id,
+            head,
+            history,
+            input,
+            output,
+            signal,
+            dead_letter,
+            lock,
+            counts,
+            follow_ups,
+            ..
+        } = plan;
+        let mut run = match (input, self.runs.remove(&id)) {
+            (_, Some(mut run)) => {
+                run.set_head(head);
+                run
+            }
+            (input, None) => {
+                self.keys.insert((head.agent.clone(), head.idempotency_key.clone()), id);
+                head.into_record(id, input.unwrap_or_default(), None, None)
+            }
         };
-        self.keys.insert((run.agent.clone(), run.idempotency_key.clone()), run.id);
-        self.record_move(None, &mut run, &new.actor, "created", None, now);
+        match output {
+            Payload::Keep => {}
+            Payload::Put(value) => run.output = Some(value),
+            Payload::Remove => run.output = None,
+        }
+        match signal {
+            Payload::Keep => {}
+            Payload::Put(value) => run.signal = Some(value),
+            Payload::Remove => run.signal = None,
+        }
+        match dead_letter {
+            Some(DeadLetterChange::Add(entry)) => drop(self.dead.insert(id, entry)),
+            Some(DeadLetterChange::Remove) => drop(self.dead.remove(&id)),
+            None => {}
+        }
+        match lock {
+            Some(LockChange::Take(key)) => drop(self.held.insert(key)),
+            Some(LockChange::Release(key)) => drop(self.held.remove(&key)),
+            None => {}
+        }
+        if !counts.is_empty() {
+            let agent = self.counts.entry(run.agent.clone()).or_default();
+            for CountDelta { state, delta } in counts {
+                let count = &mut agent.0[state.index()];
+                *count = count.saturating_add_signed(delta);
+            }
+        }
+        let history_at = history.at;
+        self.history.entry(id).or_default().push(history);
+        self.runs.insert(id, run.clone());
+        for new in follow_ups {
+            if !self.keys.contains_key(&(new.agent.clone(), new.idempotency_key.clone())) {
+                self.apply(plan_create(RunId::new(), &new, history_at));
+            }
+        }
         run
-    }
-}
-
-/// `run` moved to `to`: its due time and lease as the move decides them.
-fn moved(run: &mut RunRecord, to: RunState, due_at: Option<Timestamp>, now: Timestamp) {
-    super::enter(&mut run.state, &mut run.due_at, &mut run.lease, to, due_at, now);
-}
-
-/// The fields of `run` a move changes.
-fn fields(run: &mut RunRecord) -> super::MoveFields<'_> {
-    super::MoveFields {
-        state: &mut run.state,
-        due_at: &mut run.due_at,
-        lease: &mut run.lease,
-        attempt: &mut run.attempt,
-        fence: &mut run.fence,
-        waiting_for: &mut run.waiting_for,
-        review_note: &mut run.review_note,
-        last_error: &mut run.last_error,
     }
 }
 
@@ -182,6 +167,10 @@ fn fields(run: &mut RunRecord) -> super::MoveFields<'_> {
 impl Store for MemoryStore {
     fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    fn work_signal(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.signal.subscribe())
     }
 
     async fn create(&self, new: NewRun) -> Result<Created, StoreError> {
@@ -192,7 +181,10 @@ impl Store for MemoryStore {
         if let Some(id) = state.keys.get(&key) {
             return Ok(Created { run: state.runs[id].clone(), created: false });
         }
-        Ok(Created { run: state.insert_run(new, now), created: true })
+        let run = state.apply(plan_create(RunId::new(), &new, now));
+        drop(state);
+        self.signal.notify();
+        Ok(Created { run, created: true })
     }
 
     async fn get(&self, run: RunId) -> Result<Option<RunRecord>, StoreError> {
@@ -210,40 +202,22 @@ impl Store for MemoryStore {
     }
 
     async fn transition(&self, request: Transition) -> ConflictResult<RunRecord> {
-        request.validate()?;
+        check_transition(&request)?;
         let now = self.now();
         let mut state = self.lock();
         let id = request.run;
-        let mut run = state.runs.get(&id).cloned().ok_or(StoreError::NotFound(id))?;
-        if let Some(conflict) =
-            request.conflict(run.state, run.lease.as_ref().map_or(run.fence, |l| l.token))
-        {
-            return Ok(Err(conflict));
-        }
-        request.apply(fields(&mut run), now);
-        match request.to {
-            RunState::Succeeded if request.output.is_some() => run.output = request.output.clone(),
-            RunState::WaitingExternal => run.signal = None,
-            _ => {}
-        }
-        if let Some(signal) = &request.signal {
-            run.signal = Some(signal.clone());
-        }
-        let seq = run.moves;
-        state.record_move(
-            Some(request.from),
-            &mut run,
-            &request.actor,
-            &request.reason,
-            request.error.as_ref(),
-            now,
-        );
-        for new in request.follow_ups_of(seq) {
-            if !state.keys.contains_key(&(new.agent.clone(), new.idempotency_key.clone())) {
-                state.insert_run(new, now);
+        let before = state.runs.get(&id).ok_or(StoreError::NotFound(id))?;
+        match plan_move(id, &RunHead::from(before.clone()), &request, now) {
+            Ok(plan) => {
+                let run = state.apply(plan);
+                drop(state);
+                if super::signals_work(&request) {
+                    self.signal.notify();
+                }
+                Ok(Ok(run))
             }
+            Err(conflict) => Ok(Err(conflict)),
         }
-        Ok(Ok(run))
     }
 
     async fn claim(&self, claim: Claim) -> Result<Vec<RunRecord>, StoreError> {
@@ -258,27 +232,17 @@ impl Store for MemoryStore {
             .map(|r| (r.due_at.unwrap_or(now), r.id))
             .collect();
         due.sort_unstable();
-        let mut held: std::collections::HashSet<String> = state
-            .runs
-            .values()
-            .filter(|r| r.state == RunState::Processing)
-            .filter_map(|r| r.concurrency_key.clone())
-            .collect();
-        let actor = Actor::Worker(claim.owner.clone());
         let mut claimed = Vec::with_capacity(claim.limit.min(due.len()));
         for (_, id) in due {
             if claimed.len() >= claim.limit {
                 break;
             }
-            if let Some(key) = &state.runs[&id].concurrency_key
-                && !held.insert(key.clone())
-            {
-                continue; // a run with the same key is processing
+            let before = RunHead::from(state.runs[&id].clone());
+            let held = |key: &str| Ok::<_, std::convert::Infallible>(state.held.contains(key));
+            let Ok(plan) = plan_claim(id, &before, &claim.owner, claim.lease, now, held);
+            if let Some(plan) = plan {
+                claimed.push(state.apply(plan));
             }
-            let mut run = state.runs[&id].clone();
-            super::rules::claim(fields(&mut run), &claim.owner, claim.lease, now);
-            state.record_move(Some(RunState::Queued), &mut run, &actor, "claimed", None, now);
-            claimed.push(run);
         }
         Ok(claimed)
     }
@@ -292,7 +256,14 @@ impl Store for MemoryStore {
         let now = self.now();
         let mut state = self.lock();
         let run = state.runs.get_mut(&id).ok_or(StoreError::NotFound(id))?;
-        Ok(super::rules::heartbeat(id, run.state, run.fence, &mut run.lease, token, extend, now))
+        match plan_heartbeat(id, &RunHead::from(run.clone()), token, extend, now) {
+            Ok(head) => {
+                let expires = head.lease.as_ref().map_or(now, |l| l.expires_at);
+                run.set_head(head);
+                Ok(Ok(expires))
+            }
+            Err(conflict) => Ok(Err(conflict)),
+        }
     }
 
     async fn recover_expired(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
@@ -312,20 +283,10 @@ impl Store for MemoryStore {
         expired.truncate(limit);
         let mut recovered = Vec::with_capacity(expired.len());
         for (_, id) in expired {
-            let mut run = state.runs[&id].clone();
-            let lease = run.lease.clone().expect("filtered on a lease");
-            let (reason, error) = crate::store::lease_expiry(&lease);
-            moved(&mut run, RunState::FailedTransient, Some(now), now);
-            run.last_error = Some(error.clone());
-            state.record_move(
-                Some(RunState::Processing),
-                &mut run,
-                &Actor::Timer,
-                &reason,
-                Some(&error),
-                now,
-            );
-            recovered.push(run);
+            let before = RunHead::from(state.runs[&id].clone());
+            if let Some(plan) = plan_expiry(id, &before, Expiry::Expired, now) {
+                recovered.push(state.apply(plan));
+            }
         }
         Ok(recovered)
     }
@@ -458,8 +419,10 @@ impl Store for MemoryStore {
 
     async fn counts(&self) -> Result<StateCounts, StoreError> {
         let mut counts = StateCounts::default();
-        for run in self.lock().runs.values() {
-            counts.0[run.state.index()] += 1;
+        for agent in self.lock().counts.values() {
+            for (state, n) in agent.iter() {
+                counts.0[state.index()] += n;
+            }
         }
         Ok(counts)
     }
@@ -467,11 +430,7 @@ impl Store for MemoryStore {
     async fn counts_by_agent(
         &self,
     ) -> Result<std::collections::BTreeMap<String, StateCounts>, StoreError> {
-        let mut counts: std::collections::BTreeMap<String, StateCounts> = Default::default();
-        for run in self.lock().runs.values() {
-            counts.entry(run.agent.clone()).or_default().0[run.state.index()] += 1;
-        }
-        Ok(counts)
+        Ok(self.lock().counts.clone())
     }
 
     async fn put_schema(&self, hash: &str, schema: &str) -> Result<(), StoreError> {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use super::State;
 use crate::clock::Timestamp;
 use crate::lifecycle::RunId;
+use crate::machine::StateMachine;
 use crate::store::retention::Resting;
 use crate::store::{Pruned, Retention, RunRecord, StoreError};
 
@@ -45,7 +46,13 @@ pub(super) fn prune(
 impl State {
     /// Forgets `run` and everything kept for it.
     fn remove(&mut self, run: &RunRecord) {
-        self.runs.remove(&run.id);
+        if self.runs.remove(&run.id).is_some() {
+            let counts = self.counts.entry(run.agent.clone()).or_default();
+            counts.0[run.state.index()] -= 1;
+            if counts.total() == 0 {
+                self.counts.remove(&run.agent);
+            }
+        }
         let key = (run.agent.clone(), run.idempotency_key.clone());
         if self.keys.get(&key) == Some(&run.id) {
             self.keys.remove(&key);

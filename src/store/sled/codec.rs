@@ -6,85 +6,109 @@
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::clock::Timestamp;
 use crate::lifecycle::{RunId, RunState};
-use crate::store::{ErrorInfo, Lease, RunRecord, StoreError};
+use crate::store::{ErrorInfo, Lease, RunHead, StoreError};
 
-/// The mutable part of a run, as stored in the `runs` tree (keyed by the run id).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(super) struct StoredRun {
-    pub(super) agent: String,
-    pub(super) state: RunState,
-    pub(super) idempotency_key: String,
-    pub(super) attempt: u32,
-    pub(super) due_at: Option<Timestamp>,
-    pub(super) lease: Option<Lease>,
-    pub(super) fence: u64,
-    pub(super) parent: Option<[u8; 16]>,
-    pub(super) stage: Option<u32>,
-    pub(super) input_schema: Option<String>,
-    pub(super) output_schema: Option<String>,
-    pub(super) concurrency_key: Option<String>,
-    pub(super) waiting_for: Option<String>,
-    pub(super) review_note: Option<String>,
-    pub(super) last_error: Option<ErrorInfo>,
-    pub(super) moves: u32,
-    pub(super) format: u32,
-    pub(super) created_at: Timestamp,
-    pub(super) updated_at: Timestamp,
+/// A run's head as stored in the `runs` tree (keyed by the run id): [`RunHead`] with its
+/// parent as 16 bytes, in this field order (the layout of every database written so far).
+#[derive(Deserialize)]
+struct StoredRun {
+    agent: String,
+    state: RunState,
+    idempotency_key: String,
+    attempt: u32,
+    due_at: Option<Timestamp>,
+    lease: Option<Lease>,
+    fence: u64,
+    parent: Option<[u8; 16]>,
+    stage: Option<u32>,
+    input_schema: Option<String>,
+    output_schema: Option<String>,
+    concurrency_key: Option<String>,
+    waiting_for: Option<String>,
+    review_note: Option<String>,
+    last_error: Option<ErrorInfo>,
+    moves: u32,
+    format: u32,
+    created_at: Timestamp,
+    updated_at: Timestamp,
 }
 
-impl StoredRun {
-    /// The fields a move changes.
-    pub(super) fn fields(&mut self) -> crate::store::MoveFields<'_> {
-        crate::store::MoveFields {
-            state: &mut self.state,
-            due_at: &mut self.due_at,
-            lease: &mut self.lease,
-            attempt: &mut self.attempt,
-            fence: &mut self.fence,
-            waiting_for: &mut self.waiting_for,
-            review_note: &mut self.review_note,
-            last_error: &mut self.last_error,
-        }
-    }
+/// [`StoredRun`] borrowed from a [`RunHead`], to encode it without a copy.
+#[derive(Serialize)]
+struct StoredRunRef<'a> {
+    agent: &'a str,
+    state: RunState,
+    idempotency_key: &'a str,
+    attempt: u32,
+    due_at: Option<Timestamp>,
+    lease: Option<&'a Lease>,
+    fence: u64,
+    parent: Option<[u8; 16]>,
+    stage: Option<u32>,
+    input_schema: Option<&'a str>,
+    output_schema: Option<&'a str>,
+    concurrency_key: Option<&'a str>,
+    waiting_for: Option<&'a str>,
+    review_note: Option<&'a str>,
+    last_error: Option<&'a ErrorInfo>,
+    moves: u32,
+    format: u32,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+}
 
-    /// The full record, with the payloads read from their trees.
-    pub(super) fn into_record(
-        self,
-        id: RunId,
-        input: Value,
-        output: Option<Value>,
-        signal: Option<Value>,
-    ) -> RunRecord {
-        RunRecord {
-            id,
-            agent: self.agent,
-            state: self.state,
-            input,
-            output,
-            idempotency_key: self.idempotency_key,
-            attempt: self.attempt,
-            due_at: self.due_at,
-            lease: self.lease,
-            fence: self.fence,
-            parent: self.parent.map(RunId::from_bytes),
-            stage: self.stage,
-            input_schema: self.input_schema,
-            output_schema: self.output_schema,
-            concurrency_key: self.concurrency_key,
-            waiting_for: self.waiting_for,
-            signal,
-            review_note: self.review_note,
-            last_error: self.last_error,
-            moves: self.moves,
-            format: self.format,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        }
-    }
+/// Encodes a run's head for the `runs` tree.
+pub(super) fn encode_run(run: &RunHead) -> Vec<u8> {
+    to_bin(&StoredRunRef {
+        agent: &run.agent,
+        state: run.state,
+        idempotency_key: &run.idempotency_key,
+        attempt: run.attempt,
+        due_at: run.due_at,
+        lease: run.lease.as_ref(),
+        fence: run.fence,
+        parent: run.parent.map(RunId::to_bytes),
+        stage: run.stage,
+        input_schema: run.input_schema.as_deref(),
+        output_schema: run.output_schema.as_deref(),
+        concurrency_key: run.concurrency_key.as_deref(),
+        waiting_for: run.waiting_for.as_deref(),
+        review_note: run.review_note.as_deref(),
+        last_error: run.last_error.as_ref(),
+        moves: run.moves,
+        format: run.format,
+        created_at: run.created_at,
+        updated_at: run.updated_at,
+    })
+}
+
+/// Decodes a run's head of the `runs` tree.
+pub(super) fn decode_run(bytes: &[u8]) -> Result<RunHead, StoreError> {
+    let run: StoredRun = from_bin("runs", bytes)?;
+    Ok(RunHead {
+        agent: run.agent,
+        state: run.state,
+        idempotency_key: run.idempotency_key,
+        attempt: run.attempt,
+        due_at: run.due_at,
+        lease: run.lease,
+        fence: run.fence,
+        parent: run.parent.map(RunId::from_bytes),
+        stage: run.stage,
+        input_schema: run.input_schema,
+        output_schema: run.output_schema,
+        concurrency_key: run.concurrency_key,
+        waiting_for: run.waiting_for,
+        review_note: run.review_note,
+        last_error: run.last_error,
+        moves: run.moves,
+        format: run.format,
+        created_at: run.created_at,
+        updated_at: run.updated_at,
+    })
 }
 
 /// Encodes a record in the compact binary form.
@@ -117,40 +141,31 @@ pub(super) fn from_json<T: DeserializeOwned>(
 mod tests {
     use super::*;
     use crate::fault::Fault;
+    use serde_json::Value;
 
     #[test]
     fn a_moving_run_is_small_and_round_trips() {
-        let stored = StoredRun {
-            agent: "classifier".into(),
-            state: RunState::Processing,
-            idempotency_key: "classifier:5f2c9a7e41d3b6a8".into(),
-            attempt: 2,
-            due_at: None,
-            lease: Some(Lease {
-                owner: "w1".into(),
-                token: 7,
-                expires_at: Timestamp::from_millis(1_800_000_030_000),
-            }),
-            fence: 7,
-            parent: Some(RunId::new().to_bytes()),
-            stage: Some(1),
-            input_schema: Some("a1b2c3d4e5f60718".into()),
-            output_schema: Some("0918f7e6d5c4b3a2".into()),
-            concurrency_key: None,
-            waiting_for: None,
-            review_note: None,
-            last_error: Some(ErrorInfo::new(Fault::Transient, "HTTP 503")),
-            moves: 5,
-            format: 1,
-            created_at: Timestamp::from_millis(1_800_000_000_000),
-            updated_at: Timestamp::from_millis(1_800_000_001_000),
-        };
-        let bytes = to_bin(&stored);
+        let mut stored = crate::store::backend::plan_create(
+            RunId::new(),
+            &crate::store::NewRun::new("classifier", "classifier:5f2c9a7e41d3b6a8", Value::Null)
+                .child_of(RunId::new(), 1)
+                .schemas("a1b2c3d4e5f60718", "0918f7e6d5c4b3a2"),
+            Timestamp::from_millis(1_800_000_000_000),
+        )
+        .head;
+        stored.state = RunState::Processing;
+        stored.attempt = 2;
+        stored.lease = Some(Lease {
+            owner: "w1".into(),
+            token: 7,
+            expires_at: Timestamp::from_millis(1_800_000_030_000),
+        });
+        stored.fence = 7;
+        stored.last_error = Some(ErrorInfo::new(Fault::Transient, "HTTP 503"));
+        stored.moves = 5;
+        let bytes = encode_run(&stored);
         assert!(bytes.len() < 160, "{} bytes", bytes.len());
-        assert_eq!(from_bin::<StoredRun>("runs", &bytes).unwrap(), stored);
-        assert!(matches!(
-            from_bin::<StoredRun>("runs", b"\xff"),
-            Err(StoreError::Corrupt { tree: "runs", .. })
-        ));
+        assert_eq!(decode_run(&bytes).unwrap(), stored);
+        assert!(matches!(decode_run(b"\xff"), Err(StoreError::Corrupt { tree: "runs", .. })));
     }
 }

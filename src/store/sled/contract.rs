@@ -21,8 +21,16 @@ impl Store for SledStore {
         self.inner.clock.now()
     }
 
+    fn work_signal(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.inner.signal.subscribe())
+    }
+
     async fn create(&self, new: NewRun) -> Result<Created, StoreError> {
-        writes::create(self, new).await
+        let created = writes::create(self, new).await?;
+        if created.created && created.run.state == crate::lifecycle::RunState::Queued {
+            self.inner.signal.notify();
+        }
+        Ok(created)
     }
 
     async fn get(&self, run: RunId) -> Result<Option<RunRecord>, StoreError> {
@@ -42,7 +50,12 @@ impl Store for SledStore {
     }
 
     async fn transition(&self, request: Transition) -> ConflictResult<RunRecord> {
-        writes::transition(self, request).await
+        let signals = crate::store::signals_work(&request);
+        let moved = writes::transition(self, request).await?;
+        if signals && moved.is_ok() {
+            self.inner.signal.notify();
+        }
+        Ok(moved)
     }
 
     async fn claim(&self, claim: Claim) -> Result<Vec<RunRecord>, StoreError> {

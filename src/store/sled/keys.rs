@@ -4,7 +4,7 @@ use crate::clock::Timestamp;
 use crate::lifecycle::{RunId, RunState};
 use crate::machine::StateMachine;
 
-use super::codec::StoredRun;
+use crate::store::RunHead;
 
 /// `ready` entries of runs waiting to be claimed (`queued`).
 pub(super) const READY_QUEUED: u8 = 0;
@@ -86,7 +86,7 @@ pub(super) struct Entries {
     pub(super) lease: Option<KeyValue>,
 }
 
-pub(super) fn index_entries(id: RunId, run: &StoredRun) -> Entries {
+pub(super) fn index_entries(id: RunId, run: &RunHead) -> Entries {
     let kind = match run.state {
         RunState::Queued => Some(READY_QUEUED),
         RunState::FailedTransient | RunState::WaitingExternal => Some(READY_TIMER),

@@ -36,7 +36,7 @@ use std::time::Duration;
 use ::sled::{IVec, Tree};
 use serde_json::Value;
 
-use self::codec::{StoredRun, from_bin, from_json};
+use self::codec::{decode_run, from_json};
 use self::engine::Engine;
 use self::keys::*;
 use self::tx::{Abort, Tx};
@@ -149,6 +149,8 @@ struct Inner {
     /// lets one process open a database, so their process is gone, and `recover_expired`
     /// recovers them at once instead of when they expire. Emptied as they are recovered.
     orphans: std::sync::Mutex<std::collections::HashMap<RunId, u64>>,
+    /// Tells runtimes of new or newly due work (see `Store::work_signal`).
+    signal: crate::store::WorkSignal,
     /// Counts the database as open in this process until the store is dropped.
     _registration: open::Registration,
 }
@@ -357,7 +359,7 @@ impl SledStore {
     }
 
     /// The full record of a stored run.
-    fn assemble(&self, id: RunId, run: StoredRun) -> Result<RunRecord, StoreError> {
+    fn assemble(&self, id: RunId, run: crate::store::RunHead) -> Result<RunRecord, StoreError> {
         let engine = self.engine()?;
         let t = &engine.trees;
         let input = self.payload(&t.inputs, "inputs", id)?.unwrap_or(Value::Null);
@@ -374,7 +376,7 @@ impl SledStore {
             .get(run.to_bytes())
             .map_err(|e| backend("reading a run", e))?
         {
-            Some(bytes) => self.assemble(run, from_bin("runs", &bytes)?).map(Some),
+            Some(bytes) => self.assemble(run, decode_run(&bytes)?).map(Some),
             None => Ok(None),
         }
     }

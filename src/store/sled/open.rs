@@ -42,6 +42,7 @@ pub(super) fn open(path: &Path, options: SledStoreOptions) -> Result<SledStore, 
             reopened: Default::default(),
             unsynced_claims: Default::default(),
             orphans: std::sync::Mutex::new(orphans),
+            signal: Default::default(),
             _registration: registration,
         }),
     })
@@ -195,7 +196,7 @@ fn migrate(
     let mut runs = 0u64;
     for entry in trees.runs.iter() {
         let (_, bytes) = entry.map_err(|e| backend("reading the runs to count them", e))?;
-        let run: super::codec::StoredRun = super::codec::from_bin("runs", &bytes)?;
+        let run = super::codec::decode_run(&bytes)?;
         for key in super::keys::counter_keys(&run.agent, run.state) {
             *counts.entry(key).or_default() += 1;
         }

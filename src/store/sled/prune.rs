@@ -13,7 +13,7 @@
 
 use ::sled::IVec;
 
-use super::codec::{StoredRun, from_bin};
+use super::codec::decode_run;
 use super::keys::{counter_keys, idempotency_key, index_entries};
 use super::tx::{Abort, Tx, TxError, TxResult};
 use super::{SledStore, backend};
@@ -90,7 +90,7 @@ fn resting(t: &super::Trees, id: RunId) -> Result<Option<Resting>, StoreError> {
     let Some(bytes) = t.runs.get(id.to_bytes()).map_err(|e| backend("reading a run", e))? else {
         return Ok(None);
     };
-    let run: StoredRun = from_bin("runs", &bytes)?;
+    let run = decode_run(&bytes)?;
     Ok(Some(Resting {
         id,
         state: run.state,
@@ -123,8 +123,7 @@ async fn delete(store: &SledStore, groups: Vec<Vec<Doomed>>) -> Result<u64, Stor
                 let mut runs = Vec::with_capacity(group.len());
                 for (id, moves) in group {
                     let Some(bytes) = tx.runs.get(id.to_bytes())? else { continue 'groups };
-                    let run: StoredRun =
-                        from_bin("runs", &bytes).map_err(|e| TxError::Abort(Abort::Corrupt(e)))?;
+                    let run = decode_run(&bytes).map_err(|e| TxError::Abort(Abort::Corrupt(e)))?;
                     if run.moves != *moves {
                         continue 'groups; // moved since: no longer what the policy took
                     }
@@ -144,7 +143,7 @@ async fn delete(store: &SledStore, groups: Vec<Vec<Doomed>>) -> Result<u64, Stor
 /// Removes `run` and everything kept for it: payloads, history, notes, effects, starts, its dead
 /// letter, its idempotency key, its index entries and its place in its parent's stages, and
 /// takes it off the counts.
-fn delete_run(tx: &Tx<'_>, id: RunId, run: &StoredRun) -> TxResult<()> {
+fn delete_run(tx: &Tx<'_>, id: RunId, run: &crate::store::RunHead) -> TxResult<()> {
     let key = id.to_bytes();
     for tree in [&tx.runs, &tx.inputs, &tx.outputs, &tx.signals, &tx.dead_letter] {
         tree.remove(key)?;
@@ -155,7 +154,7 @@ fn delete_run(tx: &Tx<'_>, id: RunId, run: &StoredRun) -> TxResult<()> {
         }
     }
     if let Some(parent) = run.parent {
-        tx.children.remove([&parent[..], &key[..]].concat())?;
+        tx.children.remove([&parent.to_bytes()[..], &key[..]].concat())?;
     }
     // The key, unless a later run took it over (keys are unique per agent).
     let unique = idempotency_key(&run.agent, &run.idempotency_key);

@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 use ::sled::{IVec, Tree};
 use serde_json::Value;
 
-use super::codec::{StoredRun, to_bin, to_json};
-use super::keys::{counter_keys, decode_count, index_entries, run_key_with};
+use super::codec::{decode_run, encode_run, to_bin, to_json};
+use super::keys::{counter_keys, decode_count, idempotency_key, index_entries, run_key_with};
 use super::{Trees, backend};
-use crate::clock::Timestamp;
-use crate::lifecycle::{RunId, RunState};
-use crate::store::{Actor, Conflict, DeadLetter, ErrorInfo, HistoryEntry, StoreError};
+use crate::lifecycle::RunId;
+use crate::store::backend::{CountDelta, DeadLetterChange, LockChange, Payload, Plan, plan_create};
+use crate::store::{Conflict, RunHead, StoreError};
 
 /// Why a request gave up: it refused itself (nothing it wrote is kept), or the storage failed.
 #[derive(Debug)]
@@ -249,20 +249,11 @@ pub(super) fn apply_writes(
     Ok(())
 }
 
-/// What a move records besides the new state.
-pub(super) struct Move {
-    pub(super) actor: Actor,
-    pub(super) reason: String,
-    pub(super) error: Option<ErrorInfo>,
-    pub(super) now: Timestamp,
-}
-
 impl Tx<'_> {
     /// The stored run, or an abort if there is none.
-    pub(super) fn run(&self, id: RunId) -> TxResult<StoredRun> {
+    pub(super) fn run(&self, id: RunId) -> TxResult<RunHead> {
         match self.runs.get(id.to_bytes())? {
-            Some(bytes) => super::codec::from_bin("runs", &bytes)
-                .map_err(|e| TxError::Abort(Abort::Corrupt(e))),
+            Some(bytes) => decode_run(&bytes).map_err(|e| TxError::Abort(Abort::Corrupt(e))),
             None => abort(Abort::NotFound(id)),
         }
     }
@@ -281,24 +272,27 @@ impl Tx<'_> {
         }
     }
 
-    /// Writes `run` (already moved to its new state) with its history entry and its index
-    /// entries, replacing the entries of `before` (`None` for a new run).
-    pub(super) fn write_move(
-        &self,
-        id: RunId,
-        before: Option<&StoredRun>,
-        run: &mut StoredRun,
-        m: &Move,
-    ) -> TxResult<()> {
-        // The counts per state (and per agent and state) follow every change of state.
-        if before.map(|b| b.state) != Some(run.state) {
-            if let Some(before) = before {
-                for key in counter_keys(&before.agent, before.state) {
-                    self.count(&key, -1)?;
-                }
-            }
-            for key in counter_keys(&run.agent, run.state) {
-                self.count(&key, 1)?;
+    /// Applies `plan` to the run read as `before` (`None` for a creation): the run, its
+    /// history entry, payloads, dead letter entry, concurrency key and counters, its index
+    /// entries in place of `before`'s, and the follow-ups whose keys are free. Returns the run
+    /// as it is after the plan.
+    pub(super) fn apply(&self, before: Option<&RunHead>, plan: Plan) -> TxResult<RunHead> {
+        let Plan {
+            run: id,
+            head,
+            history,
+            input,
+            output,
+            signal,
+            dead_letter,
+            lock,
+            counts,
+            follow_ups,
+            ..
+        } = plan;
+        for CountDelta { state, delta } in counts {
+            for key in counter_keys(&head.agent, state) {
+                self.count(&key, delta)?;
             }
         }
         if let Some(before) = before {
@@ -313,21 +307,13 @@ impl Tx<'_> {
             if let Some((key, _)) = old.lease {
                 self.leases.remove(key)?;
             }
-            if before.state == RunState::FailedPermanent {
-                self.dead_letter.remove(id.to_bytes())?;
-            }
         }
-        // A processing run holds its concurrency key.
-        if let Some(key) = &run.concurrency_key {
-            let was = before.is_some_and(|b| b.state == RunState::Processing);
-            let is = run.state == RunState::Processing;
-            if was && !is {
-                self.locks.remove(key.as_bytes())?;
-            } else if is && !was {
-                self.locks.insert(key.as_bytes(), &id.to_bytes()[..])?;
-            }
+        match lock {
+            Some(LockChange::Take(key)) => self.locks.insert(key.as_bytes(), &id.to_bytes()[..])?,
+            Some(LockChange::Release(key)) => self.locks.remove(key.as_bytes())?,
+            None => {}
         }
-        let new = index_entries(id, run);
+        let new = index_entries(id, &head);
         self.by_state.insert(new.by_state, &[])?;
         if let Some((key, value)) = new.ready {
             self.ready.insert(key, value)?;
@@ -338,46 +324,37 @@ impl Tx<'_> {
         if let Some((key, value)) = new.lease {
             self.leases.insert(key, value)?;
         }
-        if run.state == RunState::FailedPermanent {
-            let entry = DeadLetter {
-                run: id,
-                agent: run.agent.clone(),
-                error: m.error.clone().or_else(|| run.last_error.clone()),
-                attempt: run.attempt,
-                reason: m.reason.clone(),
-                at: m.now,
-            };
-            self.dead_letter.insert(id.to_bytes(), to_bin(&entry))?;
+        match dead_letter {
+            Some(DeadLetterChange::Add(entry)) => {
+                self.dead_letter.insert(id.to_bytes(), to_bin(&entry))?;
+            }
+            Some(DeadLetterChange::Remove) => self.dead_letter.remove(id.to_bytes())?,
+            None => {}
         }
-        let entry = HistoryEntry {
-            seq: run.moves,
-            from: before.map(|b| b.state),
-            to: run.state,
-            at: m.now,
-            attempt: run.attempt,
-            reason: m.reason.clone(),
-            actor: m.actor.clone(),
-            error: m.error.clone(),
-        };
-        self.history.insert(run_key_with(id, &run.moves.to_be_bytes()), to_bin(&entry))?;
-        run.moves += 1;
-        run.updated_at = m.now;
-        self.runs.insert(id.to_bytes(), to_bin(run))?;
-        Ok(())
+        if let Some(input) = &input {
+            let key = idempotency_key(&head.agent, &head.idempotency_key);
+            self.keys.insert(key.as_slice(), &id.to_bytes()[..])?;
+            Tx::put_payload(&self.inputs, id, input)?;
+            if let Some(parent) = head.parent {
+                self.children.insert([&parent.to_bytes()[..], &id.to_bytes()].concat(), &[][..])?;
+            }
+        }
+        for (tree, payload) in [(&self.outputs, output), (&self.signals, signal)] {
+            match payload {
+                Payload::Keep => {}
+                Payload::Put(value) => Tx::put_payload(tree, id, &value)?,
+                Payload::Remove => tree.remove(id.to_bytes())?,
+            }
+        }
+        self.history.insert(run_key_with(id, &history.seq.to_be_bytes()), to_bin(&history))?;
+        self.runs.insert(id.to_bytes(), encode_run(&head))?;
+        for new in follow_ups {
+            if self.keys.get(idempotency_key(&new.agent, &new.idempotency_key))?.is_none() {
+                self.apply(None, plan_create(RunId::new(), &new, history.at))?;
+            }
+        }
+        Ok(head)
     }
-}
-
-/// Where a run stands after moving to `to`, as far as the move itself decides (see
-/// [`enter`](crate::store::enter)).
-pub(super) fn moved(
-    before: &StoredRun,
-    to: RunState,
-    due_at: Option<Timestamp>,
-    now: Timestamp,
-) -> StoredRun {
-    let mut run = before.clone();
-    crate::store::enter(&mut run.state, &mut run.due_at, &mut run.lease, to, due_at, now);
-    run
 }
 
 #[cfg(test)]

@@ -5,20 +5,23 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::codec::{StoredRun, from_bin, from_json, to_json};
+use super::codec::{decode_run, encode_run, from_json, to_json};
 use super::keys::*;
-use super::tx::{Abort, Move, Tx, TxResult, abort, moved};
+use super::tx::{Abort, Tx, TxResult, abort};
 use super::{SledStore, backend};
 use crate::clock::Timestamp;
 use crate::lifecycle::{RunId, RunState};
-use crate::machine::StateMachine;
+use crate::store::backend::{
+    Expiry, Plan, RunHead, check_new_run, check_transition, plan_claim, plan_create, plan_expiry,
+    plan_heartbeat, plan_move,
+};
 use crate::store::{
-    Actor, Claim, ConflictResult, Created, EffectRecord, FORMAT_VERSION, NewRun, Note, RunRecord,
-    StoreError, Transition,
+    Actor, Claim, ConflictResult, Created, EffectRecord, NewRun, Note, RunRecord, StoreError,
+    Transition,
 };
 
 pub(super) async fn create(store: &SledStore, new: NewRun) -> Result<Created, StoreError> {
-    new.check()?;
+    check_new_run(&new)?;
     let now = store.now();
     let id = RunId::new();
     let key = idempotency_key(&new.agent, &new.idempotency_key);
@@ -28,12 +31,11 @@ pub(super) async fn create(store: &SledStore, new: NewRun) -> Result<Created, St
         if let Some(existing) = tx.keys.get(&key)? {
             return abort(Abort::Exists(run_from_value(&existing)));
         }
-        let mut run = insert_run(tx, id, &new, now)?;
+        let mut run = tx.apply(None, plan_create(id, &new, now))?;
         if let Some((owner, lease)) = &new.claim_for
-            && let Some((mut claimed, m)) = claim_step(tx, &run, owner, *lease, now)
+            && let Some(claimed) = claim_plan(tx, id, &run, owner, *lease, now)?
         {
-            tx.write_move(id, Some(&run), &mut claimed, &m)?;
-            run = claimed;
+            run = tx.apply(Some(&run), claimed)?;
         }
         Ok(run)
     };
@@ -59,41 +61,6 @@ pub(super) async fn create(store: &SledStore, new: NewRun) -> Result<Created, St
         }
         Err(other) => Err(other.into_error()),
     }
-}
-
-/// Writes the new `queued` run `id` (its key, input, parent link and first history entry);
-/// whether its key is free is the caller's to check.
-fn insert_run(tx: &Tx<'_>, id: RunId, new: &NewRun, now: Timestamp) -> TxResult<StoredRun> {
-    let mut run = StoredRun {
-        agent: new.agent.clone(),
-        state: RunState::INITIAL,
-        idempotency_key: new.idempotency_key.clone(),
-        attempt: 0,
-        due_at: Some(new.due_at.unwrap_or(now)),
-        lease: None,
-        fence: 0,
-        parent: new.parent.map(RunId::to_bytes),
-        stage: new.stage,
-        input_schema: new.input_schema.clone(),
-        output_schema: new.output_schema.clone(),
-        concurrency_key: new.concurrency_key.clone(),
-        waiting_for: None,
-        review_note: None,
-        last_error: None,
-        moves: 0,
-        format: FORMAT_VERSION,
-        created_at: now,
-        updated_at: now,
-    };
-    tx.keys
-        .insert(idempotency_key(&new.agent, &new.idempotency_key).as_slice(), &id.to_bytes()[..])?;
-    Tx::put_payload(&tx.inputs, id, &new.input)?;
-    if let Some(parent) = new.parent {
-        tx.children.insert([&parent.to_bytes()[..], &id.to_bytes()].concat(), &[][..])?;
-    }
-    let m = Move { actor: new.actor.clone(), reason: "created".into(), error: None, now };
-    tx.write_move(id, None, &mut run, &m)?;
-    Ok(run)
 }
 
 pub(super) async fn wait_durable(store: &SledStore, run: RunId) -> Result<(), StoreError> {
@@ -133,45 +100,15 @@ pub(super) async fn transition(
     request: Transition,
 ) -> ConflictResult<RunRecord> {
     let id = request.run;
-    request.validate()?;
+    check_transition(&request)?;
     let now = store.now();
     let outcome = store
         .write(move |tx| {
             let before = tx.run(id)?;
-            let lease_token = before.lease.as_ref().map_or(before.fence, |l| l.token);
-            if let Some(conflict) = request.conflict(before.state, lease_token) {
-                return abort(Abort::Conflict(conflict));
+            match plan_move(id, &before, &request, now) {
+                Ok(plan) => tx.apply(Some(&before), plan),
+                Err(conflict) => abort(Abort::Conflict(conflict)),
             }
-            let mut run = before.clone();
-            request.apply(run.fields(), now);
-            match request.to {
-                RunState::Succeeded => {
-                    if let Some(output) = &request.output {
-                        Tx::put_payload(&tx.outputs, id, output)?;
-                    }
-                }
-                RunState::WaitingExternal => {
-                    tx.signals.remove(id.to_bytes())?;
-                }
-                _ => {}
-            }
-            if let Some(signal) = &request.signal {
-                Tx::put_payload(&tx.signals, id, signal)?;
-            }
-            let m = Move {
-                actor: request.actor.clone(),
-                reason: request.reason.clone(),
-                error: request.error.clone(),
-                now,
-            };
-            let seq = before.moves;
-            tx.write_move(id, Some(&before), &mut run, &m)?;
-            for new in request.follow_ups_of(seq) {
-                if tx.keys.get(idempotency_key(&new.agent, &new.idempotency_key))?.is_none() {
-                    insert_run(tx, RunId::new(), &new, now)?;
-                }
-            }
-            Ok(run)
         })
         .await?;
     match conflict_result(outcome)? {
@@ -234,8 +171,8 @@ pub(super) async fn claim(store: &SledStore, claim: Claim) -> Result<Vec<RunReco
     // its agent runs, and any durable write after it makes it durable.
     let (claimed, batch) = store
         .write_lazy(move |tx| {
-            move_each(tx, &candidates, claim.limit, |_, before| {
-                claim_step(tx, &before, &claim.owner, claim.lease, now)
+            move_each(tx, &candidates, claim.limit, |id, before| {
+                claim_plan(tx, id, before, &claim.owner, claim.lease, now)
             })
         })
         .await?;
@@ -255,25 +192,17 @@ pub(super) async fn heartbeat(
     // makes moot: no sync.
     let (outcome, _) = store
         .write_lazy(move |tx| {
-            let mut run = tx.run(id)?;
-            let before = run.lease.as_ref().map(|l| l.expires_at);
-            let expires = match crate::store::rules::heartbeat(
-                id,
-                run.state,
-                run.fence,
-                &mut run.lease,
-                token,
-                extend,
-                now,
-            ) {
-                Ok(expires) => expires,
+            let before = tx.run(id)?;
+            let run = match plan_heartbeat(id, &before, token, extend, now) {
+                Ok(run) => run,
                 Err(conflict) => return abort(Abort::Conflict(conflict)),
             };
-            if let Some(before) = before {
-                tx.leases.remove(lease_key(before, id))?;
+            let expires = run.lease.as_ref().map_or(now, |l| l.expires_at);
+            if let Some(lease) = &before.lease {
+                tx.leases.remove(lease_key(lease.expires_at, id))?;
             }
             tx.leases.insert(lease_key(expires, id), &token.to_be_bytes()[..])?;
-            tx.runs.insert(id.to_bytes(), super::codec::to_bin(&run))?;
+            tx.runs.insert(id.to_bytes(), encode_run(&run))?;
             Ok(expires)
         })
         .await?;
@@ -309,21 +238,10 @@ pub(super) async fn recover_expired(
     let recovered = store
         .write(move |tx| {
             move_each(tx, &candidates, limit, |id, before| {
-                let lease =
-                    before.lease.as_ref().filter(|_| before.state == RunState::Processing)?;
                 // An ended process's lease (the same one found at open), or an expired one;
                 // heartbeated or finished since the scan, it is left alone.
-                let (reason, error) = if found.get(&id) == Some(&lease.token) {
-                    crate::store::lease_orphaned(lease)
-                } else if lease.expires_at <= now {
-                    crate::store::lease_expiry(lease)
-                } else {
-                    return None;
-                };
-                let mut run = moved(&before, RunState::FailedTransient, Some(now), now);
-                run.last_error = Some(error.clone());
-                let m = Move { actor: Actor::Timer, reason, error: Some(error), now };
-                Some((run, m))
+                let why = found.get(&id).map_or(Expiry::Expired, |token| Expiry::Orphaned(*token));
+                Ok(plan_expiry(id, before, why, now))
             })
         })
         .await?
@@ -344,14 +262,14 @@ pub(super) async fn record_effect(
 ) -> Result<EffectRecord, StoreError> {
     // One tree, one compare-and-swap: no transaction (which would cost sled two log
     // writes), then a sync barrier that shares the committer's next sync.
-    let stored: StoredRun = match store
+    let stored = match store
         .engine()?
         .trees
         .runs
         .get(run.to_bytes())
         .map_err(|e| backend("reading a run", e))?
     {
-        Some(bytes) => from_bin("runs", &bytes)?,
+        Some(bytes) => decode_run(&bytes)?,
         None => return Err(StoreError::NotFound(run)),
     };
     let effect = EffectRecord {
@@ -443,39 +361,28 @@ fn conflict_result<T>(outcome: Result<T, Abort>) -> ConflictResult<T> {
     }
 }
 
-/// Moves each of `candidates` that `step` accepts, up to `limit`, within one transaction;
-/// candidates that changed since the caller's scan are skipped.
-/// `before` claimed by `owner` with a lease of `lease` from `now`: the claimed run and the move
-/// to record, or `None` if it is not queued, not due yet (or taken by an earlier claim in the
-/// batch), or a run with the same concurrency key is processing.
-fn claim_step(
+/// The claim of `before` by `owner` with a lease of `lease` from `now`, or `None` if it is not
+/// queued, not due yet (or taken by an earlier claim in the batch), or a run with the same
+/// concurrency key is processing (see [`plan_claim`]).
+fn claim_plan(
     tx: &Tx<'_>,
-    before: &StoredRun,
+    id: RunId,
+    before: &RunHead,
     owner: &str,
     lease: Duration,
     now: Timestamp,
-) -> Option<(StoredRun, Move)> {
-    if !crate::store::rules::claimable(before.state, before.due_at, now) {
-        return None;
-    }
-    if let Some(key) = &before.concurrency_key
-        && tx.locks.get(key.as_bytes()).map_or(true, |held| held.is_some())
-    {
-        return None;
-    }
-    let mut run = before.clone();
-    crate::store::rules::claim(run.fields(), owner, lease, now);
-    let m =
-        Move { actor: Actor::Worker(owner.to_owned()), reason: "claimed".into(), error: None, now };
-    Some((run, m))
+) -> TxResult<Option<Plan>> {
+    plan_claim(id, before, owner, lease, now, |key| Ok(tx.locks.get(key.as_bytes())?.is_some()))
 }
 
+/// Applies the plan `step` makes for each of `candidates`, up to `limit`, within one commit;
+/// candidates gone since the caller's scan are skipped.
 fn move_each(
     tx: &Tx<'_>,
     candidates: &[RunId],
     limit: usize,
-    step: impl Fn(RunId, StoredRun) -> Option<(StoredRun, Move)>,
-) -> super::tx::TxResult<Vec<(RunId, StoredRun)>> {
+    step: impl Fn(RunId, &RunHead) -> TxResult<Option<Plan>>,
+) -> TxResult<Vec<(RunId, RunHead)>> {
     let mut moved = Vec::new();
     for &id in candidates {
         if moved.len() >= limit {
@@ -483,14 +390,11 @@ fn move_each(
         }
         let before = match tx.run(id) {
             Ok(run) => run,
-            Err(super::tx::TxError::Abort(Abort::NotFound(_))) => {
-                continue;
-            }
+            Err(super::tx::TxError::Abort(Abort::NotFound(_))) => continue,
             Err(other) => return Err(other),
         };
-        if let Some((mut run, m)) = step(id, before.clone()) {
-            tx.write_move(id, Some(&before), &mut run, &m)?;
-            moved.push((id, run));
+        if let Some(plan) = step(id, &before)? {
+            moved.push((id, tx.apply(Some(&before), plan)?));
         }
     }
     Ok(moved)
