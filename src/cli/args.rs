@@ -26,6 +26,18 @@ pub(super) struct Global {
     /// Without it, a process working on the data directory is reached through its socket there.
     #[arg(long, global = true, value_name = "URL", env = "STEADFAST_SERVER")]
     pub(super) server: Option<String>,
+    /// The store: a PostgreSQL address (`postgres://user@host:5432/db`), shared by every
+    /// process that names it; without it, the embedded store in the data directory. The
+    /// address may carry a password, but `STEADFAST_STORE` or `PGPASSWORD` keep it off the
+    /// command line.
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "STEADFAST_STORE",
+        hide_env_values = true
+    )]
+    pub(super) store: Option<String>,
 }
 
 /// The commands every program built on [`App`](super::App) has.
@@ -94,6 +106,9 @@ pub(super) enum Builtin {
     /// Delete runs at rest that have not moved for a while, with their history, effects and
     /// notes: succeeded runs by default; dead letters and runs in review only when named.
     Prune(super::prune::PruneArgs),
+    /// Bring the store's schema up to date (PostgreSQL: the embedded migrations; the embedded
+    /// store upgrades its layout when opened) and print its version.
+    Migrate,
     /// Print the run lifecycle, or a registered pipeline's stages, as a diagram (--json:
     /// nodes and edges).
     Graph {
@@ -143,5 +158,6 @@ pub(super) fn execute(session: &Session, command: Builtin) -> Result<(), CliErro
         Builtin::Dlq(command) => session.block_on(super::dlq::dlq(session, out, command)),
         Builtin::Stats { window } => session.block_on(super::numbers::stats(session, out, window)),
         Builtin::Prune(args) => session.block_on(super::prune::prune(session, out, args)),
+        Builtin::Migrate => session.block_on(super::shared::migrate(session, out)),
     }
 }

@@ -63,6 +63,7 @@ mod prune;
 mod remote;
 mod runs;
 mod serve;
+mod shared;
 mod work;
 
 use self::args::{Builtin, Global};
@@ -223,6 +224,7 @@ impl App {
         let session = Session {
             data: global.data,
             server: global.server,
+            store: global.store,
             out: Out::new(global.json),
             setup: self.setup.clone(),
             name: self.name.clone(),
@@ -283,6 +285,8 @@ pub struct Session {
     data: PathBuf,
     /// `--server` / `STEADFAST_SERVER`.
     server: Option<String>,
+    /// `--store` / `STEADFAST_STORE`: a PostgreSQL address, or the embedded store.
+    store: Option<String>,
     out: Out,
     setup: Setup,
     name: String,
@@ -340,15 +344,25 @@ impl Session {
 
     /// Opens the store, creating it if it does not exist. The data directory is created
     /// private (mode 0700); one another user owns is refused, and one open to others is
-    /// closed (0700, its files 0600).
+    /// closed (0700, its files 0600). With `--store postgres://…`, connects to PostgreSQL
+    /// and brings its schema up to date instead (call it inside [`Session::block_on`]).
     pub fn open_store(&self) -> Result<Arc<dyn Store>, CliError> {
         self.check_layout()?;
         private::secure_data_dir(&self.data, true)?;
         self.open_checked()
     }
 
+    /// The PostgreSQL address of `--store` / `STEADFAST_STORE`, if the store is shared
+    /// there rather than embedded in the data directory.
+    pub fn shared_store(&self) -> Option<&str> {
+        self.store.as_deref()
+    }
+
     /// Opens the store of a data directory whose layout was checked.
     fn open_checked(&self) -> Result<Arc<dyn Store>, CliError> {
+        if let Some(url) = &self.store {
+            return shared::open(url, true);
+        }
         let db = self.store_dir();
         // A lock names its holder and says what to do; other errors (permissions, a damaged
         // or foreign folder) speak for themselves.
@@ -359,8 +373,12 @@ impl Session {
         Ok(Arc::new(store))
     }
 
-    /// Opens the store if it exists (a read or an operator call never creates one).
+    /// Opens the store if it exists (a read or an operator call never creates one; on
+    /// PostgreSQL, never changes the schema: an old one is refused until `migrate` runs).
     pub fn existing_store(&self) -> Result<Arc<dyn Store>, CliError> {
+        if let Some(url) = &self.store {
+            return shared::open(url, false);
+        }
         self.check_layout()?;
         private::secure_data_dir(&self.data, false)?;
         let db = self.store_dir();

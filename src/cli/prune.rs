@@ -49,9 +49,11 @@ pub(super) async fn prune(session: &Session, out: Out, args: PruneArgs) -> Resul
         None => {
             let store = session.existing_store()?;
             let dir = session.store_dir();
+            let embedded = session.shared_store().is_none();
             let before = size_of(&dir);
             let pruned = store.prune(policy.clone()).await.map_err(CliError::from_store)?;
-            ((pruned.runs, pruned.kept), Some((before, size_of(&dir))))
+            let sizes = embedded.then(|| (before, size_of(&dir)));
+            ((pruned.runs, pruned.kept), sizes)
         }
     };
     if out.json {

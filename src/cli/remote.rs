@@ -28,6 +28,10 @@ pub(crate) async fn find(session: &Session) -> Result<Option<Client>, CliError> 
         let token = std::env::var("STEADFAST_TOKEN").ok();
         return Client::new(url, token).map(Some).map_err(|e| CliError::usage(e.to_string()));
     }
+    if session.shared_store().is_some() {
+        // A shared store is opened by every process that names it: no socket to look for.
+        return Ok(None);
+    }
     let path = session.data_dir().join(crate::ops::SOCKET_FILE);
     if std::fs::symlink_metadata(&path).is_err() {
         return Ok(None);

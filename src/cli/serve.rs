@@ -150,6 +150,10 @@ pub(super) async fn open_socket(
     runtime: Arc<crate::runtime::Runtime>,
     config: OpsConfig,
 ) -> Option<LocalSocket> {
+    if session.shared_store().is_some() {
+        // Every process reaches a shared store itself; several may serve one data directory.
+        return None;
+    }
     match LocalSocket::open(runtime, session.data_dir(), config).await {
         Ok(socket) => Some(socket),
         Err(error) => {

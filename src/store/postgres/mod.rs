@@ -61,6 +61,10 @@ pub struct PostgresOptions {
     /// (default: the connection's `search_path`, usually `public`). Several deployments can
     /// share one database, each in its own schema; their wake-ups stay apart too.
     pub schema: Option<String>,
+    /// Bring the schema up to date when connecting (default); when off, a schema older than
+    /// this build (or none) is refused with a message that says to run `steadfast migrate`
+    /// (for operators who migrate explicitly, and for reads that must change nothing).
+    pub migrate: bool,
 }
 
 impl Default for PostgresOptions {
@@ -71,6 +75,7 @@ impl Default for PostgresOptions {
             acquire_timeout: Duration::from_secs(30),
             listen_url: None,
             schema: None,
+            migrate: true,
         }
     }
 }
@@ -98,6 +103,13 @@ impl PostgresOptions {
     #[must_use]
     pub fn max_connections(mut self, n: u32) -> Self {
         self.max_connections = n.max(1);
+        self
+    }
+
+    /// Whether connecting brings the schema up to date (see [`PostgresOptions::migrate`]).
+    #[must_use]
+    pub fn migrate(mut self, yes: bool) -> Self {
+        self.migrate = yes;
         self
     }
 
@@ -167,7 +179,11 @@ impl PostgresStore {
     /// [`PostgresStore::connect`] with options.
     pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
         let (pool, server) = pool(url, &options).await?;
-        schema::migrate(&pool, options.schema.as_deref()).await.map_err(|e| e.at(&server))?;
+        if options.migrate {
+            schema::migrate(&pool, options.schema.as_deref()).await.map_err(|e| e.at(&server))?;
+        } else {
+            schema::require_current(&pool).await.map_err(|e| e.at(&server))?;
+        }
         let signal = Arc::new(WorkSignal::new());
         let channel = listen::channel(options.schema.as_deref());
         let listener = match options.listen_url.as_deref() {

@@ -96,7 +96,34 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 /// An arbitrary key for the advisory lock held while migrating ("steadfas" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7374_6561_6466_6173;
 
-/// The schema version of the database (0 if it has none yet).
+/// Refuses a schema that is not [`SCHEMA_VERSION`], changing nothing.
+pub(super) async fn require_current(pool: &PgPool) -> Result<(), StoreError> {
+    let exists = sqlx::query("SELECT to_regclass('steadfast_schema_version') IS NOT NULL")
+        .fetch_one(pool)
+        .await
+        .map_err(|e| pg_error("reading the schema version", e))?
+        .get::<bool, _>(0);
+    let found = if exists { read_version(pool).await? } else { 0 };
+    match found {
+        0 => Err(refused(
+            "the database has no steadfast schema yet: run `steadfast migrate --store …` or \
+             start a worker on it"
+                .into(),
+        )),
+        v if v < SCHEMA_VERSION => Err(refused(format!(
+            "the database's steadfast schema is version {v}, older than this steadfast's \
+             ({SCHEMA_VERSION}): run `steadfast migrate --store …`"
+        ))),
+        v if v > SCHEMA_VERSION => Err(refused(format!(
+            "the database's steadfast schema is version {v}, newer than this steadfast knows \
+             ({SCHEMA_VERSION}); upgrade steadfast"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The schema version of the database (0 if it has none yet), creating the table that
+/// records it.
 pub(super) async fn version(pool: &PgPool) -> Result<u32, StoreError> {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS steadfast_schema_version (version integer NOT NULL, \
@@ -105,6 +132,10 @@ pub(super) async fn version(pool: &PgPool) -> Result<u32, StoreError> {
     .execute(pool)
     .await
     .map_err(|e| pg_error("creating the schema version table", e))?;
+    read_version(pool).await
+}
+
+async fn read_version(pool: &PgPool) -> Result<u32, StoreError> {
     let row = sqlx::query("SELECT coalesce(max(version), 0) AS v FROM steadfast_schema_version")
         .fetch_one(pool)
         .await
