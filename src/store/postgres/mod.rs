@@ -246,7 +246,11 @@ fn pool_of(url: &str, options: &PostgresOptions, max: u32) -> Result<(PgPool, St
         connect.get_port(),
         connect.get_database().unwrap_or(connect.get_username())
     );
-    let mut connect = connect.application_name("steadfast");
+    // Operators see whose connections these are (`pg_stat_activity.application_name`).
+    let mut connect = match &options.schema {
+        Some(schema) => connect.application_name(&format!("steadfast:{schema}")),
+        None => connect.application_name("steadfast"),
+    };
     if let Some(schema) = &options.schema {
         if !schema::valid_name(schema) {
             return Err(StoreError::InvalidRequest(format!(
