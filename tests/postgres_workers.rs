@@ -151,8 +151,7 @@ fn four_worker_processes_share_one_queue_through_kills_and_freezes() {
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
                  WHERE application_name = 'steadfast:{schema}'"
             );
-            let out = Command::new("psql").args([url.as_str(), "-Atqc", &sql]).output().unwrap();
-            assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+            tokio.block_on(postgres::admin(&url, &sql));
             cut += 1;
         } else if cycle % 5 == 4 {
             // A late worker: frozen past its leases, then back.
@@ -319,11 +318,7 @@ fn a_worker_wakes_for_work_submitted_elsewhere_even_after_its_listener_dies() {
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
              WHERE query = 'LISTEN \"steadfast_work_{schema}\"'"
         );
-        let killed = std::process::Command::new("psql")
-            .args([url.as_str(), "-Atqc", &sql])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default();
+        let killed = postgres::admin(&url, &sql).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let t1 = Instant::now();
         let run = rt.submit("send", 2).await.unwrap().id;
@@ -342,8 +337,5 @@ fn a_worker_wakes_for_work_submitted_elsewhere_even_after_its_listener_dies() {
         "woken in {first:?}; listening connections killed: {killed}; then woken in {second:?} \
          (the fallback), and in {third:?} once the listener was back"
     );
-    assert!(
-        killed.parse::<u32>().is_ok_and(|n| n >= 2),
-        "no listening connection to kill: {killed}"
-    );
+    assert!(killed >= 2, "the listening connections were not there to kill: {killed}");
 }

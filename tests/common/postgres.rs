@@ -32,29 +32,39 @@ pub(crate) async fn fresh() -> Option<(String, PostgresOptions)> {
     if let Err(error) = steadfast::store::PostgresStore::migrate(&url, &options).await {
         return super::peers::missing_peer(&format!("PostgreSQL ({error})"));
     }
-    sweep(&url);
+    sweep(&url).await;
     Some((url, options))
 }
 
-/// Drops the schemas of test runs that ended more than an hour ago (with `psql`, if there is
-/// one: best effort).
-fn sweep(url: &str) {
-    let Ok(output) = std::process::Command::new("psql")
-        .args([url, "-Atqc", "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'sft\\_%'"])
-        .output()
-    else {
-        return;
-    };
+/// Runs `sql` (one statement answering one `bigint`) on its own connection.
+pub(crate) async fn admin(url: &str, sql: &str) -> i64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("an admin connection");
+    let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    n
+}
+
+/// Drops the schemas of test runs that ended more than an hour ago.
+async fn sweep(url: &str) {
+    use sqlx::Connection;
+    let Ok(mut conn) = sqlx::PgConnection::connect(url).await else { return };
+    let names: Vec<(String,)> =
+        sqlx::query_as("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'sft\\_%'")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970")
         .as_secs();
-    for name in String::from_utf8_lossy(&output.stdout).lines() {
+    for (name,) in names {
         let secs: Option<u64> = name.split('_').nth(1).and_then(|s| s.parse().ok());
         if secs.is_some_and(|s| s + 3600 < now) {
-            let _ = std::process::Command::new("psql")
-                .args([url, "-qc", &format!("DROP SCHEMA IF EXISTS {name} CASCADE")])
-                .output();
+            let drop = format!("DROP SCHEMA IF EXISTS {name} CASCADE");
+            let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut conn).await;
         }
     }
 }
