@@ -106,6 +106,21 @@ pub(super) enum Builtin {
     /// Delete runs at rest that have not moved for a while, with their history, effects and
     /// notes: succeeded runs by default; dead letters and runs in review only when named.
     Prune(super::prune::PruneArgs),
+    /// Write everything the store holds (runs with their history, effects and notes, dead
+    /// letters, schemas, agent controls) as JSON lines, to move a deployment between the
+    /// embedded store and PostgreSQL (`import` reads it). Stop the workers first.
+    Export {
+        /// The file to write, or `-` for standard output.
+        #[arg(default_value = "-", value_name = "FILE|-")]
+        file: PathBuf,
+    },
+    /// Read an export into the store (`--store` or `--data`); runs already there are skipped,
+    /// so importing twice imports once.
+    Import {
+        /// The export, or `-` for standard input.
+        #[arg(value_name = "FILE|-")]
+        file: PathBuf,
+    },
     /// Bring the store's schema up to date (PostgreSQL: the embedded migrations; the embedded
     /// store upgrades its layout when opened) and print its version.
     Migrate,
@@ -159,5 +174,7 @@ pub(super) fn execute(session: &Session, command: Builtin) -> Result<(), CliErro
         Builtin::Stats { window } => session.block_on(super::numbers::stats(session, out, window)),
         Builtin::Prune(args) => session.block_on(super::prune::prune(session, out, args)),
         Builtin::Migrate => session.block_on(super::shared::migrate(session, out)),
+        Builtin::Export { file } => session.block_on(super::shared::export(session, out, file)),
+        Builtin::Import { file } => session.block_on(super::shared::import(session, out, file)),
     }
 }

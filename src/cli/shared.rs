@@ -1,6 +1,7 @@
 //! The store named by `--store` (`STEADFAST_STORE`): PostgreSQL, shared by every process that
 //! names it, instead of the embedded store of the data directory; and `migrate`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::output::{Out, say};
@@ -81,5 +82,85 @@ pub(super) async fn migrate(session: &Session, out: Out) -> Result<(), CliError>
     #[cfg(not(feature = "postgres"))]
     {
         open(url, true).map(drop)
+    }
+}
+
+/// Refuses to move a store a process is working on (the embedded store is held by it).
+async fn idle(session: &Session, what: &str) -> Result<(), CliError> {
+    if session.shared_store().is_none() && super::remote::find(session).await?.is_some() {
+        return Err(CliError::refused(format!(
+            "a process works on this data directory (it answers on its socket): stop it, then {what}"
+        )));
+    }
+    Ok(())
+}
+
+/// `export [FILE|-]`.
+pub(super) async fn export(session: &Session, out: Out, file: PathBuf) -> Result<(), CliError> {
+    idle(session, "export").await?;
+    let store = session.existing_store()?;
+    let to_stdout = file.as_os_str() == "-";
+    let done = if to_stdout {
+        let stdout = std::io::stdout();
+        let mut lock = std::io::BufWriter::new(stdout.lock());
+        crate::store::transfer::export(store.as_ref(), &mut lock).await
+    } else {
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&file)
+            .map_err(|e| CliError::usage(format!("cannot create {}: {e}", file.display())))?;
+        let mut writer = std::io::BufWriter::new(created);
+        let done = crate::store::transfer::export(store.as_ref(), &mut writer).await;
+        if done.is_ok() {
+            writer
+                .into_inner()
+                .map_err(|e| CliError::store(e.to_string()))?
+                .sync_all()
+                .map_err(|e| CliError::store(format!("cannot sync {}: {e}", file.display())))?;
+        }
+        done
+    }
+    .map_err(CliError::from_store)?;
+    if to_stdout {
+        return Ok(()); // the export is the output
+    }
+    if out.json {
+        out.print_json(&done)
+    } else {
+        say!(
+            "exported {} runs, {} schemas, {} agent controls to {}",
+            done.runs,
+            done.schemas,
+            done.controls,
+            file.display()
+        )
+    }
+}
+
+/// `import FILE|-`.
+pub(super) async fn import(session: &Session, out: Out, file: PathBuf) -> Result<(), CliError> {
+    idle(session, "import").await?;
+    let store = session.open_store()?;
+    let done = if file.as_os_str() == "-" {
+        let stdin = std::io::stdin();
+        let mut lock = stdin.lock();
+        crate::store::transfer::import(store.as_ref(), &mut lock).await
+    } else {
+        let opened = std::fs::File::open(&file)
+            .map_err(|e| CliError::usage(format!("cannot read {}: {e}", file.display())))?;
+        crate::store::transfer::import(store.as_ref(), &mut std::io::BufReader::new(opened)).await
+    }
+    .map_err(CliError::from_store)?;
+    if out.json {
+        out.print_json(&done)
+    } else {
+        say!(
+            "imported {} runs ({} already there), {} schemas, {} agent controls",
+            done.runs,
+            done.skipped,
+            done.schemas,
+            done.controls
+        )
     }
 }

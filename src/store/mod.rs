@@ -7,6 +7,7 @@
 //! concurrency and handled by reading the run again. Every method that changes a run returns
 //! only after the change is durable to the degree the store's [`Durability`] promises.
 
+mod archive;
 pub mod backend;
 mod error;
 mod head;
@@ -22,6 +23,7 @@ mod rules;
 mod signal;
 #[cfg(feature = "sled")]
 mod sled;
+pub mod transfer;
 
 #[cfg(feature = "testing")]
 pub mod conformance;
@@ -32,6 +34,8 @@ use serde_json::Value;
 use crate::clock::Timestamp;
 use crate::lifecycle::RunId;
 
+pub(crate) use self::archive::restore_plan;
+pub use self::archive::{RunArchive, archive};
 pub use self::error::{BoxError, StoreError};
 pub use self::head::RunHead;
 pub use self::memory::MemoryStore;
@@ -270,6 +274,16 @@ pub trait Store: Send + Sync + 'static {
         &self,
     ) -> Result<std::collections::BTreeMap<String, AgentControl>, StoreError> {
         Ok(Default::default())
+    }
+
+    /// Writes `archive` (a run with its history, effects, starts, notes and dead letter entry,
+    /// as [`archive`] read it from another store) as it is, with its indexes and counts:
+    /// `steadfast import`. Returns `false`, writing nothing, if a run with its id or its key
+    /// is there already. The archive is checked ([`RunArchive::check`]) first. The default
+    /// refuses (a store that cannot import).
+    async fn restore(&self, archive: RunArchive) -> Result<bool, StoreError> {
+        archive.check()?;
+        Err(StoreError::InvalidRequest("this store cannot import runs (`restore`)".into()))
     }
 
     /// Deletes the runs `policy` takes (see [`Retention`]) with everything kept for them:

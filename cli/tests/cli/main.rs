@@ -53,3 +53,4 @@ mod operate;
 mod ops;
 mod serve;
 mod shop;
+mod transfer;

@@ -459,6 +459,34 @@ impl Store for MemoryStore {
         Ok(self.lock().controls.clone())
     }
 
+    async fn restore(&self, archive: super::RunArchive) -> Result<bool, StoreError> {
+        archive.check()?;
+        let mut state = self.lock();
+        let run = &archive.run;
+        if state.runs.contains_key(&run.id)
+            || state.keys.contains_key(&(run.agent.clone(), run.idempotency_key.clone()))
+        {
+            return Ok(false);
+        }
+        let id = run.id;
+        let plan = super::restore_plan(&archive);
+        let earlier = archive.history.len() - 1;
+        state.apply(plan);
+        // `apply` appended the last entry; the earlier ones go first.
+        let last = state.history.remove(&id).unwrap_or_default();
+        let mut history = archive.history[..earlier].to_vec();
+        history.extend(last);
+        state.history.insert(id, history);
+        for effect in archive.effects {
+            state.effects.insert((id, effect.name.clone()), effect);
+        }
+        state.starts.extend(archive.starts.into_iter().map(|a| (id, a)));
+        if !archive.notes.is_empty() {
+            state.notes.insert(id, archive.notes);
+        }
+        Ok(true)
+    }
+
     async fn prune(&self, policy: Retention) -> Result<Pruned, StoreError> {
         retention::prune(&mut self.lock(), policy, self.now())
     }

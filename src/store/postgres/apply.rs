@@ -48,8 +48,15 @@ pub(super) fn decode<T: serde::de::DeserializeOwned>(
     serde_json::from_value(value).map_err(|e| StoreError::Corrupt { tree: table, source: e.into() })
 }
 
-pub(super) fn encode<T: serde::Serialize>(value: &T) -> Value {
-    serde_json::to_value(value).expect("records serialize to JSON")
+/// A record as JSON text, bound as `text` and cast in SQL (`$n::json`): a `json` column keeps
+/// the text as written (its keys in order), where binding a `jsonb` value would reorder them.
+pub(super) fn encode<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("records serialize to JSON")
+}
+
+/// An optional payload as JSON text (see [`encode`]).
+fn text(value: &Option<Value>) -> Option<String> {
+    value.as_ref().map(encode)
 }
 
 /// The plans of one transaction, applied as they come; the counters at [`Writer::finish`].
@@ -91,7 +98,8 @@ impl<'c> Writer<'c> {
                     "INSERT INTO steadfast_runs (id, agent, state, idempotency_key, due_at, \
                      lease_expires_at, parent, concurrency_key, created_at, updated_at, head, \
                      input, output, signal) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12::json, \
+                     $13::json, $14::json) \
                      ON CONFLICT (agent, idempotency_key) DO NOTHING",
                 )
                 .bind(&key)
@@ -105,9 +113,9 @@ impl<'c> Writer<'c> {
                 .bind(millis(head.created_at))
                 .bind(millis(head.updated_at))
                 .bind(encode(&head))
-                .bind(&input)
-                .bind(&output)
-                .bind(&signal)
+                .bind(encode(&input))
+                .bind(text(&output))
+                .bind(text(&signal))
                 .execute(&mut *self.conn)
                 .await?;
                 if inserted.rows_affected() == 0 {
@@ -118,9 +126,9 @@ impl<'c> Writer<'c> {
             None => {
                 let row = sqlx::query(
                     "UPDATE steadfast_runs SET state = $2, due_at = $3, lease_expires_at = $4, \
-                     updated_at = $5, head = $6, \
-                     output = CASE $7 WHEN 0 THEN output WHEN 1 THEN $8 ELSE NULL END, \
-                     signal = CASE $9 WHEN 0 THEN signal WHEN 1 THEN $10 ELSE NULL END \
+                     updated_at = $5, head = $6::jsonb, \
+                     output = CASE $7 WHEN 0 THEN output WHEN 1 THEN $8::json ELSE NULL END, \
+                     signal = CASE $9 WHEN 0 THEN signal WHEN 1 THEN $10::json ELSE NULL END \
                      WHERE id = $1 RETURNING input, output, signal",
                 )
                 .bind(&key)
@@ -130,15 +138,15 @@ impl<'c> Writer<'c> {
                 .bind(millis(head.updated_at))
                 .bind(encode(&head))
                 .bind(output_mode)
-                .bind(&output)
+                .bind(text(&output))
                 .bind(signal_mode)
-                .bind(&signal)
+                .bind(text(&signal))
                 .fetch_one(&mut *self.conn)
                 .await?;
                 (row.try_get("input")?, row.try_get("output")?, row.try_get("signal")?)
             }
         };
-        sqlx::query("INSERT INTO steadfast_history (run, seq, entry) VALUES ($1, $2, $3)")
+        sqlx::query("INSERT INTO steadfast_history (run, seq, entry) VALUES ($1, $2, $3::json)")
             .bind(&key)
             .bind(history.seq as i32)
             .bind(encode(&history))
@@ -147,7 +155,7 @@ impl<'c> Writer<'c> {
         match dead_letter {
             Some(DeadLetterChange::Add(entry)) => {
                 sqlx::query(
-                    "INSERT INTO steadfast_dead_letters (run, entry) VALUES ($1, $2) \
+                    "INSERT INTO steadfast_dead_letters (run, entry) VALUES ($1, $2::json) \
                      ON CONFLICT (run) DO UPDATE SET entry = excluded.entry",
                 )
                 .bind(&key)
@@ -246,4 +254,55 @@ pub(super) async fn locked_head(
         Some(row) => Ok(Some(decode("steadfast_runs", row.try_get("head")?))),
         None => Ok(None),
     }
+}
+
+/// Writes `archive` in this transaction; `false` (nothing written) if its id or key is taken.
+pub(super) async fn restore(
+    conn: &mut PgConnection,
+    archive: crate::store::RunArchive,
+) -> Result<(Result<bool, super::tx::Refusal>, Vec<String>), sqlx::Error> {
+    let key = id(archive.run.id);
+    let taken = sqlx::query("SELECT 1 FROM steadfast_runs WHERE id = $1")
+        .bind(&key)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if taken.is_some() {
+        return Ok((Ok(false), Vec::new()));
+    }
+    let mut writer = Writer::new(conn);
+    if writer.apply(crate::store::restore_plan(&archive)).await?.is_none() {
+        return Ok((Ok(false), Vec::new()));
+    }
+    for entry in &archive.history[..archive.history.len() - 1] {
+        sqlx::query("INSERT INTO steadfast_history (run, seq, entry) VALUES ($1, $2, $3::json)")
+            .bind(&key)
+            .bind(entry.seq as i32)
+            .bind(encode(entry))
+            .execute(&mut *writer.conn)
+            .await?;
+    }
+    for effect in &archive.effects {
+        sqlx::query("INSERT INTO steadfast_effects (run, name, record) VALUES ($1, $2, $3::json)")
+            .bind(&key)
+            .bind(&effect.name)
+            .bind(encode(effect))
+            .execute(&mut *writer.conn)
+            .await?;
+    }
+    for attempt in &archive.starts {
+        sqlx::query("INSERT INTO steadfast_starts (run, attempt) VALUES ($1, $2)")
+            .bind(&key)
+            .bind(*attempt as i32)
+            .execute(&mut *writer.conn)
+            .await?;
+    }
+    for note in &archive.notes {
+        sqlx::query("INSERT INTO steadfast_notes (run, note) VALUES ($1, $2::json)")
+            .bind(&key)
+            .bind(encode(note))
+            .execute(&mut *writer.conn)
+            .await?;
+    }
+    let woken = writer.finish().await?;
+    Ok((Ok(true), woken))
 }

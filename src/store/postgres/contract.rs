@@ -244,7 +244,7 @@ impl Store for PostgresStore {
                     };
                     let expires = head.lease.as_ref().map_or(now, |l| l.expires_at);
                     sqlx::query(
-                        "UPDATE steadfast_runs SET lease_expires_at = $2, head = $3 WHERE id = $1",
+                        "UPDATE steadfast_runs SET lease_expires_at = $2, head = $3::jsonb WHERE id = $1",
                     )
                     .bind(id(run))
                     .bind(millis(expires))
@@ -332,7 +332,7 @@ impl Store for PostgresStore {
         };
         // The first record wins: a conflicting insert returns the one already there.
         let row = sqlx::query(
-            "WITH ins AS (INSERT INTO steadfast_effects (run, name, record) VALUES ($1, $2, $3) \
+            "WITH ins AS (INSERT INTO steadfast_effects (run, name, record) VALUES ($1, $2, $3::json) \
              ON CONFLICT (run, name) DO NOTHING RETURNING record) \
              SELECT record FROM ins UNION ALL \
              SELECT record FROM steadfast_effects WHERE run = $1 AND name = $2 LIMIT 1",
@@ -381,7 +381,7 @@ impl Store for PostgresStore {
     async fn add_note(&self, run: RunId, author: Actor, text: &str) -> Result<Note, StoreError> {
         let note = Note { run, author, text: text.to_owned(), at: self.now() };
         let inserted = sqlx::query(
-            "INSERT INTO steadfast_notes (run, note) SELECT id, $2 FROM steadfast_runs \
+            "INSERT INTO steadfast_notes (run, note) SELECT id, $2::json FROM steadfast_runs \
              WHERE id = $1 RETURNING 1",
         )
         .bind(id(run))
@@ -456,7 +456,7 @@ impl Store for PostgresStore {
     ) -> Result<(), StoreError> {
         let query = match &control {
             Some(control) => sqlx::query(
-                "INSERT INTO steadfast_controls (agent, control) VALUES ($1, $2) \
+                "INSERT INTO steadfast_controls (agent, control) VALUES ($1, $2::json) \
                  ON CONFLICT (agent) DO UPDATE SET control = excluded.control",
             )
             .bind(agent)
@@ -476,6 +476,17 @@ impl Store for PostgresStore {
         &self,
     ) -> Result<std::collections::BTreeMap<String, AgentControl>, StoreError> {
         self.read_controls().await
+    }
+
+    async fn restore(&self, archive: crate::store::RunArchive) -> Result<bool, StoreError> {
+        archive.check()?;
+        let restored = self
+            .write("importing a run", |conn| {
+                let archive = archive.clone();
+                Box::pin(async move { super::apply::restore(conn, archive).await })
+            })
+            .await?;
+        restored.or_else(|refusal| refused::<()>(refusal).map(|_| false))
     }
 
     async fn prune(&self, policy: Retention) -> Result<Pruned, StoreError> {

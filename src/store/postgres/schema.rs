@@ -12,6 +12,8 @@ use crate::store::StoreError;
 const MIGRATIONS: &[&str] = &[
     // 1: runs with their payloads, the indexes the contract reads by, and everything kept
     // per run; counters per agent and state; concurrency keys held; schemas and controls.
+    // Payloads and records are `json` (kept as written, keys in order); the run's head, which
+    // the store itself reads into, `jsonb`.
     r#"
     CREATE TABLE steadfast_runs (
         id bytea PRIMARY KEY,
@@ -25,9 +27,9 @@ const MIGRATIONS: &[&str] = &[
         created_at bigint NOT NULL,
         updated_at bigint NOT NULL,
         head jsonb NOT NULL,
-        input jsonb NOT NULL,
-        output jsonb,
-        signal jsonb,
+        input json NOT NULL,
+        output json,
+        signal json,
         UNIQUE (agent, idempotency_key)
     );
     CREATE INDEX steadfast_runs_queued ON steadfast_runs (due_at, id) WHERE state = 'queued';
@@ -45,13 +47,13 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE steadfast_history (
         run bytea NOT NULL,
         seq integer NOT NULL,
-        entry jsonb NOT NULL,
+        entry json NOT NULL,
         PRIMARY KEY (run, seq)
     );
     CREATE TABLE steadfast_effects (
         run bytea NOT NULL,
         name text NOT NULL,
-        record jsonb NOT NULL,
+        record json NOT NULL,
         PRIMARY KEY (run, name)
     );
     CREATE TABLE steadfast_starts (
@@ -61,12 +63,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE TABLE steadfast_dead_letters (
         run bytea PRIMARY KEY,
-        entry jsonb NOT NULL
+        entry json NOT NULL
     );
     CREATE TABLE steadfast_notes (
         run bytea NOT NULL,
         seq bigserial NOT NULL,
-        note jsonb NOT NULL,
+        note json NOT NULL,
         PRIMARY KEY (run, seq)
     );
     CREATE TABLE steadfast_locks (
@@ -85,7 +87,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE TABLE steadfast_controls (
         agent text PRIMARY KEY,
-        control jsonb NOT NULL
+        control json NOT NULL
     );
     "#,
 ];

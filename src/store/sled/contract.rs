@@ -172,4 +172,8 @@ impl Store for SledStore {
     async fn prune(&self, policy: Retention) -> Result<Pruned, StoreError> {
         prune::prune(self, policy).await
     }
+
+    async fn restore(&self, archive: crate::store::RunArchive) -> Result<bool, StoreError> {
+        writes::restore(self, archive).await
+    }
 }

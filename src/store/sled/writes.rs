@@ -399,3 +399,44 @@ fn move_each(
     }
     Ok(moved)
 }
+
+pub(super) async fn restore(
+    store: &SledStore,
+    archive: crate::store::RunArchive,
+) -> Result<bool, StoreError> {
+    archive.check()?;
+    let id = archive.run.id;
+    let engine = store.engine()?;
+    let mut note_ids = Vec::with_capacity(archive.notes.len());
+    for _ in &archive.notes {
+        note_ids.push(engine.db.generate_id().map_err(|e| backend("numbering a note", e))?);
+    }
+    let restored = store
+        .write(move |tx| {
+            let key = idempotency_key(&archive.run.agent, &archive.run.idempotency_key);
+            if tx.runs.get(id.to_bytes())?.is_some() || tx.keys.get(&key)?.is_some() {
+                return abort(Abort::Exists(id));
+            }
+            tx.apply(None, crate::store::restore_plan(&archive))?;
+            for entry in &archive.history[..archive.history.len() - 1] {
+                let at = run_key_with(id, &entry.seq.to_be_bytes());
+                tx.history.insert(at, super::codec::to_bin(entry))?;
+            }
+            for effect in &archive.effects {
+                tx.effects.insert(run_key_with(id, effect.name.as_bytes()), to_json(effect))?;
+            }
+            for attempt in &archive.starts {
+                tx.starts.insert([&id.to_bytes()[..], &attempt.to_be_bytes()].concat(), &[][..])?;
+            }
+            for (note, seq) in archive.notes.iter().zip(&note_ids) {
+                tx.notes.insert(run_key_with(id, &seq.to_be_bytes()), to_json(note))?;
+            }
+            Ok(())
+        })
+        .await?;
+    match restored {
+        Ok(()) => Ok(true),
+        Err(Abort::Exists(_)) => Ok(false),
+        Err(other) => Err(other.into_error()),
+    }
+}
