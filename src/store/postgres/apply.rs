@@ -208,28 +208,44 @@ impl<'c> Writer<'c> {
 
     /// Writes the counters of every plan applied, summed, in (agent, state) order.
     pub(super) async fn finish(self) -> Result<Vec<String>, sqlx::Error> {
-        let (mut agents, mut states, mut deltas) = (Vec::new(), Vec::new(), Vec::new());
-        for ((agent, state), delta) in self.counts {
-            if delta != 0 {
-                agents.push(agent);
-                states.push(state);
-                deltas.push(delta);
-            }
-        }
-        if !agents.is_empty() {
-            sqlx::query(
-                "INSERT INTO steadfast_counts (agent, state, n) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) \
-                 ON CONFLICT (agent, state) DO UPDATE SET n = steadfast_counts.n + excluded.n",
-            )
-            .bind(&agents)
-            .bind(&states)
-            .bind(&deltas)
-            .execute(&mut *self.conn)
-            .await?;
-        }
+        add_counts(self.conn, self.counts).await?;
         Ok(self.woken)
     }
+}
+
+/// Counter shards per (agent, state): a transaction adds its deltas to one shard, chosen at
+/// random, so that concurrent moves of one agent do not all wait on one row's lock through
+/// each other's commits; a count is the sum of its shards.
+pub(super) const COUNT_SHARDS: i16 = 16;
+
+/// Adds `counts` (by agent and state) to one shard of the counters, in (agent, state) order.
+pub(super) async fn add_counts(
+    conn: &mut PgConnection,
+    counts: BTreeMap<(String, &'static str), i64>,
+) -> Result<(), sqlx::Error> {
+    let (mut agents, mut states, mut deltas) = (Vec::new(), Vec::new(), Vec::new());
+    for ((agent, state), delta) in counts {
+        if delta != 0 {
+            agents.push(agent);
+            states.push(state);
+            deltas.push(delta);
+        }
+    }
+    if agents.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO steadfast_counts (agent, state, shard, n) \
+         SELECT a, s, $4, d FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(a, s, d) \
+         ON CONFLICT (agent, state, shard) DO UPDATE SET n = steadfast_counts.n + excluded.n",
+    )
+    .bind(&agents)
+    .bind(&states)
+    .bind(&deltas)
+    .bind(fastrand::i16(0..COUNT_SHARDS))
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// A payload change as (mode, value): 0 keep, 1 put, 2 remove.

@@ -164,22 +164,7 @@ async fn delete(store: &PostgresStore, groups: Vec<Vec<Resting>>) -> Result<u64,
                         deleted += 1;
                     }
                 }
-                let (mut agents, mut states, mut deltas) = (Vec::new(), Vec::new(), Vec::new());
-                for ((agent, state), delta) in counts {
-                    agents.push(agent);
-                    states.push(state);
-                    deltas.push(delta);
-                }
-                sqlx::query(
-                    "UPDATE steadfast_counts c SET n = c.n + d.delta \
-                     FROM unnest($1::text[], $2::text[], $3::bigint[]) AS d(agent, state, delta) \
-                     WHERE c.agent = d.agent AND c.state = d.state",
-                )
-                .bind(&agents)
-                .bind(&states)
-                .bind(&deltas)
-                .execute(&mut *conn)
-                .await?;
+                super::apply::add_counts(conn, counts).await?;
                 Ok((Ok::<_, Refusal>(deleted), Vec::new()))
             })
         })

@@ -222,7 +222,8 @@ impl PostgresStore {
     }
 
     pub(super) async fn read_counts(&self) -> Result<BTreeMap<String, StateCounts>, StoreError> {
-        let rows = sqlx::query("SELECT agent, state, n FROM steadfast_counts WHERE n <> 0")
+        let rows = sqlx::query("SELECT agent, state, sum(n)::bigint AS n FROM steadfast_counts GROUP BY agent, state \
+             HAVING sum(n) <> 0")
             .fetch_all(self.pool())
             .await
             .map_err(|e| pg_error("reading counts", e))?;

@@ -78,8 +78,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE steadfast_counts (
         agent text NOT NULL,
         state text NOT NULL,
+        shard smallint NOT NULL,
         n bigint NOT NULL,
-        PRIMARY KEY (agent, state)
+        PRIMARY KEY (agent, state, shard)
     );
     CREATE TABLE steadfast_schemas (
         hash text PRIMARY KEY,
