@@ -134,6 +134,25 @@ impl Store for PostgresStore {
         check_transition(&request)?;
         let now = self.now();
         let run = request.run;
+        if request.follow_ups.is_empty() {
+            // One statement, compare-and-set on the run's move count (see `moves`); planned
+            // again from the run as it is if it moved meanwhile.
+            for _ in 0..16 {
+                let before = self.head(run).await?.ok_or(StoreError::NotFound(run))?;
+                let plan = match plan_move(run, &before, &request, now) {
+                    Ok(plan) => plan,
+                    Err(conflict) => return Ok(Err(conflict)),
+                };
+                if let super::moves::Written::Moved(record) = self.write_move(&before, plan).await?
+                {
+                    if record.state == RunState::Queued {
+                        self.inner.signal.notify();
+                        self.inner.notifier.notify(vec![record.agent.clone()]);
+                    }
+                    return Ok(Ok(record));
+                }
+            }
+        }
         let moved = self
             .write("moving a run", |conn| {
                 let request = request.clone();
@@ -163,6 +182,25 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         }
         let now = self.now();
+        // Most rounds find nothing: one plain read says so, without a transaction's three
+        // round trips.
+        let agents: Option<Vec<String>> = (!claim.agents.is_empty()).then(|| claim.agents.clone());
+        let runs: Option<Vec<Vec<u8>>> =
+            (!claim.runs.is_empty()).then(|| claim.runs.iter().map(|r| id(*r)).collect());
+        let any = sqlx::query(
+            "SELECT 1 FROM steadfast_runs WHERE state = 'queued' AND due_at <= $1 \
+             AND ($2::text[] IS NULL OR agent = ANY($2)) AND ($3::bytea[] IS NULL OR id = ANY($3)) \
+             LIMIT 1",
+        )
+        .bind(millis(now))
+        .bind(&agents)
+        .bind(&runs)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(|e| pg_error("looking for due runs", e))?;
+        if any.is_none() {
+            return Ok(Vec::new());
+        }
         // More candidates than asked for: some may wait on a held concurrency key.
         let want = claim.limit.saturating_mul(2).max(claim.limit + 8).min(10_000) as i64;
         let claimed = self
@@ -263,6 +301,17 @@ impl Store for PostgresStore {
 
     async fn recover_expired(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         let now = self.now();
+        let any = sqlx::query(
+            "SELECT 1 FROM steadfast_runs WHERE state = 'processing' AND lease_expires_at <= $1 \
+             LIMIT 1",
+        )
+        .bind(millis(now))
+        .fetch_optional(self.pool())
+        .await
+        .map_err(|e| pg_error("looking for expired leases", e))?;
+        if any.is_none() || limit == 0 {
+            return Ok(Vec::new());
+        }
         let recovered = self
             .write("recovering expired leases", |conn| {
                 Box::pin(async move {

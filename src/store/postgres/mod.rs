@@ -27,6 +27,7 @@
 mod apply;
 mod contract;
 mod listen;
+mod moves;
 mod prune;
 mod reads;
 mod schema;

@@ -222,11 +222,13 @@ impl PostgresStore {
     }
 
     pub(super) async fn read_counts(&self) -> Result<BTreeMap<String, StateCounts>, StoreError> {
-        let rows = sqlx::query("SELECT agent, state, sum(n)::bigint AS n FROM steadfast_counts GROUP BY agent, state \
-             HAVING sum(n) <> 0")
-            .fetch_all(self.pool())
-            .await
-            .map_err(|e| pg_error("reading counts", e))?;
+        let rows = sqlx::query(
+            "SELECT agent, state, sum(n)::bigint AS n FROM steadfast_counts GROUP BY agent, state \
+             HAVING sum(n) <> 0",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| pg_error("reading counts", e))?;
         let mut counts: BTreeMap<String, StateCounts> = BTreeMap::new();
         for row in rows {
             let get = |e| pg_error("reading a count", e);

@@ -69,6 +69,6 @@ impl PostgresStore {
 }
 
 /// A deadlock or a serialization failure: the transaction is safe to run again.
-fn retryable(error: &sqlx::Error) -> bool {
+pub(super) fn retryable(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")))
 }
