@@ -149,7 +149,7 @@ impl Store for PostgresStore {
                         self.inner.signal.notify();
                         self.inner.notifier.notify(vec![record.agent.clone()]);
                     }
-                    return Ok(Ok(record));
+                    return Ok(Ok(*record));
                 }
             }
         }

@@ -47,7 +47,7 @@ SELECT input, output, signal FROM u";
 /// The outcome of one attempt at a move in one statement.
 pub(super) enum Written {
     /// Done: the run as it is after the move.
-    Moved(RunRecord),
+    Moved(Box<RunRecord>),
     /// The run moved since it was read: plan again.
     Stale,
 }
@@ -125,7 +125,7 @@ impl PostgresStore {
         let input: Value = row.try_get("input").map_err(get)?;
         let output: Option<Value> = row.try_get("output").map_err(get)?;
         let signal: Option<Value> = row.try_get("signal").map_err(get)?;
-        Ok(Written::Moved(head.into_record(run, input, output, signal)))
+        Ok(Written::Moved(Box::new(head.into_record(run, input, output, signal))))
     }
 }
 
