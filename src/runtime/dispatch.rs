@@ -115,6 +115,9 @@ async fn work(shared: &Arc<Shared>, names: &[String], until: Until) -> Result<()
         if let Some(wait) = unblocked_in {
             sleep = sleep.min(wait);
         }
+        if shared.stopping.load(Ordering::SeqCst) {
+            return Ok(()); // told to stop during this round
+        }
         tokio::select! {
             () = shared.wake.notified() => {}
             () = store_signal(&mut signal) => {}

@@ -458,6 +458,8 @@ impl Runtime {
         let shared = &self.shared;
         shared.stopping.store(true, Ordering::SeqCst);
         shared.wake.notify_waiters();
+        // And a permit, for a dispatcher between two waits (mid-round) when it was told.
+        shared.wake.notify_one();
         let deadline = tokio::time::Instant::now() + shared.grace;
         while shared.in_flight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline
         {
