@@ -15,7 +15,6 @@
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,12 +35,7 @@ const PROCESSES: usize = 4;
 const WORKERS: usize = 4;
 const LEASE: Duration = Duration::from_millis(1_000);
 
-/// Appends `<logical> <key>` to the receiver: one short line, atomic with `O_APPEND`.
-fn deliver(receiver: &Path, logical: &str, key: &str) -> Result<(), AgentError> {
-    let mut file = OpenOptions::new().create(true).append(true).open(receiver)?;
-    file.write_all(format!("{logical} {key}\n").as_bytes())?;
-    Ok(())
-}
+use common::deliver;
 
 /// Two journaled effects per run.
 struct Send(PathBuf);

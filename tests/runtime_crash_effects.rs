@@ -33,13 +33,7 @@ const CHILD_ENV: &str = "STEADFAST_EFFECTS_CHILD";
 /// Workers in the soak: at most this many agents run at a kill.
 const WORKERS: usize = 2;
 
-/// Appends `<logical> <key>` to the receiver: one write of one short line, atomic with
-/// `O_APPEND`.
-fn deliver(receiver: &Path, logical: &str, key: &str) -> Result<(), AgentError> {
-    let mut file = OpenOptions::new().create(true).append(true).open(receiver)?;
-    file.write_all(format!("{logical} {key}\n").as_bytes())?;
-    Ok(())
-}
+use common::deliver;
 
 /// Makes logical effect `logical` once through `ctx.effect`, telling the parent (stdout) when
 /// it starts and when it is journaled.

@@ -7,6 +7,20 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Appends `<logical> <key>` to a receiver outside the workers (a file): one write of one
+/// short line, atomic with `O_APPEND`, so that processes killed at any moment leave whole
+/// lines.
+pub(crate) fn deliver(
+    receiver: &Path,
+    logical: &str,
+    key: &str,
+) -> Result<(), steadfast::prelude::AgentError> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(receiver)?;
+    file.write_all(format!("{logical} {key}\n").as_bytes())?;
+    Ok(())
+}
+
 /// Starts this test binary running only the test `test`, with `env` set to `dir`.
 /// Its standard error goes to `dir/worker.stderr` (appended), shown if a drain fails.
 pub(crate) fn spawn_worker(test: &str, env: &str, dir: &Path) -> Child {
