@@ -84,7 +84,7 @@ pub async fn archive<S: Store + ?Sized>(
 pub(crate) fn restore_plan(archive: &RunArchive) -> super::backend::Plan {
     use super::backend::{CountDelta, DeadLetterChange, LockChange, Payload, Plan, RunHead};
     let run = &archive.run;
-    let head = RunHead::from(run.clone());
+    let head = RunHead::of(run);
     let lock = (run.state == crate::lifecycle::RunState::Processing)
         .then(|| run.concurrency_key.clone().map(LockChange::Take))
         .flatten();

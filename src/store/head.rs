@@ -92,36 +92,36 @@ impl RunHead {
         }
     }
 
-    /// The token of the run's current lease, or its last fencing token if it holds none: what
-    /// a move's fence is compared with.
-    pub fn lease_token(&self) -> u64 {
-        self.lease.as_ref().map_or(self.fence, |l| l.token)
-    }
-}
-
-impl From<RunRecord> for RunHead {
-    fn from(run: RunRecord) -> Self {
+    /// The head of `run`, copied without its payloads (the input, output and signal, which a
+    /// plan never reads).
+    pub fn of(run: &RunRecord) -> Self {
         RunHead {
-            agent: run.agent,
+            agent: run.agent.clone(),
             state: run.state,
-            idempotency_key: run.idempotency_key,
+            idempotency_key: run.idempotency_key.clone(),
             attempt: run.attempt,
             due_at: run.due_at,
-            lease: run.lease,
+            lease: run.lease.clone(),
             fence: run.fence,
             parent: run.parent,
             stage: run.stage,
-            input_schema: run.input_schema,
-            output_schema: run.output_schema,
-            concurrency_key: run.concurrency_key,
-            waiting_for: run.waiting_for,
-            review_note: run.review_note,
-            last_error: run.last_error,
+            input_schema: run.input_schema.clone(),
+            output_schema: run.output_schema.clone(),
+            concurrency_key: run.concurrency_key.clone(),
+            waiting_for: run.waiting_for.clone(),
+            review_note: run.review_note.clone(),
+            last_error: run.last_error.clone(),
             moves: run.moves,
             format: run.format,
             created_at: run.created_at,
             updated_at: run.updated_at,
         }
+    }
+
+    /// The token of the run's current lease, or its last fencing token if it holds none: what
+    /// a move's fence is compared with.
+    pub fn lease_token(&self) -> u64 {
+        self.lease.as_ref().map_or(self.fence, |l| l.token)
     }
 }
 

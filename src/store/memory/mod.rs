@@ -207,7 +207,7 @@ impl Store for MemoryStore {
         let mut state = self.lock();
         let id = request.run;
         let before = state.runs.get(&id).ok_or(StoreError::NotFound(id))?;
-        match plan_move(id, &RunHead::from(before.clone()), &request, now) {
+        match plan_move(id, &RunHead::of(before), &request, now) {
             Ok(plan) => {
                 let run = state.apply(plan);
                 drop(state);
@@ -237,7 +237,7 @@ impl Store for MemoryStore {
             if claimed.len() >= claim.limit {
                 break;
             }
-            let before = RunHead::from(state.runs[&id].clone());
+            let before = RunHead::of(&state.runs[&id]);
             let held = |key: &str| Ok::<_, std::convert::Infallible>(state.held.contains(key));
             let Ok(plan) = plan_claim(id, &before, &claim.owner, claim.lease, now, held);
             if let Some(plan) = plan {
@@ -256,7 +256,7 @@ impl Store for MemoryStore {
         let now = self.now();
         let mut state = self.lock();
         let run = state.runs.get_mut(&id).ok_or(StoreError::NotFound(id))?;
-        match plan_heartbeat(id, &RunHead::from(run.clone()), token, extend, now) {
+        match plan_heartbeat(id, &RunHead::of(run), token, extend, now) {
             Ok(head) => {
                 let expires = head.lease.as_ref().map_or(now, |l| l.expires_at);
                 run.set_head(head);
@@ -283,7 +283,7 @@ impl Store for MemoryStore {
         expired.truncate(limit);
         let mut recovered = Vec::with_capacity(expired.len());
         for (_, id) in expired {
-            let before = RunHead::from(state.runs[&id].clone());
+            let before = RunHead::of(&state.runs[&id]);
             if let Some(plan) = plan_expiry(id, &before, Expiry::Expired, now) {
                 recovered.push(state.apply(plan));
             }

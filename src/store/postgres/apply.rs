@@ -55,7 +55,7 @@ pub(super) fn encode<T: serde::Serialize>(value: &T) -> String {
 }
 
 /// An optional payload as JSON text (see [`encode`]).
-fn text(value: &Option<Value>) -> Option<String> {
+pub(super) fn text(value: &Option<Value>) -> Option<String> {
     value.as_ref().map(encode)
 }
 
@@ -249,7 +249,7 @@ pub(super) async fn add_counts(
 }
 
 /// A payload change as (mode, value): 0 keep, 1 put, 2 remove.
-fn payload(change: Payload) -> (i16, Option<Value>) {
+pub(super) fn payload(change: Payload) -> (i16, Option<Value>) {
     match change {
         Payload::Keep => (0, None),
         Payload::Put(value) => (1, Some(value)),

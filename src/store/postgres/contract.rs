@@ -78,7 +78,7 @@ impl Store for PostgresStore {
                         return Ok((Ok(None), Vec::new()));
                     };
                     if let Some((owner, lease)) = new.claim_for.clone() {
-                        let head = RunHead::from(run.clone());
+                        let head = RunHead::of(&run);
                         let mut free = true;
                         if let Some(key) = &head.concurrency_key
                             && claimable(&head, now)
@@ -205,12 +205,8 @@ impl Store for PostgresStore {
         let want = claim.limit.saturating_mul(2).max(claim.limit + 8).min(10_000) as i64;
         let claimed = self
             .write("claiming runs", |conn| {
-                let claim = claim.clone();
+                let (claim, agents, runs) = (claim.clone(), agents.clone(), runs.clone());
                 Box::pin(async move {
-                    let agents: Option<Vec<String>> =
-                        (!claim.agents.is_empty()).then(|| claim.agents.clone());
-                    let runs: Option<Vec<Vec<u8>>> = (!claim.runs.is_empty())
-                        .then(|| claim.runs.iter().map(|r| id(*r)).collect());
                     let rows = sqlx::query(
                         "SELECT id, head FROM steadfast_runs WHERE state = 'queued' \
                          AND due_at <= $1 AND ($2::text[] IS NULL OR agent = ANY($2)) \

@@ -9,11 +9,11 @@
 use serde_json::Value;
 use sqlx::Row;
 
-use super::apply::{COUNT_SHARDS, encode, id, millis};
+use super::apply::{COUNT_SHARDS, encode, id, millis, payload, text};
 use super::{PostgresStore, pg_error};
 use crate::lifecycle::RunId;
 use crate::machine::StateMachine;
-use crate::store::backend::{DeadLetterChange, LockChange, Payload, Plan, RunHead};
+use crate::store::backend::{DeadLetterChange, LockChange, Plan, RunHead};
 use crate::store::{RunRecord, StoreError};
 
 const MOVE: &str = "\
@@ -99,9 +99,9 @@ impl PostgresStore {
             .bind(millis(head.updated_at))
             .bind(encode(&head))
             .bind(output_mode)
-            .bind(output)
+            .bind(text(&output))
             .bind(signal_mode)
-            .bind(signal)
+            .bind(text(&signal))
             .bind(before.moves as i32)
             .bind(encode(&history))
             .bind(dead)
@@ -126,14 +126,5 @@ impl PostgresStore {
         let output: Option<Value> = row.try_get("output").map_err(get)?;
         let signal: Option<Value> = row.try_get("signal").map_err(get)?;
         Ok(Written::Moved(Box::new(head.into_record(run, input, output, signal))))
-    }
-}
-
-/// A payload change as (mode, JSON text): 0 keep, 1 put, 2 remove.
-fn payload(change: Payload) -> (i16, Option<String>) {
-    match change {
-        Payload::Keep => (0, None),
-        Payload::Put(value) => (1, Some(encode(&value))),
-        Payload::Remove => (2, None),
     }
 }
